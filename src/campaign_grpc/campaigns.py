@@ -1,0 +1,286 @@
+"""The campaign domain: every operation the service offers, each one transaction.
+
+Knows nothing of gRPC. Each write is a function run by the writer inside its transaction, so
+that a rule checked against the stored state still holds when the change commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from . import lifecycle, page_token, validation
+from .database import Readers, Writer
+from .errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, PreconditionViolation
+from .store import Store
+from .types import (
+    Action,
+    Campaign,
+    EndHandle,
+    Event,
+    ListFilter,
+    Page,
+    Reason,
+    Snapshot,
+    Status,
+)
+
+Clock = Callable[[], int]
+
+
+def wall_clock_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _not_found(campaign_id: str) -> NotFound:
+    return NotFound(f"campaign {campaign_id} not found", metadata={"id": campaign_id})
+
+
+def _with_action_ids(actions: Sequence[Action]) -> list[Action]:
+    return [a if a.id else dataclasses.replace(a, id=str(uuid.uuid4())) for a in actions]
+
+
+def _reference_error(violations: list[PreconditionViolation]) -> FailedPrecondition:
+    return FailedPrecondition(
+        "; ".join(v.description for v in violations), violations, reason=violations[0].type
+    )
+
+
+class Campaigns:
+    def __init__(
+        self,
+        store: Store,
+        writer: Writer,
+        readers: Readers,
+        *,
+        stop_grace_s: float = 60.0,
+        clock: Clock = wall_clock_us,
+    ) -> None:
+        self._store = store
+        self._writer = writer
+        self._readers = readers
+        self._stop_grace_us = int(stop_grace_s * 1_000_000)
+        self._clock = clock
+
+    def now(self) -> int:
+        return self._clock()
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def get(self, customer_id: str, campaign_id: str) -> Campaign:
+        validation.validate_key(customer_id, campaign_id)
+        found = await self._readers.run(lambda: self._store.get(customer_id, campaign_id))
+        if found is None:
+            raise _not_found(campaign_id)
+        return found
+
+    async def list_page(self, f: ListFilter, page_size: int, token: str) -> Page:
+        limit = validation.validate_list(f.customer_id, page_size, f.status, f.type)
+        after = page_token.decode(token, f) if token else None
+        campaigns, last = await self._readers.run(lambda: self._store.list_page(f, after, limit))
+        return Page(campaigns, "" if last is None else page_token.encode(f, last))
+
+    async def snapshot(self, customer_id: str, campaign_id: str) -> Snapshot:
+        return await self._readers.run(lambda: self._store.snapshot(customer_id, campaign_id))
+
+    async def events_after(
+        self, revision: int, customer_id: str, campaign_id: str, limit: int
+    ) -> list[Event]:
+        return await self._readers.run(
+            lambda: self._store.events_after(revision, customer_id, campaign_id, limit)
+        )
+
+    async def head_revision(self) -> int:
+        return await self._readers.run(self._store.head_revision)
+
+    async def next_stop_deadline(self) -> int | None:
+        return await self._readers.run(self._store.next_stop_deadline)
+
+    async def ping(self) -> None:
+        await self._readers.run(self._store.ping)
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def create(self, draft: Campaign, request_id: str) -> Campaign:
+        validation.validate_create(draft, request_id)
+        return await self._writer.run(lambda: self._create(draft, request_id))
+
+    def _create(self, draft: Campaign, request_id: str) -> Campaign:
+        store, now = self._store, self._clock()
+        if request_id:
+            earlier = store.get_by_request(draft.customer_id, request_id)
+            if earlier is not None:
+                return earlier
+        if draft.id and store.get(draft.customer_id, draft.id) is not None:
+            raise AlreadyExists(f"campaign {draft.id} already exists", metadata={"id": draft.id})
+        c = dataclasses.replace(
+            draft,
+            id=draft.id or str(uuid.uuid4()),
+            status=Status.STOP,
+            end_handle=draft.end_handle or EndHandle.STOP,
+            actions=_with_action_ids(draft.actions),
+            tm_create=now,
+            tm_update=None,
+            tm_delete=None,
+            version=1,
+            stop_deadline=None,
+        )
+        self._check_references(c, {"next_campaign_id", "outdial_id"})
+        store.append_event(c, Status.UNSPECIFIED, Reason.CREATED, now)
+        store.insert(c, request_id)
+        return c
+
+    def _check_references(self, c: Campaign, fields: set[str]) -> Campaign | None:
+        """Raises for a broken reference among fields; returns the next campaign if any."""
+        store = self._store
+        next_campaign = store.get(c.customer_id, c.next_campaign_id) if c.next_campaign_id else None
+        violations: list[PreconditionViolation] = []
+        if "next_campaign_id" in fields:
+            violations += lifecycle.next_campaign_violations(c, next_campaign)
+        if "outdial_id" in fields and c.outdial_id and not c.deleted:
+            holder = store.outdial_holder(c.customer_id, c.outdial_id, c.id)
+            violations += lifecycle.outdial_violations(c, holder)
+        if violations:
+            raise _reference_error(violations)
+        return next_campaign
+
+    def _load(self, customer_id: str, campaign_id: str, etag: str = "") -> Campaign:
+        c = self._store.get(customer_id, campaign_id)
+        if c is None:
+            raise _not_found(campaign_id)
+        if etag and etag != c.etag:
+            raise Aborted(
+                "the campaign changed since the etag was read; read it again",
+                metadata={"id": campaign_id, "etag": c.etag},
+            )
+        return c
+
+    def _touch(self, c: Campaign, now: int) -> None:
+        c.version += 1
+        c.tm_update = now
+
+    async def update(self, draft: Campaign, paths: Sequence[str], etag: str = "") -> Campaign:
+        validation.validate_update(draft, paths)
+        return await self._writer.run(lambda: self._update(draft, set(paths), etag))
+
+    def _update(self, draft: Campaign, paths: set[str], etag: str) -> Campaign:
+        c = self._load(draft.customer_id, draft.id, etag)
+        if c.deleted:
+            raise FailedPrecondition(
+                "a deleted campaign cannot be updated; undelete it first",
+                [PreconditionViolation("CAMPAIGN_DELETED", "campaign", "the campaign is deleted")],
+                reason="CAMPAIGN_DELETED",
+            )
+        before = dataclasses.replace(c)
+        for name in paths:
+            value = getattr(draft, name)
+            if name == "actions":
+                value = _with_action_ids(value)
+            elif name == "end_handle":
+                value = value or EndHandle.STOP
+            setattr(c, name, value)
+        if c == before:
+            return c
+        next_campaign = self._check_references(c, paths)
+        if c.status == Status.RUN:
+            lifecycle.require_runnable(c, next_campaign)
+        self._touch(c, self._clock())
+        self._store.save(c)
+        return c
+
+    async def delete(self, customer_id: str, campaign_id: str, etag: str) -> Campaign:
+        validation.validate_key(customer_id, campaign_id)
+        return await self._writer.run(lambda: self._delete(customer_id, campaign_id, etag))
+
+    def _delete(self, customer_id: str, campaign_id: str, etag: str) -> Campaign:
+        c = self._load(customer_id, campaign_id, etag)
+        if c.deleted:
+            return c
+        if c.status != Status.STOP:
+            raise FailedPrecondition(
+                "only a stopped campaign can be deleted; stop it first",
+                [
+                    PreconditionViolation(
+                        "CAMPAIGN_NOT_STOPPED", "status", f"the campaign is {c.status.name}"
+                    )
+                ],
+                reason="CAMPAIGN_NOT_STOPPED",
+            )
+        now = self._clock()
+        c.tm_delete = now
+        self._touch(c, now)
+        self._store.append_event(c, c.status, Reason.DELETED, now)
+        self._store.save(c)
+        return c
+
+    async def undelete(self, customer_id: str, campaign_id: str) -> Campaign:
+        validation.validate_key(customer_id, campaign_id)
+        return await self._writer.run(lambda: self._undelete(customer_id, campaign_id))
+
+    def _undelete(self, customer_id: str, campaign_id: str) -> Campaign:
+        c = self._load(customer_id, campaign_id)
+        if not c.deleted:
+            return c
+        previous = c.status
+        c.tm_delete = None
+        c.status = Status.STOP
+        c.stop_deadline = None
+        self._check_references(c, {"outdial_id"})
+        now = self._clock()
+        self._touch(c, now)
+        self._store.append_event(c, previous, Reason.UNDELETED, now)
+        self._store.save(c)
+        return c
+
+    async def set_status(
+        self, customer_id: str, campaign_id: str, status: int, force: bool
+    ) -> Campaign:
+        validation.validate_status_request(customer_id, campaign_id, status)
+        requested = Status(status)
+        return await self._writer.run(
+            lambda: self._set_status(customer_id, campaign_id, requested, force)
+        )
+
+    def _set_status(
+        self, customer_id: str, campaign_id: str, requested: Status, force: bool
+    ) -> Campaign:
+        c = self._load(customer_id, campaign_id)
+        next_campaign = None
+        if requested == Status.RUN and c.next_campaign_id:
+            next_campaign = self._store.get(customer_id, c.next_campaign_id)
+        now = self._clock()
+        transition = lifecycle.plan_status_change(
+            c,
+            requested,
+            force=force,
+            next_campaign=next_campaign,
+            now=now,
+            stop_grace_us=self._stop_grace_us,
+        )
+        if transition is None:
+            return c
+        self._transition(c, transition.to, transition.reason, now, transition.stop_deadline)
+        return c
+
+    def _transition(
+        self, c: Campaign, to: Status, reason: Reason, now: int, stop_deadline: int | None = None
+    ) -> None:
+        previous = c.status
+        c.status = to
+        c.stop_deadline = stop_deadline
+        self._touch(c, now)
+        self._store.append_event(c, previous, reason, now)
+        self._store.save(c)
+
+    async def expire_stops(self, batch: int = 100) -> int:
+        """Completes to STOP every campaign whose stop grace has run out; returns how many."""
+        return await self._writer.run(lambda: self._expire_stops(batch))
+
+    def _expire_stops(self, batch: int) -> int:
+        now = self._clock()
+        due = self._store.due_stops(now, batch)
+        for c in due:
+            self._transition(c, Status.STOP, Reason.GRACE_EXPIRED, now)
+        return len(due)

@@ -1,0 +1,124 @@
+"""Conversion between campaign.v1 messages and the domain's values."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from campaign.v1 import campaign_pb2 as pb
+
+from .types import Action, Campaign, CampaignType, EndHandle, Event, ListFilter, Status
+from .watch import Item, Kind
+
+
+def _timestamp(us: int) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMicroseconds(us)
+    return ts
+
+
+def _option_to_dict(option: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(option) if option.fields else {}
+
+
+def _option_to_struct(option: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if option:
+        s.update(option)
+    return s
+
+
+def campaign_from_proto(m: pb.Campaign) -> Campaign:
+    # Enum numbers are kept as sent, unknown ones included, for validation to name them.
+    return Campaign(
+        id=m.id,
+        customer_id=m.customer_id,
+        type=cast(CampaignType, m.type),
+        name=m.name,
+        detail=m.detail,
+        service_level=m.service_level,
+        end_handle=cast(EndHandle, m.end_handle),
+        actions=[Action(a.id, a.next_id, a.type, _option_to_dict(a.option)) for a in m.actions],
+        outplan_id=m.outplan_id,
+        outdial_id=m.outdial_id,
+        queue_id=m.queue_id,
+        next_campaign_id=m.next_campaign_id,
+    )
+
+
+def list_filter_from_proto(m: pb.ListCampaignsRequest) -> ListFilter:
+    return ListFilter(
+        customer_id=m.customer_id,
+        status=cast(Status, m.status),
+        type=cast(CampaignType, m.type),
+        show_deleted=m.show_deleted,
+    )
+
+
+def campaign_to_proto(c: Campaign) -> pb.Campaign:
+    m = pb.Campaign(
+        id=c.id,
+        customer_id=c.customer_id,
+        type=cast(pb.Campaign.Type.ValueType, int(c.type)),
+        name=c.name,
+        detail=c.detail,
+        status=cast(pb.Campaign.Status.ValueType, int(c.status)),
+        service_level=c.service_level,
+        end_handle=cast(pb.Campaign.EndHandle.ValueType, int(c.end_handle)),
+        actions=[
+            pb.Action(id=a.id, next_id=a.next_id, type=a.type, option=_option_to_struct(a.option))
+            for a in c.actions
+        ],
+        outplan_id=c.outplan_id,
+        outdial_id=c.outdial_id,
+        queue_id=c.queue_id,
+        next_campaign_id=c.next_campaign_id,
+        tm_create=_timestamp(c.tm_create),
+        etag=c.etag,
+    )
+    if c.tm_update is not None:
+        m.tm_update.FromMicroseconds(c.tm_update)
+    if c.tm_delete is not None:
+        m.tm_delete.FromMicroseconds(c.tm_delete)
+    return m
+
+
+def _status(value: Status) -> pb.Campaign.Status.ValueType:
+    return cast(pb.Campaign.Status.ValueType, int(value))
+
+
+def event_to_proto(e: Event) -> pb.WatchStatusResponse:
+    return pb.WatchStatusResponse(
+        kind=pb.WatchStatusResponse.KIND_CHANGE,
+        customer_id=e.customer_id,
+        campaign_id=e.campaign_id,
+        status=_status(e.status),
+        previous_status=_status(e.previous_status),
+        deleted=e.deleted,
+        revision=e.revision,
+        tm_event=_timestamp(e.tm_event),
+        reason=cast(pb.WatchStatusResponse.Reason.ValueType, int(e.reason)),
+    )
+
+
+def item_to_proto(item: Item) -> pb.WatchStatusResponse:
+    if item.event is not None:
+        return event_to_proto(item.event)
+    if item.campaign is not None:
+        c = item.campaign
+        return pb.WatchStatusResponse(
+            kind=pb.WatchStatusResponse.KIND_SNAPSHOT,
+            customer_id=c.customer_id,
+            campaign_id=c.id,
+            status=_status(c.status),
+            deleted=c.deleted,
+            revision=item.revision,
+            tm_event=_timestamp(c.tm_update or c.tm_create),
+        )
+    kind = (
+        pb.WatchStatusResponse.KIND_SNAPSHOT_END
+        if item.kind == Kind.SNAPSHOT_END
+        else pb.WatchStatusResponse.KIND_HEARTBEAT
+    )
+    return pb.WatchStatusResponse(kind=kind, revision=item.revision)

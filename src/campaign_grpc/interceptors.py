@@ -1,0 +1,109 @@
+"""Server interceptors: one access-log line per call with its method, code and duration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+log = logging.getLogger("campaign_grpc.access")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+def _code(context: Context, error: BaseException | None) -> str:
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        return "CANCELLED"
+    code = context.code()
+    if code is not None and code != grpc.StatusCode.OK:
+        return code.name if isinstance(code, grpc.StatusCode) else str(code)
+    if error is not None and not isinstance(error, grpc.aio.AbortError):
+        return "UNKNOWN"
+    return "OK"
+
+
+def _log(method: str, context: Context, started: float, error: BaseException | None) -> None:
+    ms = (time.perf_counter() - started) * 1000
+    code = _code(context, error)
+    log.info(
+        "%s %s %.2fms",
+        method,
+        code,
+        ms,
+        extra={"method": method, "code": code, "duration_ms": round(ms, 3)},
+    )
+
+
+class AccessLog(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(details)
+        if handler is None or not log.isEnabledFor(logging.INFO):
+            return handler
+        method = details.method
+        # The stubs describe the sync handler types; on an aio server they are coroutines.
+        unary_unary: Any = handler.unary_unary
+        unary_stream: Any = handler.unary_stream
+        stream_stream: Any = handler.stream_stream
+        if unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _logged_unary(method, unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _logged_stream(method, unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _logged_stream(method, stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _logged_unary(
+    method: str, behavior: Callable[[Any, Context], Awaitable[Any]]
+) -> Callable[[Any, Context], Awaitable[Any]]:
+    async def call(request: Any, context: Context) -> Any:
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await behavior(request, context)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _log(method, context, started, error)
+
+    return call
+
+
+def _logged_stream(
+    method: str, behavior: Callable[[Any, Context], AsyncIterator[Any]]
+) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _log(method, context, started, error)
+
+    return call

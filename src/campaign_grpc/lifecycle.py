@@ -1,0 +1,98 @@
+"""The run/stop lifecycle and the conditions a campaign must meet: pure rules, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import FailedPrecondition, PreconditionViolation
+from .types import Campaign, Reason, Status
+
+
+@dataclass(slots=True, frozen=True)
+class Transition:
+    to: Status
+    reason: Reason
+    stop_deadline: int | None = None
+
+
+def next_campaign_violations(
+    campaign: Campaign, next_campaign: Campaign | None
+) -> list[PreconditionViolation]:
+    """Why campaign.next_campaign_id is not a usable reference; next_campaign is its lookup."""
+    ref = campaign.next_campaign_id
+    if not ref:
+        return []
+    if ref == campaign.id:
+        why = "must not name the campaign itself"
+    elif next_campaign is None or next_campaign.customer_id != campaign.customer_id:
+        why = f"campaign {ref} does not exist"
+    elif next_campaign.deleted:
+        why = f"campaign {ref} is deleted"
+    else:
+        return []
+    return [PreconditionViolation("NEXT_CAMPAIGN_INVALID", "next_campaign_id", why)]
+
+
+def outdial_violations(campaign: Campaign, holder_id: str | None) -> list[PreconditionViolation]:
+    """holder_id is the live campaign other than this one that uses the outdial, if any."""
+    if holder_id is None:
+        return []
+    return [
+        PreconditionViolation(
+            "OUTDIAL_IN_USE",
+            "outdial_id",
+            f"outdial {campaign.outdial_id} belongs to live campaign {holder_id}",
+        )
+    ]
+
+
+def run_violations(
+    campaign: Campaign, next_campaign: Campaign | None
+) -> list[PreconditionViolation]:
+    out: list[PreconditionViolation] = []
+    if campaign.deleted:
+        out.append(PreconditionViolation("CAMPAIGN_DELETED", "campaign", "the campaign is deleted"))
+    if not campaign.outplan_id:
+        out.append(PreconditionViolation("OUTPLAN_MISSING", "outplan_id", "an outplan is required"))
+    if not campaign.outdial_id:
+        out.append(PreconditionViolation("OUTDIAL_MISSING", "outdial_id", "an outdial is required"))
+    if not campaign.actions and not campaign.queue_id:
+        out.append(
+            PreconditionViolation(
+                "NOTHING_TO_RUN", "actions", "at least one action or a queue_id is required"
+            )
+        )
+    out += next_campaign_violations(campaign, next_campaign)
+    return out
+
+
+def require_runnable(campaign: Campaign, next_campaign: Campaign | None) -> None:
+    violations = run_violations(campaign, next_campaign)
+    if violations:
+        raise FailedPrecondition(
+            "the campaign does not meet the run conditions",
+            violations,
+            reason="RUN_CONDITIONS_UNMET",
+        )
+
+
+def plan_status_change(
+    campaign: Campaign,
+    requested: Status,
+    *,
+    force: bool,
+    next_campaign: Campaign | None,
+    now: int,
+    stop_grace_us: int,
+) -> Transition | None:
+    """The transition a request asks for, or None when the campaign is already there."""
+    if requested == Status.RUN:
+        if campaign.status == Status.RUN:
+            return None
+        require_runnable(campaign, next_campaign)
+        return Transition(Status.RUN, Reason.REQUESTED)
+    if campaign.status == Status.STOP:
+        return None
+    if campaign.status == Status.RUN and not force:
+        return Transition(Status.STOPPING, Reason.REQUESTED, now + stop_grace_us)
+    return Transition(Status.STOP, Reason.REQUESTED)

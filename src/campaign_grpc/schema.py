@@ -1,0 +1,142 @@
+"""The tables, bound to one database, and the versioned steps that create and migrate them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import peewee as pw
+
+from .types import Status
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Tables:
+    campaign: Any
+    event: Any
+    meta: Any
+
+    def all(self) -> list[Any]:
+        return [self.meta, self.campaign, self.event]
+
+
+def bind_tables(db: pw.Database) -> Tables:
+    """Model classes of their own per database, so that two stores never share a binding."""
+
+    class Base(pw.Model):
+        class Meta:
+            database = db
+            legacy_table_names = False
+
+    class Meta(Base):
+        key = pw.CharField(primary_key=True, max_length=32)
+        value = pw.BigIntegerField()
+
+    class Campaign(Base):
+        # The insertion order: pages walk it, so a page boundary never skips or repeats.
+        seq = pw.BigAutoField()
+        customer_id = pw.CharField(max_length=36)
+        id = pw.CharField(max_length=36)
+        type = pw.SmallIntegerField()
+        name = pw.TextField()
+        detail = pw.TextField()
+        status = pw.SmallIntegerField()
+        service_level = pw.SmallIntegerField()
+        end_handle = pw.SmallIntegerField()
+        actions = pw.TextField()
+        outplan_id = pw.CharField(max_length=36)
+        outdial_id = pw.CharField(max_length=36)
+        queue_id = pw.CharField(max_length=36)
+        next_campaign_id = pw.CharField(max_length=36)
+        tm_create = pw.BigIntegerField()
+        tm_update = pw.BigIntegerField(null=True)
+        tm_delete = pw.BigIntegerField(null=True)
+        version = pw.IntegerField()
+        revision = pw.BigIntegerField()
+        stop_deadline = pw.BigIntegerField(null=True)
+        request_id = pw.CharField(max_length=36, null=True)
+
+        class Meta:
+            table_name = "campaign"
+            indexes = (
+                (("customer_id", "id"), True),
+                (("customer_id", "request_id"), True),
+                (("customer_id", "seq"), False),
+            )
+
+    # One outdial belongs to at most one live campaign of a customer; the database
+    # enforces it too, so that racing writers on other replicas cannot both win.
+    Campaign.add_index(
+        Campaign.index(
+            Campaign.customer_id, Campaign.outdial_id, unique=True, name="campaign_live_outdial"
+        ).where((Campaign.tm_delete.is_null()) & (Campaign.outdial_id != ""))
+    )
+    Campaign.add_index(
+        Campaign.index(Campaign.stop_deadline, name="campaign_stop_deadline").where(
+            Campaign.status == int(Status.STOPPING)
+        )
+    )
+
+    class Event(Base):
+        revision = pw.BigIntegerField(primary_key=True)
+        customer_id = pw.CharField(max_length=36)
+        campaign_id = pw.CharField(max_length=36)
+        status = pw.SmallIntegerField()
+        previous_status = pw.SmallIntegerField()
+        deleted = pw.BooleanField()
+        reason = pw.SmallIntegerField()
+        tm_event = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "event"
+            indexes = (
+                (("customer_id", "revision"), False),
+                (("customer_id", "campaign_id", "revision"), False),
+            )
+
+    return Tables(campaign=Campaign, event=Event, meta=Meta)
+
+
+def _create_v1(db: pw.Database, tables: Tables) -> None:
+    db.create_tables(tables.all(), safe=True)
+    tables.meta.insert(key="revision", value=0).on_conflict_ignore().execute()
+
+
+# Each step takes the schema from version i to i + 1; append, never edit.
+MIGRATIONS: list[Callable[[pw.Database, Tables], None]] = [_create_v1]
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def current_version(db: pw.Database, tables: Tables) -> int:
+    if not db.table_exists("meta"):
+        return 0
+    row = tables.meta.get_or_none(tables.meta.key == "schema_version")
+    return int(row.value) if row else 0
+
+
+def migrate(db: pw.Database, tables: Tables) -> int:
+    """Brings the schema to SCHEMA_VERSION in one transaction per step; returns the version."""
+    with db.atomic():
+        version = current_version(db, tables)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database schema is version {version}; this release knows {SCHEMA_VERSION}"
+        )
+    while version < SCHEMA_VERSION:
+        with db.atomic():
+            # Re-read under the transaction: another process may have migrated meanwhile.
+            if current_version(db, tables) == version:
+                MIGRATIONS[version](db, tables)
+                version += 1
+                tables.meta.insert(key="schema_version", value=version).on_conflict(
+                    conflict_target=[tables.meta.key], update={tables.meta.value: version}
+                ).execute()
+            else:
+                version = current_version(db, tables)
+    return version

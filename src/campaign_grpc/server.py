@@ -1,0 +1,132 @@
+"""The server assembly: storage, domain, watch hub, gRPC services, health and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from campaign.v1 import campaign_pb2, campaign_pb2_grpc
+
+from . import reflection
+from .campaigns import Campaigns
+from .database import Readers, Writer, is_sqlite, open_database
+from .interceptors import AccessLog
+from .servicer import CampaignServicer
+from .settings import Settings
+from .stop_timer import StopTimer
+from .store import Store
+from .watch import Hub
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class App:
+    """One running server. start() then stop(); port is known after start()."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = 0
+        self._db = open_database(
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
+        self.store = Store(self._db)
+        self._readers = Readers(self._db, settings.read_threads)
+        self._writer = Writer(self._db)
+        self.campaigns = Campaigns(
+            self.store, self._writer, self._readers, stop_grace_s=settings.stop_grace
+        )
+        self.hub = Hub(
+            self.campaigns,
+            heartbeat_interval=settings.heartbeat_interval,
+            buffer_limit=settings.watch_buffer,
+            poll_interval=settings.event_poll_interval,
+        )
+        self._writer.on_commit = self.hub.notify_threadsafe
+        self._stop_timer = StopTimer(self.campaigns)
+        self.health = health.aio.HealthServicer()
+        self._health_task: asyncio.Task[None] | None = None
+        self.server = grpc.aio.server(interceptors=[AccessLog()])
+
+    async def start(self) -> int:
+        await asyncio.get_running_loop().run_in_executor(None, self._migrate)
+        await self.hub.start()
+        self._stop_timer.start()
+        campaign_pb2_grpc.add_CampaignServiceServicer_to_server(
+            CampaignServicer(self.campaigns, self.hub), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable(self.server, [SERVICE_NAME, health.SERVICE_NAME])
+        self.port = self.server.add_insecure_port(self.settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.listen}")
+        await self.server.start()
+        await self._set_health(SERVING)
+        self._health_task = asyncio.create_task(self._watch_database(), name="health")
+        log.info(
+            "serving campaign.v1 on %s (database %s)",
+            self.settings.listen.rsplit(":", 1)[0] + f":{self.port}",
+            "sqlite" if is_sqlite(self._db) else "postgresql",
+        )
+        return self.port
+
+    def _migrate(self) -> None:
+        version = self.store.migrate()
+        log.info("database schema at version %d", version)
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def _watch_database(self) -> None:
+        serving = True
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            try:
+                await asyncio.wait_for(self.campaigns.ping(), self.settings.health_interval)
+                ok = True
+            except Exception:
+                ok = False
+            if ok != serving:
+                serving = ok
+                log.warning("database %s", "answers again" if ok else "does not answer")
+                await self._set_health(SERVING if ok else NOT_SERVING)
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING, no new calls, in-flight calls finish, watchers end, DB closes."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+        await self.health.enter_graceful_shutdown()
+        stopping = asyncio.create_task(self.server.stop(self.settings.shutdown_grace))
+        # Streams never finish by themselves: end them now so clients reconnect elsewhere.
+        await self.hub.close()
+        await stopping
+        await self._stop_timer.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._writer.close)
+        await loop.run_in_executor(None, self._readers.close)
+        self._db.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    app = App(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    with contextlib.suppress(NotImplementedError):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    await app.stop()

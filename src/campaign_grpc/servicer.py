@@ -1,0 +1,95 @@
+"""campaign.v1.CampaignService: parse the request, call the domain, convert the result."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from campaign.v1 import campaign_pb2 as pb
+from campaign.v1 import campaign_pb2_grpc as pb_grpc
+
+from . import convert
+from .campaigns import Campaigns
+from .rpc_errors import streaming, unary
+from .validation import validate_watch
+from .watch import Hub
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class CampaignServicer(pb_grpc.CampaignServiceServicer):
+    def __init__(self, campaigns: Campaigns, hub: Hub) -> None:
+        self._campaigns = campaigns
+        self._hub = hub
+
+    @unary
+    async def CreateCampaign(
+        self, request: pb.CreateCampaignRequest, context: Context
+    ) -> pb.CreateCampaignResponse:
+        draft = convert.campaign_from_proto(request.campaign)
+        created = await self._campaigns.create(draft, request.request_id)
+        return pb.CreateCampaignResponse(campaign=convert.campaign_to_proto(created))
+
+    @unary
+    async def GetCampaign(
+        self, request: pb.GetCampaignRequest, context: Context
+    ) -> pb.GetCampaignResponse:
+        found = await self._campaigns.get(request.customer_id, request.id)
+        return pb.GetCampaignResponse(campaign=convert.campaign_to_proto(found))
+
+    @unary
+    async def ListCampaigns(
+        self, request: pb.ListCampaignsRequest, context: Context
+    ) -> pb.ListCampaignsResponse:
+        page = await self._campaigns.list_page(
+            convert.list_filter_from_proto(request), request.page_size, request.page_token
+        )
+        return pb.ListCampaignsResponse(
+            campaigns=[convert.campaign_to_proto(c) for c in page.campaigns],
+            next_page_token=page.next_page_token,
+        )
+
+    @unary
+    async def UpdateCampaign(
+        self, request: pb.UpdateCampaignRequest, context: Context
+    ) -> pb.UpdateCampaignResponse:
+        draft = convert.campaign_from_proto(request.campaign)
+        updated = await self._campaigns.update(
+            draft, list(request.update_mask.paths), request.campaign.etag
+        )
+        return pb.UpdateCampaignResponse(campaign=convert.campaign_to_proto(updated))
+
+    @unary
+    async def DeleteCampaign(
+        self, request: pb.DeleteCampaignRequest, context: Context
+    ) -> pb.DeleteCampaignResponse:
+        deleted = await self._campaigns.delete(request.customer_id, request.id, request.etag)
+        return pb.DeleteCampaignResponse(campaign=convert.campaign_to_proto(deleted))
+
+    @unary
+    async def UndeleteCampaign(
+        self, request: pb.UndeleteCampaignRequest, context: Context
+    ) -> pb.UndeleteCampaignResponse:
+        restored = await self._campaigns.undelete(request.customer_id, request.id)
+        return pb.UndeleteCampaignResponse(campaign=convert.campaign_to_proto(restored))
+
+    @unary
+    async def UpdateCampaignStatus(
+        self, request: pb.UpdateCampaignStatusRequest, context: Context
+    ) -> pb.UpdateCampaignStatusResponse:
+        changed = await self._campaigns.set_status(
+            request.customer_id, request.id, request.status, request.force
+        )
+        return pb.UpdateCampaignStatusResponse(campaign=convert.campaign_to_proto(changed))
+
+    @streaming
+    async def WatchStatus(
+        self, request: pb.WatchStatusRequest, context: Context
+    ) -> AsyncIterator[pb.WatchStatusResponse]:
+        validate_watch(request.customer_id, request.campaign_id, request.after_revision)
+        async for item in self._hub.watch(
+            request.customer_id, request.campaign_id, request.after_revision
+        ):
+            yield convert.item_to_proto(item)

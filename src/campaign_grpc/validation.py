@@ -1,0 +1,217 @@
+"""Request validation: pure functions that list every bad field at once."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+
+from .errors import FieldViolation, InvalidArgument
+from .types import (
+    UPDATABLE_FIELD_ORDER,
+    UPDATABLE_FIELDS,
+    Action,
+    Campaign,
+    CampaignType,
+    EndHandle,
+    Status,
+)
+
+MAX_NAME = 255
+MAX_DETAIL = 4096
+MAX_ACTIONS = 1000
+MAX_OPTION_BYTES = 64 * 1024
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+
+ACTION_TYPES = frozenset(
+    {
+        "amd",
+        "answer",
+        "ai_summary",
+        "ai_talk",
+        "ai_task",
+        "beep",
+        "block",
+        "branch",
+        "call",
+        "case_create",
+        "condition_call_digits",
+        "condition_call_status",
+        "condition_datetime",
+        "condition_variable",
+        "confbridge_join",
+        "conference_join",
+        "connect",
+        "conversation_send",
+        "digits_receive",
+        "digits_send",
+        "echo",
+        "email_send",
+        "empty",
+        "external_media_start",
+        "external_media_stop",
+        "fetch",
+        "fetch_flow",
+        "goto",
+        "hangup",
+        "message_send",
+        "mute",
+        "play",
+        "queue_join",
+        "recording_start",
+        "recording_stop",
+        "sleep",
+        "stop",
+        "stream_echo",
+        "talk",
+        "transcribe_start",
+        "transcribe_stop",
+        "transcribe_recording",
+        "variable_set",
+        "webhook_send",
+    }
+)
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_uuid(value: str) -> bool:
+    return _UUID.fullmatch(value) is not None
+
+
+def check_uuid(path: str, value: str, *, required: bool) -> list[FieldViolation]:
+    if not value:
+        return [FieldViolation(path, "is required")] if required else []
+    if not is_uuid(value):
+        return [FieldViolation(path, "must be a canonical lowercase UUID")]
+    return []
+
+
+def raise_if(violations: Sequence[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def _check_enum(
+    path: str, value: int, members: Iterable[int], *, required: bool
+) -> list[FieldViolation]:
+    if value == 0 and required:
+        return [FieldViolation(path, "is required")]
+    if value != 0 and value not in set(members):
+        return [FieldViolation(path, f"unknown value {int(value)}")]
+    return []
+
+
+def option_size(option: object) -> int:
+    return len(json.dumps(option, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def check_actions(path: str, actions: Sequence[Action]) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    if len(actions) > MAX_ACTIONS:
+        return [FieldViolation(path, f"at most {MAX_ACTIONS} actions, got {len(actions)}")]
+    seen: set[str] = set()
+    for i, action in enumerate(actions):
+        here = f"{path}[{i}]"
+        out += check_uuid(f"{here}.id", action.id, required=False)
+        if action.id:
+            if action.id in seen:
+                out.append(FieldViolation(f"{here}.id", "duplicates an earlier action's id"))
+            seen.add(action.id)
+        out += check_uuid(f"{here}.next_id", action.next_id, required=False)
+        if action.type not in ACTION_TYPES:
+            out.append(FieldViolation(f"{here}.type", f"unknown action type {action.type!r}"))
+        size = option_size(action.option)
+        if size > MAX_OPTION_BYTES:
+            out.append(
+                FieldViolation(f"{here}.option", f"at most {MAX_OPTION_BYTES} bytes, got {size}")
+            )
+    for i, action in enumerate(actions):
+        if action.next_id and is_uuid(action.next_id) and action.next_id not in seen:
+            out.append(FieldViolation(f"{path}[{i}].next_id", "names no action of this campaign"))
+    return out
+
+
+def _check_field(name: str, campaign: Campaign) -> list[FieldViolation]:
+    path = f"campaign.{name}"
+    match name:
+        case "name":
+            if len(campaign.name) > MAX_NAME:
+                return [FieldViolation(path, f"at most {MAX_NAME} characters")]
+        case "detail":
+            if len(campaign.detail) > MAX_DETAIL:
+                return [FieldViolation(path, f"at most {MAX_DETAIL} characters")]
+        case "type":
+            return _check_enum(path, campaign.type, CampaignType, required=True)
+        case "service_level":
+            if not 0 <= campaign.service_level <= 100:
+                return [FieldViolation(path, "must be between 0 and 100")]
+        case "end_handle":
+            return _check_enum(path, campaign.end_handle, EndHandle, required=False)
+        case "actions":
+            return check_actions(path, campaign.actions)
+        case "outplan_id" | "outdial_id" | "queue_id" | "next_campaign_id":
+            return check_uuid(path, getattr(campaign, name), required=False)
+    return []
+
+
+def validate_create(campaign: Campaign, request_id: str) -> None:
+    out = check_uuid("campaign.customer_id", campaign.customer_id, required=True)
+    out += check_uuid("campaign.id", campaign.id, required=False)
+    out += check_uuid("request_id", request_id, required=False)
+    for name in UPDATABLE_FIELD_ORDER:
+        out += _check_field(name, campaign)
+    raise_if(out)
+
+
+def validate_update(campaign: Campaign, paths: Sequence[str]) -> None:
+    out = check_uuid("campaign.customer_id", campaign.customer_id, required=True)
+    out += check_uuid("campaign.id", campaign.id, required=True)
+    if not paths:
+        out.append(FieldViolation("update_mask", "is required: name the fields to change"))
+    for path in paths:
+        if path not in UPDATABLE_FIELDS:
+            out.append(FieldViolation("update_mask", f"{path!r} is not an updatable field"))
+    for name in UPDATABLE_FIELD_ORDER:
+        if name in paths:
+            out += _check_field(name, campaign)
+    raise_if(out)
+
+
+def validate_key(customer_id: str, campaign_id: str) -> None:
+    raise_if(
+        check_uuid("customer_id", customer_id, required=True)
+        + check_uuid("id", campaign_id, required=True)
+    )
+
+
+def validate_status_request(customer_id: str, campaign_id: str, status: int) -> None:
+    out = check_uuid("customer_id", customer_id, required=True)
+    out += check_uuid("id", campaign_id, required=True)
+    if status not in (Status.RUN, Status.STOP):
+        out.append(FieldViolation("status", "must be STATUS_RUN or STATUS_STOP"))
+    raise_if(out)
+
+
+def validate_list(customer_id: str, page_size: int, status: int, type_: int) -> int:
+    """Checks a list request and returns the effective page size."""
+    out = check_uuid("customer_id", customer_id, required=True)
+    if page_size < 0:
+        out.append(FieldViolation("page_size", "must not be negative"))
+    out += _check_enum("status", status, Status, required=False)
+    out += _check_enum("type", type_, CampaignType, required=False)
+    raise_if(out)
+    if page_size == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(page_size, MAX_PAGE_SIZE)
+
+
+def validate_watch(customer_id: str, campaign_id: str, after_revision: int) -> None:
+    out = check_uuid("customer_id", customer_id, required=False)
+    out += check_uuid("campaign_id", campaign_id, required=False)
+    if campaign_id and not customer_id:
+        out.append(FieldViolation("customer_id", "is required with campaign_id"))
+    if after_revision < 0:
+        out.append(FieldViolation("after_revision", "must not be negative"))
+    raise_if(out)

@@ -1,0 +1,238 @@
+"""The watch: a hub that tails the event log, and one bounded subscription per stream.
+
+The event log in the database is the truth. The hub reads new events once, in revision
+order, and hands each to the subscriptions it matches; a stream starts from a snapshot or
+a replay of the log, then follows its subscription. A stream that cannot keep up is ended
+instead of growing without bound, and resumes from the last revision it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .campaigns import Campaigns
+from .errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
+from .types import Campaign, Event
+
+log = logging.getLogger(__name__)
+
+_READ_BATCH = 1000
+
+
+class Kind(enum.IntEnum):
+    SNAPSHOT = 1
+    SNAPSHOT_END = 2
+    CHANGE = 3
+    HEARTBEAT = 4
+
+
+@dataclass(slots=True, frozen=True)
+class Item:
+    kind: Kind
+    revision: int
+    campaign: Campaign | None = None
+    event: Event | None = None
+
+
+class Subscription:
+    __slots__ = ("_buffer", "_ready", "campaign_id", "closed", "customer_id", "limit", "overflowed")
+
+    def __init__(self, customer_id: str, campaign_id: str, limit: int) -> None:
+        self.customer_id = customer_id
+        self.campaign_id = campaign_id
+        self.limit = limit
+        self.overflowed = False
+        self.closed = False
+        self._buffer: deque[Event] = deque()
+        self._ready = asyncio.Event()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.customer_id, self.campaign_id)
+
+    def push(self, event: Event) -> None:
+        if self.overflowed:
+            return
+        if len(self._buffer) >= self.limit:
+            self.overflowed = True
+            self._buffer.clear()
+        else:
+            self._buffer.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def take(self, wait: float) -> list[Event]:
+        """Waits up to wait seconds for events; [] when none came. Raises once ended."""
+        if not self._buffer and not self.overflowed and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), wait)
+        self._ready.clear()
+        if self.closed:
+            raise Unavailable(
+                "the server is shutting down; reconnect and resume", reason="SHUTTING_DOWN"
+            )
+        if self.overflowed:
+            raise ResourceExhausted(
+                "the stream fell too far behind; resume from the last revision received",
+                reason="WATCH_TOO_SLOW",
+            )
+        events = list(self._buffer)
+        self._buffer.clear()
+        return events
+
+
+class Hub:
+    """Tails the event log and fans each new event out to the matching subscriptions."""
+
+    def __init__(
+        self,
+        campaigns: Campaigns,
+        *,
+        heartbeat_interval: float = 10.0,
+        buffer_limit: int = 1024,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self._campaigns = campaigns
+        self.heartbeat_interval = heartbeat_interval
+        self._buffer_limit = buffer_limit
+        self._poll_interval = poll_interval
+        self._subs: dict[tuple[str, str], set[Subscription]] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        # Every event up to head has been handed to the subscriptions it matches.
+        self.head = 0
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.head = await self._campaigns.head_revision()
+        self._task = asyncio.create_task(self._tail(), name="watch-hub")
+
+    def notify_threadsafe(self) -> None:
+        """Called after a commit, from any thread: new events may be in the log."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    async def close(self) -> None:
+        """Ends every stream with UNAVAILABLE so that clients reconnect elsewhere."""
+        self._closed = True
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _subscribe(self, customer_id: str, campaign_id: str) -> Subscription:
+        sub = Subscription(customer_id, campaign_id, self._buffer_limit)
+        if self._closed:
+            sub.close()
+        self._subs.setdefault(sub.key, set()).add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.key]
+
+    def _dispatch(self, event: Event) -> None:
+        for key in ((event.customer_id, event.campaign_id), (event.customer_id, ""), ("", "")):
+            for sub in self._subs.get(key, ()):
+                sub.push(event)
+
+    async def _tail(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+            try:
+                await self._catch_up()
+            except Exception:
+                log.warning("reading the event log failed; retrying", exc_info=True)
+
+    async def _catch_up(self) -> None:
+        while True:
+            events = await self._campaigns.events_after(self.head, "", "", _READ_BATCH)
+            for event in events:
+                self._dispatch(event)
+            if events:
+                self.head = events[-1].revision
+            if len(events) < _READ_BATCH:
+                return
+
+    async def watch(
+        self, customer_id: str, campaign_id: str, after_revision: int
+    ) -> AsyncIterator[Item]:
+        """A stream's items: snapshot or replay first, then live changes and heartbeats."""
+        # Subscribe before reading, so that nothing committed after the read is missed;
+        # what both deliver is dropped by revision.
+        sub = self._subscribe(customer_id, campaign_id)
+        try:
+            if after_revision == 0:
+                snapshot = await self._campaigns.snapshot(customer_id, campaign_id)
+                if campaign_id and not snapshot.campaigns:
+                    raise NotFound(
+                        f"campaign {campaign_id} not found", metadata={"id": campaign_id}
+                    )
+                for c in snapshot.campaigns:
+                    yield Item(Kind.SNAPSHOT, c.revision, campaign=c)
+                cursor = snapshot.revision
+                yield Item(Kind.SNAPSHOT_END, cursor)
+            else:
+                cursor = after_revision
+                async for item in self._replay(customer_id, campaign_id, after_revision):
+                    cursor = item.revision
+                    yield item
+            while True:
+                events = await sub.take(self.heartbeat_interval)
+                if not events:
+                    cursor = max(cursor, self.head)
+                    yield Item(Kind.HEARTBEAT, cursor)
+                    continue
+                for event in events:
+                    if event.revision > cursor:
+                        cursor = event.revision
+                        yield Item(Kind.CHANGE, cursor, event=event)
+        finally:
+            self._unsubscribe(sub)
+
+    async def _replay(
+        self, customer_id: str, campaign_id: str, after_revision: int
+    ) -> AsyncIterator[Item]:
+        if campaign_id:
+            await self._campaigns.get(customer_id, campaign_id)
+        head = await self._campaigns.head_revision()
+        if after_revision > head:
+            raise OutOfRange(
+                f"revision {after_revision} is ahead of the log (at {head}); "
+                "start again from a snapshot",
+                reason="REVISION_AHEAD_OF_LOG",
+                metadata={"head_revision": str(head)},
+            )
+        cursor = after_revision
+        while True:
+            events = await self._campaigns.events_after(
+                cursor, customer_id, campaign_id, _READ_BATCH
+            )
+            for event in events:
+                cursor = event.revision
+                yield Item(Kind.CHANGE, cursor, event=event)
+            if len(events) < _READ_BATCH:
+                return
