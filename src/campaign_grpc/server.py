@@ -35,6 +35,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.port = 0
+        self.stopped = False
         self._db = open_database(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
@@ -102,6 +103,9 @@ class App:
 
     async def stop(self) -> None:
         """Health NOT_SERVING, no new calls, in-flight calls finish, watchers end, DB closes."""
+        if self.stopped:
+            return
+        self.stopped = True
         if self._health_task is not None:
             self._health_task.cancel()
         await self.health.enter_graceful_shutdown()

@@ -1,0 +1,111 @@
+"""Shared fixtures: a domain on a real temporary SQLite file, and a real server on a socket."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc.campaigns import Campaigns
+from campaign_grpc.database import Readers, Writer, open_database
+from campaign_grpc.server import App
+from campaign_grpc.settings import Settings
+from campaign_grpc.store import Store
+
+
+class FakeClock:
+    """Microseconds since the epoch that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1_000_000)
+
+
+@pytest.fixture
+def customer() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'campaigns.db'}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def campaigns(database_url: str, clock: FakeClock) -> AsyncIterator[Campaigns]:
+    """The domain on a real database, with a clock the test controls and a 60 s stop grace."""
+    db = open_database(database_url)
+    store = Store(db)
+    store.migrate()
+    writer = Writer(db)
+    readers = Readers(db, 2)
+    try:
+        yield Campaigns(store, writer, readers, stop_grace_s=60, clock=clock)
+    finally:
+        writer.close()
+        readers.close()
+        db.close()
+
+
+ServerFactory = Callable[..., "AsyncIterator[App]"]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        listen="127.0.0.1:0",
+        database_url=database_url,
+        stop_grace=60,
+        heartbeat_interval=0.5,
+        shutdown_grace=2,
+        health_interval=0.2,
+        event_poll_interval=0.1,
+    )
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[Callable[[Settings], "App"]]:
+    """Starts servers on demand (await start_server(settings)); stops what is left at the end."""
+    running: list[App] = []
+
+    async def start(config: Settings, **changes: object) -> App:
+        app = App(dataclasses.replace(config, **changes))  # type: ignore[arg-type]
+        await app.start()
+        running.append(app)
+        return app
+
+    yield start  # type: ignore[misc]
+    for app in running:
+        if not app.stopped:
+            await app.stop()
+
+
+@pytest.fixture
+async def server(start_server, settings: Settings) -> App:  # type: ignore[no-untyped-def]
+    return await start_server(settings)
+
+
+@pytest.fixture
+async def channel(server: App) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> campaign_pb2_grpc.CampaignServiceStub:
+    return campaign_pb2_grpc.CampaignServiceStub(channel)

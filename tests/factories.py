@@ -1,0 +1,48 @@
+"""Valid requests and drafts to start tests from."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from campaign.v1 import campaign_pb2 as pb
+from campaign_grpc.types import Action, Campaign, CampaignType
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def runnable_draft(customer_id: str, **changes: Any) -> Campaign:
+    """A domain draft that meets every run condition."""
+    fields: dict[str, Any] = {
+        "id": "",
+        "customer_id": customer_id,
+        "type": CampaignType.CALL,
+        "name": "spring promo",
+        "outplan_id": new_id(),
+        "outdial_id": new_id(),
+        "actions": [Action("", "", "answer", {}), Action("", "", "talk", {"text": "hello"})],
+    }
+    fields.update(changes)
+    return Campaign(**fields)
+
+
+def runnable_campaign(customer_id: str, **changes: Any) -> pb.Campaign:
+    """A campaign.v1 message that meets every run condition."""
+    m = pb.Campaign(
+        customer_id=customer_id,
+        type=pb.Campaign.TYPE_CALL,
+        name="spring promo",
+        outplan_id=new_id(),
+        outdial_id=new_id(),
+        actions=[pb.Action(type="answer"), pb.Action(type="talk")],
+    )
+    m.actions[1].option.update({"text": "hello"})
+    for key, value in changes.items():
+        if isinstance(value, list):
+            del getattr(m, key)[:]
+            getattr(m, key).extend(value)
+        else:
+            setattr(m, key, value)
+    return m
