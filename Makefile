@@ -57,3 +57,7 @@ format: install
 
 clean:
 	rm -rf $(VENV) $(GEN_DIR) node_modules
+
+# Quick by default; BENCH_MODE=full for longer runs and the 1,000,000-campaign scale run.
+bench: install
+	$(BIN)/python bench/run.py

@@ -31,8 +31,12 @@ def _setting(default: Any, help: str, parse: Callable[[str], Any] = str, **extra
 
 @dataclass(frozen=True)
 class Settings:
-    listen: str = _setting("127.0.0.1:50051", "address to serve on, HOST:PORT (port 0 picks one)")
-    database_url: str = _setting("sqlite:///campaigns.db", "where campaigns live: sqlite:///FILE")
+    listen: str = _setting(
+        "127.0.0.1:50051", "address to serve on (port 0 picks a free one)", metavar="HOST:PORT"
+    )
+    database_url: str = _setting(
+        "sqlite:///campaigns.db", "where campaigns live: sqlite:///FILE", metavar="URL"
+    )
     stop_grace: float = _setting(
         60.0, "seconds a campaign may stay STOPPING before it becomes STOP by itself", _positive
     )
@@ -59,6 +63,9 @@ class Settings:
     log_level: str = _setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
+_METAVARS: dict[Callable[[str], Any], str] = {_positive: "SECONDS", _count: "N", str: "VALUE"}
+
+
 def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
@@ -74,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=parse,
             default=f.default if default is None else parse(default),
             choices=f.metadata.get("choices"),
-            metavar=None if f.metadata.get("choices") else f.name.split("_")[-1].upper(),
+            metavar=None
+            if f.metadata.get("choices")
+            else f.metadata.get("metavar", _METAVARS[parse]),
             help=f"{f.metadata['help']} [env {env}; default: %(default)s]",
         )
 

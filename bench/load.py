@@ -1,0 +1,141 @@
+"""One load run: N concurrent grpc.aio callers repeat one call for a while; prints JSON.
+
+Runs in its own process so that the client's work does not share the server's interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from campaign.v1 import campaign_pb2 as pb
+from campaign.v1 import campaign_pb2_grpc as pb_grpc
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def draft(customer: str) -> pb.Campaign:
+    m = pb.Campaign(
+        customer_id=customer,
+        type=pb.Campaign.TYPE_CALL,
+        name="bench",
+        outplan_id=new_id(),
+        outdial_id=new_id(),
+        actions=[pb.Action(type="answer"), pb.Action(type="talk")],
+    )
+    m.actions[1].option.update({"text": "hello"})
+    return m
+
+
+async def prepare(stub: pb_grpc.CampaignServiceStub, customer: str, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        r = await stub.CreateCampaign(pb.CreateCampaignRequest(campaign=draft(customer)))
+        ids.append(r.campaign.id)
+    return ids
+
+
+async def run(target: str, scenario: str, concurrency: int, seconds: float, warmup: float) -> dict:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.CampaignServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        customer = new_id()
+        ids = await prepare(stub, customer, 200 if scenario != "health" else 0)
+        # Each worker owns its own campaigns for status changes, so that every call is a
+        # real transition rather than a no-op.
+        own = [ids[i::concurrency] for i in range(concurrency)] if ids else []
+        counter = iter(range(10**12))
+
+        async def call(worker: int) -> None:
+            n = next(counter)
+            if scenario == "health":
+                await health.Check(health_pb2.HealthCheckRequest())
+            elif scenario == "create":
+                await stub.CreateCampaign(pb.CreateCampaignRequest(campaign=draft(customer)))
+            elif scenario == "get":
+                await stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=random.choice(ids)))
+            elif scenario == "list":
+                r = await stub.ListCampaigns(pb.ListCampaignsRequest(customer_id=customer, page_size=50))
+                assert len(r.campaigns) == 50
+            elif scenario == "update":
+                m = pb.Campaign(customer_id=customer, id=random.choice(ids), name=f"bench {n}")
+                await stub.UpdateCampaign(
+                    pb.UpdateCampaignRequest(campaign=m, update_mask={"paths": ["name"]})
+                )
+            elif scenario == "status":
+                mine = own[worker]
+                target_id = mine[n % len(mine)]
+                # RUN, then a forced STOP: both are real transitions with an event each.
+                status = pb.Campaign.STATUS_RUN if (n // len(mine)) % 2 == 0 else pb.Campaign.STATUS_STOP
+                await stub.UpdateCampaignStatus(
+                    pb.UpdateCampaignStatusRequest(
+                        customer_id=customer, id=target_id, status=status, force=True
+                    )
+                )
+            else:
+                raise SystemExit(f"unknown scenario {scenario}")
+
+        latencies: list[float] = []
+        errors = 0
+        measuring = False
+        stop_at = time.perf_counter() + warmup + seconds
+
+        async def worker(i: int) -> None:
+            nonlocal errors
+            while (now := time.perf_counter()) < stop_at:
+                try:
+                    await call(i)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                if measuring:
+                    latencies.append(time.perf_counter() - now)
+
+        async def clock() -> None:
+            nonlocal measuring
+            await asyncio.sleep(warmup)
+            measuring = True
+
+        started = time.perf_counter()
+        clock_task = asyncio.create_task(clock())
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        await clock_task
+        elapsed = time.perf_counter() - started - warmup
+        latencies.sort()
+
+        def pct(p: float) -> float:
+            return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+        return {
+            "scenario": scenario,
+            "calls": len(latencies),
+            "errors": errors,
+            "qps": len(latencies) / elapsed,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+        }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--target", required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    a = p.parse_args()
+    result = asyncio.run(run(a.target, a.scenario, a.concurrency, a.seconds, a.warmup))
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The unary benchmark: the real server in its own process, load from another, ratios to Health/Check.
+
+    python bench/run.py                 # quick: a few seconds per call (make bench)
+    BENCH_MODE=full python bench/run.py # longer runs, and the 1,000,000-campaign scale run
+
+Every figure is also given as a ratio to grpc.health.v1.Health/Check measured on the same
+server in the same run: the transport's own ceiling on this machine at this moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SCENARIOS = ["health", "get", "list", "create", "update", "status"]
+LABELS = {
+    "health": "Health/Check (baseline)",
+    "create": "CreateCampaign",
+    "get": "GetCampaign",
+    "list": "ListCampaigns (50)",
+    "update": "UpdateCampaign",
+    "status": "UpdateCampaignStatus",
+}
+TARGETS = {"get": 0.8, "create": 0.5, "update": 0.5, "status": 0.5, "list": 0.3}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(target: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.1)
+    raise RuntimeError(f"server at {target} did not become SERVING")
+
+
+@contextlib.contextmanager
+def server(database_url: str, extra: list[str]) -> Iterator[str]:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "campaign_grpc.cli", "serve", "--listen", target,
+           "--database-url", database_url, *extra]
+    log = open(Path(tempfile.gettempdir()) / f"campaign-bench-{port}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stderr=log, stdout=log)
+    try:
+        wait_serving(target)
+        yield target
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def load(target: str, scenario: str, concurrency: int, seconds: float) -> dict:
+    out = subprocess.run(
+        [sys.executable, str(HERE / "load.py"), "--target", target, "--scenario", scenario,
+         "--concurrency", str(concurrency), "--seconds", str(seconds)],
+        check=True, capture_output=True, text=True, timeout=seconds * 10 + 120,
+    )
+    return json.loads(out.stdout)
+
+
+def versions() -> dict[str, str]:
+    names = ["grpcio", "protobuf", "peewee", "campaign-grpc"]
+    found = {n: metadata.version(n) for n in names}
+    found["python"] = platform.python_version()
+    found["sqlite"] = sqlite3.sqlite_version
+    found["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+    return found
+
+
+def unary(concurrency: int, seconds: float, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        results: dict[str, dict] = {}
+        with server(url, extra) as target:
+            for scenario in SCENARIOS:
+                results[scenario] = load(target, scenario, concurrency, seconds)
+            # The baseline again at the end: the mean of both bounds the drift of the run.
+            again = load(target, "health", concurrency, seconds)
+        base = results["health"]
+        base_qps = (base["qps"] + again["qps"]) / 2
+        for r in results.values():
+            r["ratio"] = r["qps"] / base_qps
+        results["health"]["qps_end"] = again["qps"]
+        return results
+
+
+def print_unary(results: dict) -> None:
+    print(f"{'call':<28}{'QPS':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'target':>8}{'errors':>8}")
+    for scenario in SCENARIOS:
+        r = results[scenario]
+        target = TARGETS.get(scenario)
+        print(
+            f"{LABELS[scenario]:<28}{r['qps']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['ratio']:>8.2f}{(f'>={target}' if target else ''):>8}{r['errors']:>8}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", default=os.environ.get("BENCH_MODE", "quick"), choices=("quick", "full"))
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "16")))
+    parser.add_argument("--seconds", type=float, default=None, help="per call (quick 5, full 20)")
+    parser.add_argument("--scale", type=int, default=None, help="campaigns for the scale run (full: 1000000)")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra flag for the server")
+    args = parser.parse_args()
+    seconds = args.seconds or (5.0 if args.mode == "quick" else 20.0)
+    scale = args.scale if args.scale is not None else (1_000_000 if args.mode == "full" else 0)
+
+    report: dict = {"mode": args.mode, "concurrency": args.concurrency, "seconds": seconds,
+                    "server_args": args.server_arg, "versions": versions()}
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+    print(f"mode {args.mode}: concurrency {args.concurrency}, {seconds:.0f} s per call, "
+          f"server flags {args.server_arg or 'default'}")
+    report["unary"] = unary(args.concurrency, seconds, args.server_arg)
+    print_unary(report["unary"])
+    if scale:
+        from scale import scale_run  # noqa: PLC0415  (only the full mode needs it)
+
+        report["scale"] = scale_run(scale, args.server_arg, server)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"unary-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
