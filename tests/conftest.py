@@ -79,7 +79,7 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[Callable[[Settings], "App"]]:
+async def start_server() -> AsyncIterator[Callable[[Settings], App]]:
     """Starts servers on demand (await start_server(settings)); stops what is left at the end."""
     running: list[App] = []
 

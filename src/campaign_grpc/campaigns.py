@@ -185,7 +185,10 @@ class Campaigns:
             return c
         next_campaign = self._check_references(c, paths)
         if c.status == Status.RUN:
-            lifecycle.require_runnable(c, next_campaign)
+            next_before = next_campaign
+            if before.next_campaign_id != c.next_campaign_id:
+                next_before = self._store.get(c.customer_id, before.next_campaign_id)
+            lifecycle.require_update_keeps_runnable(before, c, next_before, next_campaign)
         self._touch(c, self._clock())
         self._store.save(c)
         return c

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from campaign.v1 import campaign_pb2 as pb
 
@@ -18,8 +18,24 @@ def _timestamp(us: int) -> timestamp_pb2.Timestamp:
     return ts
 
 
+def _value_to_python(value: struct_pb2.Value) -> Any:
+    # Not json_format: it raises on NaN and Infinity, which validation names instead.
+    match value.WhichOneof("kind"):
+        case "struct_value":
+            return _option_to_dict(value.struct_value)
+        case "list_value":
+            return [_value_to_python(v) for v in value.list_value.values]
+        case "number_value":
+            return value.number_value
+        case "string_value":
+            return value.string_value
+        case "bool_value":
+            return value.bool_value
+    return None
+
+
 def _option_to_dict(option: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(option) if option.fields else {}
+    return {key: _value_to_python(value) for key, value in option.fields.items()}
 
 
 def _option_to_struct(option: dict[str, Any]) -> struct_pb2.Struct:

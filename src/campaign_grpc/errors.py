@@ -51,9 +51,15 @@ class InvalidArgument(CampaignError):
         *,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        omitted: int = 0,
     ) -> None:
+        """omitted counts violations found beyond those listed, left out to keep it small."""
         self.violations = list(violations)
+        self.omitted = omitted
         fields = ", ".join(v.field for v in self.violations)
+        if omitted:
+            fields += f" and {omitted} more"
+            metadata = {**(metadata or {}), "omitted_violations": str(omitted)}
         super().__init__(f"invalid request: {fields}", reason=reason, metadata=metadata)
 
 

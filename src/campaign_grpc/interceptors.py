@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
@@ -91,15 +93,19 @@ def _logged_unary(
     return call
 
 
-def _logged_stream(
-    method: str, behavior: Callable[[Any, Context], AsyncIterator[Any]]
-) -> Callable[[Any, Context], AsyncIterator[Any]]:
-    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+def _logged_stream(method: str, behavior: Any) -> Any:
+    # A streaming handler either yields its messages or awaits context.write (as
+    # grpc's own health Watch does); each needs a wrapper of its own kind.
+    if not inspect.isasyncgenfunction(behavior):
+        return _logged_unary(method, behavior)
+
+    async def call(request: Any, context: Context) -> AsyncGenerator[Any, None]:
         started = time.perf_counter()
         error: BaseException | None = None
         try:
-            async for response in behavior(request, context):
-                yield response
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
         except BaseException as exc:
             error = exc
             raise

@@ -76,6 +76,27 @@ def require_runnable(campaign: Campaign, next_campaign: Campaign | None) -> None
         )
 
 
+def require_update_keeps_runnable(
+    before: Campaign,
+    after: Campaign,
+    next_before: Campaign | None,
+    next_after: Campaign | None,
+) -> None:
+    """A running campaign may change, but no change may add a reason it could not run.
+
+    A condition that already failed (its next campaign was deleted meanwhile, say) does not
+    block unrelated edits, such as the one that repairs it.
+    """
+    known = {v.type for v in run_violations(before, next_before)}
+    added = [v for v in run_violations(after, next_after) if v.type not in known]
+    if added:
+        raise FailedPrecondition(
+            "a running campaign cannot be changed into one that could not run",
+            added,
+            reason="RUN_CONDITIONS_UNMET",
+        )
+
+
 def plan_status_change(
     campaign: Campaign,
     requested: Status,

@@ -35,7 +35,8 @@ def decode(token: str, f: ListFilter) -> int:
         version, after_seq, fingerprint = _FORMAT.unpack(raw)
     except (binascii.Error, ValueError, struct.error):
         raise _invalid("is not a page token of this service") from None
-    if version != _VERSION:
+    # The decoder skips characters outside the alphabet: only our own spelling is a token.
+    if version != _VERSION or base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token:
         raise _invalid("is not a page token of this service")
     if fingerprint != _fingerprint(f):
         raise _invalid("was made with other filters: repeat the request's filters to page on")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
@@ -87,9 +88,9 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     @streaming
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: Context
-    ) -> AsyncIterator[pb.WatchStatusResponse]:
+    ) -> AsyncGenerator[pb.WatchStatusResponse, None]:
         validate_watch(request.customer_id, request.campaign_id, request.after_revision)
-        async for item in self._hub.watch(
-            request.customer_id, request.campaign_id, request.after_revision
-        ):
-            yield convert.item_to_proto(item)
+        items = self._hub.watch(request.customer_id, request.campaign_id, request.after_revision)
+        async with contextlib.aclosing(items):
+            async for item in items:
+                yield convert.item_to_proto(item)

@@ -13,6 +13,13 @@ from typing import Any
 
 import peewee as pw
 
+from .errors import (
+    Aborted,
+    AlreadyExists,
+    CampaignError,
+    FailedPrecondition,
+    PreconditionViolation,
+)
 from .schema import Tables, bind_tables, migrate
 from .types import (
     Action,
@@ -37,6 +44,23 @@ def _actions_to_json(actions: Iterable[Action]) -> str:
 
 def _actions_from_json(text: str) -> list[Action]:
     return [Action(a["id"], a["next_id"], a["type"], a["option"]) for a in json.loads(text)]
+
+
+def _conflict(exc: pw.IntegrityError, c: Campaign) -> CampaignError:
+    """A unique index refused a write that raced one from another process."""
+    text = str(exc)
+    if "outdial" in text:
+        return FailedPrecondition(
+            f"outdial {c.outdial_id} belongs to another live campaign",
+            [PreconditionViolation("OUTDIAL_IN_USE", "outdial_id", "taken by a concurrent write")],
+            reason="OUTDIAL_IN_USE",
+        )
+    if "request_id" in text:
+        return Aborted(
+            "a concurrent request with this request_id is in progress; retry",
+            reason="CONCURRENT_REQUEST",
+        )
+    return AlreadyExists(f"campaign {c.id} already exists", metadata={"id": c.id})
 
 
 class Store:
@@ -197,19 +221,25 @@ class Store:
 
     def insert(self, c: Campaign, request_id: str) -> None:
         C = self.t.campaign
-        C.insert(
-            customer_id=c.customer_id,
-            id=c.id,
-            tm_create=c.tm_create,
-            request_id=request_id or None,
-            **self._columns(c),
-        ).execute()
+        try:
+            C.insert(
+                customer_id=c.customer_id,
+                id=c.id,
+                tm_create=c.tm_create,
+                request_id=request_id or None,
+                **self._columns(c),
+            ).execute()
+        except pw.IntegrityError as exc:
+            raise _conflict(exc, c) from exc
 
     def save(self, c: Campaign) -> None:
         C = self.t.campaign
-        C.update(**self._columns(c)).where(
-            (C.customer_id == c.customer_id) & (C.id == c.id)
-        ).execute()
+        try:
+            C.update(**self._columns(c)).where(
+                (C.customer_id == c.customer_id) & (C.id == c.id)
+            ).execute()
+        except pw.IntegrityError as exc:
+            raise _conflict(exc, c) from exc
 
     def append_event(self, c: Campaign, previous_status: Status, reason: Reason, now: int) -> Event:
         """Takes the next revision and logs the campaign's new state; sets c.revision."""

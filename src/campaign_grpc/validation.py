@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 
@@ -23,6 +24,10 @@ MAX_ACTIONS = 1000
 MAX_OPTION_BYTES = 64 * 1024
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+# The details of an error travel in the response trailers, which clients cap (8 KiB by
+# default, and a larger status is lost): report this many violations and count the rest.
+MAX_REPORTED_VIOLATIONS = 20
+MAX_SHOWN_VALUE = 40
 
 ACTION_TYPES = frozenset(
     {
@@ -88,9 +93,17 @@ def check_uuid(path: str, value: str, *, required: bool) -> list[FieldViolation]
     return []
 
 
+def shown(value: str) -> str:
+    """A caller's value quoted in a description, cut short so that the error stays small."""
+    if len(value) > MAX_SHOWN_VALUE:
+        return repr(value[:MAX_SHOWN_VALUE]) + "..."
+    return repr(value)
+
+
 def raise_if(violations: Sequence[FieldViolation]) -> None:
     if violations:
-        raise InvalidArgument(violations)
+        omitted = max(0, len(violations) - MAX_REPORTED_VIOLATIONS)
+        raise InvalidArgument(violations[:MAX_REPORTED_VIOLATIONS], omitted=omitted)
 
 
 def _check_enum(
@@ -101,6 +114,16 @@ def _check_enum(
     if value != 0 and value not in set(members):
         return [FieldViolation(path, f"unknown value {int(value)}")]
     return []
+
+
+def _all_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def option_size(option: object) -> int:
@@ -121,9 +144,11 @@ def check_actions(path: str, actions: Sequence[Action]) -> list[FieldViolation]:
             seen.add(action.id)
         out += check_uuid(f"{here}.next_id", action.next_id, required=False)
         if action.type not in ACTION_TYPES:
-            out.append(FieldViolation(f"{here}.type", f"unknown action type {action.type!r}"))
+            out.append(FieldViolation(f"{here}.type", f"unknown action type {shown(action.type)}"))
         size = option_size(action.option)
-        if size > MAX_OPTION_BYTES:
+        if not _all_finite(action.option):
+            out.append(FieldViolation(f"{here}.option", "numbers must be finite (JSON has no NaN)"))
+        elif size > MAX_OPTION_BYTES:
             out.append(
                 FieldViolation(f"{here}.option", f"at most {MAX_OPTION_BYTES} bytes, got {size}")
             )
@@ -172,7 +197,7 @@ def validate_update(campaign: Campaign, paths: Sequence[str]) -> None:
         out.append(FieldViolation("update_mask", "is required: name the fields to change"))
     for path in paths:
         if path not in UPDATABLE_FIELDS:
-            out.append(FieldViolation("update_mask", f"{path!r} is not an updatable field"))
+            out.append(FieldViolation("update_mask", f"{shown(path)} is not an updatable field"))
     for name in UPDATABLE_FIELD_ORDER:
         if name in paths:
             out += _check_field(name, campaign)

@@ -13,7 +13,7 @@ import contextlib
 import enum
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from .campaigns import Campaigns
@@ -179,7 +179,7 @@ class Hub:
 
     async def watch(
         self, customer_id: str, campaign_id: str, after_revision: int
-    ) -> AsyncIterator[Item]:
+    ) -> AsyncGenerator[Item, None]:
         """A stream's items: snapshot or replay first, then live changes and heartbeats."""
         # Subscribe before reading, so that nothing committed after the read is missed;
         # what both deliver is dropped by revision.
@@ -197,9 +197,11 @@ class Hub:
                 yield Item(Kind.SNAPSHOT_END, cursor)
             else:
                 cursor = after_revision
-                async for item in self._replay(customer_id, campaign_id, after_revision):
-                    cursor = item.revision
-                    yield item
+                replay = self._replay(customer_id, campaign_id, after_revision)
+                async with contextlib.aclosing(replay):
+                    async for item in replay:
+                        cursor = item.revision
+                        yield item
             while True:
                 events = await sub.take(self.heartbeat_interval)
                 if not events:
@@ -215,7 +217,7 @@ class Hub:
 
     async def _replay(
         self, customer_id: str, campaign_id: str, after_revision: int
-    ) -> AsyncIterator[Item]:
+    ) -> AsyncGenerator[Item, None]:
         if campaign_id:
             await self._campaigns.get(customer_id, campaign_id)
         head = await self._campaigns.head_revision()
