@@ -171,8 +171,8 @@ async def test_health_is_serving_for_the_server_and_the_service(
 async def test_health_turns_not_serving_when_stop_begins(
     start_server: Callable[..., Any], settings: Settings
 ) -> None:
-    # The health stream itself holds the stop up until the grace ends: keep that short.
-    server: App = await start_server(settings, shutdown_grace=0.5)
+    # A long grace: an idle health watch must not hold the stop once no unary call is left.
+    server: App = await start_server(settings, shutdown_grace=60)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     health = health_pb2_grpc.HealthStub(channel)
     statuses: asyncio.Queue[int] = asyncio.Queue()

@@ -1,4 +1,4 @@
-"""Server interceptors: one access-log line per call with its method, code and duration."""
+"""Server interceptors: the access log, and the count of unary calls in flight."""
 
 from __future__ import annotations
 
@@ -113,3 +113,41 @@ def _logged_stream(method: str, behavior: Any) -> Any:
             _log(method, context, started, error)
 
     return call
+
+
+class UnaryCallsInFlight(grpc.aio.ServerInterceptor):
+    """Counts unary calls in flight, so that shutdown knows when they have all finished."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        unary_unary: Any = handler.unary_unary
+
+        async def counted(request: Any, context: Context) -> Any:
+            self.count += 1
+            self._idle.clear()
+            try:
+                return await unary_unary(request, context)
+            finally:
+                self.count -= 1
+                if self.count == 0:
+                    self._idle.set()
+
+        return grpc.unary_unary_rpc_method_handler(
+            counted,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
