@@ -59,7 +59,7 @@ class LoopThread:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 10) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30) -> T:
         return self.submit(coro).result(timeout)
 
     def close(self) -> None:

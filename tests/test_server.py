@@ -53,6 +53,7 @@ RPCS = {
     "DeleteCampaign",
     "UndeleteCampaign",
     "UpdateCampaignStatus",
+    "ReportOutdialExhausted",
     "WatchStatus",
 }
 

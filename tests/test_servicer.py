@@ -878,3 +878,36 @@ def test_an_unexpected_error_in_a_watch_is_internal(
     assert f.code == Code.INTERNAL
     assert "boom" not in f.status.message
     assert harness.subscribers() == 0
+
+
+def test_report_outdial_exhausted_finishes_a_running_campaign(
+    harness: Harness, customer: str
+) -> None:
+    c = create(harness, runnable_campaign(customer))
+    set_status(harness, customer, c.id, pb.Campaign.STATUS_RUN)
+    request = pb.ReportOutdialExhaustedRequest(customer_id=customer, id=c.id)
+    finishing = call(harness, "ReportOutdialExhausted", request).campaign
+    assert finishing.status == pb.Campaign.STATUS_STOPPING
+    assert finishing.HasField("tm_update")
+    assert call(harness, "ReportOutdialExhausted", request).campaign == finishing
+
+
+def test_report_outdial_exhausted_maps_its_errors(harness: Harness, customer: str) -> None:
+    c = create(harness, runnable_campaign(customer))
+    stopped = fails(
+        harness,
+        "ReportOutdialExhausted",
+        pb.ReportOutdialExhaustedRequest(customer_id=customer, id=c.id),
+    )
+    assert stopped.code == Code.FAILED_PRECONDITION
+    assert stopped.info.reason == "CAMPAIGN_NOT_RUNNING"
+    assert stopped.precondition is not None
+    missing = fails(
+        harness,
+        "ReportOutdialExhausted",
+        pb.ReportOutdialExhaustedRequest(customer_id=customer, id=new_id()),
+    )
+    assert missing.code == Code.NOT_FOUND
+    bad = fails(harness, "ReportOutdialExhausted", pb.ReportOutdialExhaustedRequest())
+    assert bad.code == Code.INVALID_ARGUMENT
+    assert bad.fields == ["customer_id", "id"]

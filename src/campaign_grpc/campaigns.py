@@ -262,20 +262,73 @@ class Campaigns:
             now=now,
             stop_grace_us=self._stop_grace_us,
         )
-        if transition is None:
-            return c
-        self._transition(c, transition.to, transition.reason, now, transition.stop_deadline)
+        if transition is not None:
+            self._apply(c, transition, now)
         return c
 
-    def _transition(
-        self, c: Campaign, to: Status, reason: Reason, now: int, stop_deadline: int | None = None
-    ) -> None:
+    def _apply(self, c: Campaign, t: lifecycle.Transition, now: int) -> None:
+        """Writes a transition and its event; completes the chain when it finishes a campaign."""
+        following = self._chain_target(c) if t.start_next else None
         previous = c.status
-        c.status = to
-        c.stop_deadline = stop_deadline
-        self._touch(c, now)
-        self._store.append_event(c, previous, reason, now)
+        if t.to != previous:
+            c.status = t.to
+            c.stop_deadline = t.stop_deadline
+            c.finishing = t.finishing
+            self._touch(c, now)
+        if following is None:
+            self._store.append_event(c, previous, t.reason, now)
+            self._store.save(c)
+            return
+        nxt, why_not = following
+        detail = f"next campaign {c.next_campaign_id} " + (
+            f"not started: {why_not}" if why_not else "started"
+        )
+        self._store.append_event(
+            c, previous, t.reason, now, next_campaign_id=c.next_campaign_id, detail=detail
+        )
         self._store.save(c)
+        if nxt is not None and not why_not:
+            before = nxt.status
+            nxt.status, nxt.stop_deadline, nxt.finishing = Status.RUN, None, False
+            self._touch(nxt, now)
+            self._store.append_event(nxt, before, Reason.CHAINED, now, chained_from=c.id)
+            self._store.save(nxt)
+
+    def _chain_target(self, c: Campaign) -> tuple[Campaign | None, str] | None:
+        """The next campaign of a finished one, and why it cannot start ("" when it can)."""
+        if not c.next_campaign_id:
+            return None
+        nxt = self._store.get(c.customer_id, c.next_campaign_id)
+        if nxt is None:
+            return None, "it does not exist"
+        if nxt.status == Status.RUN:
+            return nxt, "it is already running"
+        after = (
+            self._store.get(nxt.customer_id, nxt.next_campaign_id) if nxt.next_campaign_id else None
+        )
+        unmet = lifecycle.run_violations(nxt, after)
+        return nxt, "; ".join(f"{v.subject}: {v.description}" for v in unmet)
+
+    async def report_outdial_exhausted(self, customer_id: str, campaign_id: str) -> Campaign:
+        validation.validate_key(customer_id, campaign_id)
+        return await self._writer.run(
+            lambda: self._report_outdial_exhausted(customer_id, campaign_id)
+        )
+
+    def _report_outdial_exhausted(self, customer_id: str, campaign_id: str) -> Campaign:
+        c = self._load(customer_id, campaign_id)
+        now = self._clock()
+        t = lifecycle.plan_outdial_exhausted(c, now=now, stop_grace_us=self._stop_grace_us)
+        if t is None:
+            return c
+        if t.to == c.status:
+            # A report that changes no status is news once: until something else happens
+            # to the campaign, repeating it records nothing.
+            last = self._store.event_at(c.revision)
+            if last is not None and last.reason == t.reason:
+                return c
+        self._apply(c, t, now)
+        return c
 
     async def expire_stops(self, batch: int = 100) -> int:
         """Completes to STOP every campaign whose stop grace has run out; returns how many."""
@@ -283,7 +336,12 @@ class Campaigns:
 
     def _expire_stops(self, batch: int) -> int:
         now = self._clock()
-        due = self._store.due_stops(now, batch)
-        for c in due:
-            self._transition(c, Status.STOP, Reason.GRACE_EXPIRED, now)
-        return len(due)
+        completed = 0
+        for due in self._store.due_stops(now, batch):
+            # Read again: completing an earlier one may have started this one by its chain.
+            c = self._store.get(due.customer_id, due.id)
+            if c is None or c.status != Status.STOPPING or c.stop_deadline != due.stop_deadline:
+                continue
+            self._apply(c, lifecycle.plan_grace_expired(c), now)
+            completed += 1
+        return completed

@@ -115,6 +115,9 @@ def event_to_proto(e: Event) -> pb.WatchStatusResponse:
         revision=e.revision,
         tm_event=_timestamp(e.tm_event),
         reason=cast(pb.WatchStatusResponse.Reason.ValueType, int(e.reason)),
+        next_campaign_id=e.next_campaign_id,
+        chained_from_campaign_id=e.chained_from,
+        detail=e.detail,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import FailedPrecondition, PreconditionViolation
-from .types import Campaign, Reason, Status
+from .types import Campaign, EndHandle, Reason, Status
 
 
 @dataclass(slots=True, frozen=True)
@@ -13,6 +13,10 @@ class Transition:
     to: Status
     reason: Reason
     stop_deadline: int | None = None
+    # Stopping because the outdial list ran out: completing the stop starts the next one.
+    finishing: bool = False
+    # This transition completes a finished campaign: try to start its next campaign.
+    start_next: bool = False
 
 
 def next_campaign_violations(
@@ -116,4 +120,31 @@ def plan_status_change(
         return None
     if campaign.status == Status.RUN and not force:
         return Transition(Status.STOPPING, Reason.REQUESTED, now + stop_grace_us)
-    return Transition(Status.STOP, Reason.REQUESTED)
+    # The dialer's confirming STOP completes a finished campaign and starts the next one;
+    # force is a person's decision to stop, and never starts anything.
+    return Transition(Status.STOP, Reason.REQUESTED, start_next=campaign.finishing and not force)
+
+
+def plan_grace_expired(campaign: Campaign) -> Transition:
+    return Transition(Status.STOP, Reason.GRACE_EXPIRED, start_next=campaign.finishing)
+
+
+def plan_outdial_exhausted(
+    campaign: Campaign, *, now: int, stop_grace_us: int
+) -> Transition | None:
+    """What the dialer's report that the outdial list is empty does; None when nothing."""
+    if campaign.status == Status.STOPPING and campaign.finishing:
+        return None
+    if campaign.status != Status.RUN:
+        raise FailedPrecondition(
+            "only a running campaign can run out of targets",
+            [
+                PreconditionViolation(
+                    "CAMPAIGN_NOT_RUNNING", "status", f"the campaign is {campaign.status.name}"
+                )
+            ],
+            reason="CAMPAIGN_NOT_RUNNING",
+        )
+    if campaign.end_handle == EndHandle.CONTINUE:
+        return Transition(Status.RUN, Reason.OUTDIAL_EXHAUSTED)
+    return Transition(Status.STOPPING, Reason.FINISHED, now + stop_grace_us, finishing=True)

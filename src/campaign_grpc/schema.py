@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import peewee as pw
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_columns
 
 from .types import Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ def bind_tables(db: pw.Database) -> Tables:
         revision = pw.BigIntegerField()
         stop_deadline = pw.BigIntegerField(null=True)
         request_id = pw.CharField(max_length=36, null=True)
+        finishing = pw.BooleanField(default=False)
 
         class Meta:
             table_name = "campaign"
@@ -89,6 +92,9 @@ def bind_tables(db: pw.Database) -> Tables:
         deleted = pw.BooleanField()
         reason = pw.SmallIntegerField()
         tm_event = pw.BigIntegerField()
+        next_campaign_id = pw.CharField(max_length=36, default="")
+        chained_from = pw.CharField(max_length=36, default="")
+        detail = pw.TextField(default="")
 
         class Meta:
             table_name = "event"
@@ -100,13 +106,26 @@ def bind_tables(db: pw.Database) -> Tables:
     return Tables(campaign=Campaign, event=Event, meta=Meta)
 
 
-def _create_v1(db: pw.Database, tables: Tables) -> None:
+def _create(db: pw.Database, tables: Tables) -> None:
+    """A new database gets the current schema at once."""
     db.create_tables(tables.all(), safe=True)
     tables.meta.insert(key="revision", value=0).on_conflict_ignore().execute()
 
 
-# Each step takes the schema from version i to i + 1; append, never edit.
-MIGRATIONS: list[Callable[[pw.Database, Tables], None]] = [_create_v1]
+def _v1_to_v2(db: pw.Database, tables: Tables) -> None:
+    """End-of-list chaining: the finishing flag and the chain's notes on events."""
+    m = SchemaMigrator.from_database(db)
+    C, E = tables.campaign, tables.event
+    migrate_columns(
+        m.add_column("campaign", "finishing", C.finishing),
+        m.add_column("event", "next_campaign_id", E.next_campaign_id),
+        m.add_column("event", "chained_from", E.chained_from),
+        m.add_column("event", "detail", E.detail),
+    )
+
+
+# UPGRADES[i] takes an existing database from version i + 1 to i + 2; append, never edit.
+UPGRADES: list[Callable[[pw.Database, Tables], None]] = [_v1_to_v2]
 
 
 class SchemaTooNew(RuntimeError):
@@ -132,8 +151,12 @@ def migrate(db: pw.Database, tables: Tables) -> int:
         with db.atomic():
             # Re-read under the transaction: another process may have migrated meanwhile.
             if current_version(db, tables) == version:
-                MIGRATIONS[version](db, tables)
-                version += 1
+                if version == 0:
+                    _create(db, tables)
+                    version = SCHEMA_VERSION
+                else:
+                    UPGRADES[version - 1](db, tables)
+                    version += 1
                 tables.meta.insert(key="schema_version", value=version).on_conflict(
                     conflict_target=[tables.meta.key], update={tables.meta.value: version}
                 ).execute()

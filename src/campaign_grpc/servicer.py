@@ -85,6 +85,13 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         )
         return pb.UpdateCampaignStatusResponse(campaign=convert.campaign_to_proto(changed))
 
+    @unary
+    async def ReportOutdialExhausted(
+        self, request: pb.ReportOutdialExhaustedRequest, context: Context
+    ) -> pb.ReportOutdialExhaustedResponse:
+        reported = await self._campaigns.report_outdial_exhausted(request.customer_id, request.id)
+        return pb.ReportOutdialExhaustedResponse(campaign=convert.campaign_to_proto(reported))
+
     @streaming
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: Context

@@ -94,6 +94,7 @@ class Store:
             version=row.version,
             revision=row.revision,
             stop_deadline=row.stop_deadline,
+            finishing=bool(row.finishing),
         )
 
     def _columns(self, c: Campaign) -> dict[str, Any]:
@@ -114,6 +115,7 @@ class Store:
             "version": c.version,
             "revision": c.revision,
             "stop_deadline": c.stop_deadline,
+            "finishing": c.finishing,
         }
 
     @staticmethod
@@ -127,6 +129,9 @@ class Store:
             deleted=bool(row.deleted),
             reason=Reason(row.reason),
             tm_event=row.tm_event,
+            next_campaign_id=row.next_campaign_id,
+            chained_from=row.chained_from,
+            detail=row.detail,
         )
 
     # -- reads (any thread) -----------------------------------------------------------
@@ -241,15 +246,29 @@ class Store:
         except pw.IntegrityError as exc:
             raise _conflict(exc, c) from exc
 
-    def append_event(self, c: Campaign, previous_status: Status, reason: Reason, now: int) -> Event:
+    def event_at(self, revision: int) -> Event | None:
+        E = self.t.event
+        row = E.get_or_none(E.revision == revision)
+        return None if row is None else self._event(row)
+
+    def append_event(
+        self,
+        c: Campaign,
+        previous_status: Status,
+        reason: Reason,
+        now: int,
+        *,
+        next_campaign_id: str = "",
+        chained_from: str = "",
+        detail: str = "",
+    ) -> Event:
         """Takes the next revision and logs the campaign's new state; sets c.revision."""
         M, E = self.t.meta, self.t.event
         # Incrementing one row serializes every writer on the revision, so revisions
         # commit in order and a reader never sees a later one before an earlier one.
         M.update(value=M.value + 1).where(M.key == "revision").execute()
-        revision = self.head_revision()
         event = Event(
-            revision=revision,
+            revision=self.head_revision(),
             customer_id=c.customer_id,
             campaign_id=c.id,
             status=c.status,
@@ -257,18 +276,24 @@ class Store:
             deleted=c.deleted,
             reason=reason,
             tm_event=now,
+            next_campaign_id=next_campaign_id,
+            chained_from=chained_from,
+            detail=detail,
         )
         E.insert(
-            revision=revision,
-            customer_id=c.customer_id,
-            campaign_id=c.id,
-            status=int(c.status),
-            previous_status=int(previous_status),
-            deleted=c.deleted,
-            reason=int(reason),
-            tm_event=now,
+            revision=event.revision,
+            customer_id=event.customer_id,
+            campaign_id=event.campaign_id,
+            status=int(event.status),
+            previous_status=int(event.previous_status),
+            deleted=event.deleted,
+            reason=int(event.reason),
+            tm_event=event.tm_event,
+            next_campaign_id=event.next_campaign_id,
+            chained_from=event.chained_from,
+            detail=event.detail,
         ).execute()
-        c.revision = revision
+        c.revision = event.revision
         return event
 
     def due_stops(self, now: int, limit: int) -> list[Campaign]:

@@ -38,6 +38,9 @@ class Reason(enum.IntEnum):
     GRACE_EXPIRED = 3
     DELETED = 4
     UNDELETED = 5
+    FINISHED = 6
+    CHAINED = 7
+    OUTDIAL_EXHAUSTED = 8
 
 
 @dataclass(slots=True)
@@ -72,6 +75,8 @@ class Campaign:
     revision: int = 0
     # When a STOPPING campaign becomes STOP by itself.
     stop_deadline: int | None = None
+    # STOPPING because its outdial list ran out: completing the stop starts the next one.
+    finishing: bool = False
 
     @property
     def deleted(self) -> bool:
@@ -112,6 +117,11 @@ class Event:
     deleted: bool
     reason: Reason
     tm_event: int
+    # On the completion of a finished campaign: the next campaign the chain tried to start.
+    next_campaign_id: str = ""
+    # On a chained start: the finished campaign that started this one.
+    chained_from: str = ""
+    detail: str = ""
 
 
 @dataclass(slots=True, frozen=True)

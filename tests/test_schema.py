@@ -1,0 +1,67 @@
+"""The schema carries a version; a new database gets the current one, an old one is upgraded."""
+
+from __future__ import annotations
+
+import pytest
+
+from campaign_grpc.database import open_database
+from campaign_grpc.schema import SCHEMA_VERSION, SchemaTooNew, current_version
+from campaign_grpc.store import Store
+from factories import runnable_draft
+
+V2_COLUMNS = {
+    "campaign": ["finishing"],
+    "event": ["next_campaign_id", "chained_from", "detail"],
+}
+
+
+def columns(store: Store, table: str) -> set[str]:
+    return {c.name for c in store.db.get_columns(table)}
+
+
+def test_a_new_database_gets_the_current_schema(database_url: str) -> None:
+    store = Store(open_database(database_url))
+    assert store.migrate() == SCHEMA_VERSION
+    assert store.migrate() == SCHEMA_VERSION  # again: nothing to do
+    for table, names in V2_COLUMNS.items():
+        assert set(names) <= columns(store, table)
+    store.db.close()
+
+
+def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
+    database_url: str, customer: str
+) -> None:
+    store = Store(open_database(database_url))
+    store.migrate()
+    draft = runnable_draft(customer, id="2f1d7c8e-6a3b-4c5d-9e0f-1a2b3c4d5e6f", tm_create=1)
+    with store.db.atomic():
+        store.append_event(draft, draft.status, 1, 1)  # type: ignore[arg-type]
+        store.insert(draft, "")
+    # Take the database back to what version 1 wrote.
+    for table, names in V2_COLUMNS.items():
+        for name in names:
+            store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
+    store.db.execute_sql("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    store.db.close()
+
+    upgraded = Store(open_database(database_url))
+    assert current_version(upgraded.db, upgraded.t) == 1
+    assert upgraded.migrate() == SCHEMA_VERSION
+    kept = upgraded.get(customer, draft.id)
+    assert kept is not None
+    assert kept.name == draft.name
+    assert not kept.finishing
+    (event,) = upgraded.events_after(0, customer, "", 10)
+    assert (event.detail, event.next_campaign_id, event.chained_from) == ("", "", "")
+    upgraded.db.close()
+
+
+def test_a_database_from_a_newer_release_is_refused(database_url: str) -> None:
+    store = Store(open_database(database_url))
+    store.migrate()
+    store.db.execute_sql(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION + 1,)
+    )
+    with pytest.raises(SchemaTooNew):
+        store.migrate()
+    store.db.close()
