@@ -217,13 +217,13 @@ class Harness:
         store = Store(self._db)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, store.migrate)
-        self._writer = Writer(self._db)
+        self._writer = Writer(self._db, journal=store)
         self._readers = Readers(self._db, 2)
         campaigns = Campaigns(
             store, self._writer, self._readers, stop_grace_s=stop_grace_s, clock=clock
         )
         hub = Hub(campaigns, heartbeat_interval=heartbeat_interval, poll_interval=0.1)
-        self._writer.on_commit = hub.notify_threadsafe
+        self._writer.on_commit = hub.publish_threadsafe
         await hub.start()
         return campaigns, hub
 

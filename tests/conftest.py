@@ -52,7 +52,7 @@ async def campaigns(database_url: str, clock: FakeClock) -> AsyncIterator[Campai
     db = open_database(database_url)
     store = Store(db)
     store.migrate()
-    writer = Writer(db)
+    writer = Writer(db, journal=store)
     readers = Readers(db, 2)
     try:
         yield Campaigns(store, writer, readers, stop_grace_s=60, clock=clock)

@@ -951,7 +951,7 @@ async def test_a_stopping_deadline_survives_a_new_domain_on_the_same_file(
     db = open_database(database_url)
     store = Store(db)
     store.migrate()
-    writer, readers = Writer(db), Readers(db, 1)
+    writer, readers = Writer(db, journal=store), Readers(db, 1)
     try:
         restarted = Campaigns(store, writer, readers, stop_grace_s=60, clock=clock)
         assert await restarted.next_stop_deadline() == stopping.stop_deadline

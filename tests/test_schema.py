@@ -65,3 +65,24 @@ def test_a_database_from_a_newer_release_is_refused(database_url: str) -> None:
     with pytest.raises(SchemaTooNew):
         store.migrate()
     store.db.close()
+
+
+def test_the_hot_queries_use_an_index(database_url: str) -> None:
+    """A query that scans a customer's campaigns gets slower with every campaign created."""
+    store = Store(open_database(database_url))
+    store.migrate()
+    hot = (
+        store._outdial_holder,
+        store._get,
+        store._get_by_request,
+        store._due,
+        store._next_deadline,
+    )
+    for statement in hot:
+        plan = store.db.execute_sql(
+            "EXPLAIN QUERY PLAN " + statement.sql, [None] * statement.sql.count("?")
+        ).fetchall()
+        text = " ".join(str(row[-1]) for row in plan)
+        assert "USING INDEX" in text or "USING COVERING INDEX" in text, (statement.sql, text)
+        assert "campaign_customer_id_seq" not in text, (statement.sql, text)
+    store.db.close()

@@ -147,7 +147,7 @@ class Campaigns:
         return next_campaign
 
     def _load(self, customer_id: str, campaign_id: str, etag: str = "") -> Campaign:
-        c = self._store.get(customer_id, campaign_id)
+        c = self._store.load(customer_id, campaign_id)
         if c is None:
             raise _not_found(campaign_id)
         if etag and etag != c.etag:
@@ -298,7 +298,7 @@ class Campaigns:
         """The next campaign of a finished one, and why it cannot start ("" when it can)."""
         if not c.next_campaign_id:
             return None
-        nxt = self._store.get(c.customer_id, c.next_campaign_id)
+        nxt = self._store.load(c.customer_id, c.next_campaign_id)
         if nxt is None:
             return None, "it does not exist"
         if nxt.status == Status.RUN:
@@ -339,7 +339,7 @@ class Campaigns:
         completed = 0
         for due in self._store.due_stops(now, batch):
             # Read again: completing an earlier one may have started this one by its chain.
-            c = self._store.get(due.customer_id, due.id)
+            c = self._store.load(due.customer_id, due.id)
             if c is None or c.status != Status.STOPPING or c.stop_deadline != due.stop_deadline:
                 continue
             self._apply(c, lifecycle.plan_grace_expired(c), now)

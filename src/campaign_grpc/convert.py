@@ -9,13 +9,13 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from campaign.v1 import campaign_pb2 as pb
 
 from .types import Action, Campaign, CampaignType, EndHandle, Event, ListFilter, Status
+from .versions import VersionCache
 from .watch import Item, Kind
 
 
 def _timestamp(us: int) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMicroseconds(us)
-    return ts
+    seconds, micros = divmod(us, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
 def _value_to_python(value: struct_pb2.Value) -> Any:
@@ -82,10 +82,6 @@ def campaign_to_proto(c: Campaign) -> pb.Campaign:
         status=cast(pb.Campaign.Status.ValueType, int(c.status)),
         service_level=c.service_level,
         end_handle=cast(pb.Campaign.EndHandle.ValueType, int(c.end_handle)),
-        actions=[
-            pb.Action(id=a.id, next_id=a.next_id, type=a.type, option=_option_to_struct(a.option))
-            for a in c.actions
-        ],
         outplan_id=c.outplan_id,
         outdial_id=c.outdial_id,
         queue_id=c.queue_id,
@@ -93,11 +89,32 @@ def campaign_to_proto(c: Campaign) -> pb.Campaign:
         tm_create=_timestamp(c.tm_create),
         etag=c.etag,
     )
+    add = m.actions.add
+    for a in c.actions:
+        action = add(id=a.id, next_id=a.next_id, type=a.type)
+        action.option.SetInParent()
+        if a.option:
+            action.option.update(a.option)
     if c.tm_update is not None:
-        m.tm_update.FromMicroseconds(c.tm_update)
+        m.tm_update.CopyFrom(_timestamp(c.tm_update))
     if c.tm_delete is not None:
-        m.tm_delete.FromMicroseconds(c.tm_delete)
+        m.tm_delete.CopyFrom(_timestamp(c.tm_delete))
     return m
+
+
+class CampaignWire:
+    """Campaign messages, serialized once per version of a campaign and reused after."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._bytes: VersionCache[bytes] = VersionCache(capacity)
+
+    def serialized(self, c: Campaign) -> bytes:
+        return self._bytes.get(
+            (c.customer_id, c.id, c.version), lambda: campaign_to_proto(c).SerializeToString()
+        )
+
+    def fill(self, target: pb.Campaign, c: Campaign) -> None:
+        target.MergeFromString(self.serialized(c))
 
 
 def _status(value: Status) -> pb.Campaign.Status.ValueType:

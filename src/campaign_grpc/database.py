@@ -12,10 +12,9 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import peewee as pw
@@ -64,13 +63,15 @@ class _Job(Generic[T]):
     outcome: tuple[bool, Any] = field(default=(False, None))
 
 
-def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _resolve_all(jobs: list[_Job[Any]]) -> None:
+    for job in jobs:
+        if job.future.done():  # the caller gave up meanwhile
+            continue
+        ok, value = job.outcome
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
 
 
 def database_error(exc: BaseException) -> CampaignError:
@@ -78,22 +79,22 @@ def database_error(exc: BaseException) -> CampaignError:
     return Unavailable("the database is not available; retry later", reason="DATABASE_UNAVAILABLE")
 
 
-class Writer:
-    """One thread that owns every write, committing the writes waiting together."""
+class _BatchingThreads:
+    """Threads that take every job waiting at once, run them, and answer them together.
 
-    def __init__(
-        self,
-        db: pw.Database,
-        *,
-        max_batch: int = 256,
-        on_commit: Callable[[], None] | None = None,
-    ) -> None:
-        self._db = db
+    One wake-up of the event loop per batch instead of per job keeps the hand-off between
+    threads cheap under load, which is when it matters.
+    """
+
+    def __init__(self, name: str, threads: int, max_batch: int) -> None:
         self._max_batch = max_batch
-        self.on_commit = on_commit
         self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="db-writer", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -102,14 +103,17 @@ class Writer:
         return await job.future
 
     def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._closed()
 
-    def _run(self) -> None:
+    def _loop(self) -> None:
         while True:
             first = self._jobs.get()
             if first is None:
-                break
+                return
             batch = [first]
             stop = False
             while len(batch) < self._max_batch:
@@ -121,75 +125,123 @@ class Writer:
                     stop = True
                     break
                 batch.append(job)
-            self._commit(batch)
+            # A caller that gave up before its turn is not run at all.
+            live = [job for job in batch if not job.future.cancelled()]
+            if live:
+                self._run_batch(live)
+                by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
+                for job in live:
+                    by_loop.setdefault(job.loop, []).append(job)
+                for loop, jobs in by_loop.items():
+                    if not loop.is_closed():
+                        loop.call_soon_threadsafe(_resolve_all, jobs)
             if stop:
-                break
-        if not self._db.is_closed():
-            self._db.close()
+                return
 
-    def _commit(self, batch: list[_Job[Any]]) -> None:
-        # A caller that gave up before its turn is not written at all.
-        live = [job for job in batch if not job.future.cancelled()]
-        if not live:
-            return
+    def _run_batch(self, jobs: list[_Job[Any]]) -> None:
+        raise NotImplementedError
+
+    def _closed(self) -> None:
+        pass
+
+
+class Journal(Protocol):
+    """What a transaction wrote that others should hear of once it commits."""
+
+    def journal_mark(self) -> int: ...
+    def journal_rollback(self, mark: int) -> None: ...
+    def journal_take(self) -> list[Any]: ...
+
+
+class _NoJournal:
+    def journal_mark(self) -> int:
+        return 0
+
+    def journal_rollback(self, mark: int) -> None:
+        pass
+
+    def journal_take(self) -> list[Any]:
+        return []
+
+
+class Writer(_BatchingThreads):
+    """One thread that owns every write, committing the writes waiting together.
+
+    After each commit, on_commit receives what the journal collected from the writes that
+    committed (the rolled-back ones' entries are dropped with their savepoint).
+    """
+
+    def __init__(
+        self,
+        db: pw.Database,
+        *,
+        max_batch: int = 256,
+        journal: Journal | None = None,
+        on_commit: Callable[[list[Any]], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._journal: Journal = journal or _NoJournal()
+        self.on_commit = on_commit
+        super().__init__("db-writer", 1, max_batch)
+
+    def _run_batch(self, jobs: list[_Job[Any]]) -> None:
+        journal = self._journal
         try:
             with self._db.atomic(*self._begin_args()):
-                for job in live:
+                for job in jobs:
+                    mark = journal.journal_mark()
                     try:
                         with self._db.atomic():
                             job.outcome = (True, job.fn())
-                    except CampaignError as exc:
-                        job.outcome = (False, exc)
                     except pw.PeeweeException:
                         raise
-                    except Exception as exc:  # our bug: the caller sees INTERNAL
+                    except Exception as exc:  # a domain error, or our bug (INTERNAL)
+                        journal.journal_rollback(mark)
                         job.outcome = (False, exc)
         except Exception as exc:
+            journal.journal_take()
             error = database_error(exc)
-            for job in live:
+            for job in jobs:
                 job.outcome = (False, error)
-            self._reconnect()
+            _drop_connection(self._db)
         else:
+            written = journal.journal_take()
             if self.on_commit is not None:
-                self.on_commit()
-        for job in live:
-            ok, value = job.outcome
-            job.loop.call_soon_threadsafe(_resolve, job.future, ok, value)
+                self.on_commit(written)
 
     def _begin_args(self) -> tuple[str, ...]:
         # IMMEDIATE takes SQLite's write lock up front, so that processes sharing the
         # file queue on busy_timeout instead of failing to upgrade a read lock.
         return ("IMMEDIATE",) if is_sqlite(self._db) else ()
 
-    def _reconnect(self) -> None:
-        try:
-            if not self._db.is_closed():
-                self._db.close()
-        except Exception:  # the connection is broken already
-            log.debug("closing a broken connection failed", exc_info=True)
+    def _closed(self) -> None:
+        _drop_connection(self._db)
 
 
-class Readers:
-    """A pool of threads for reads; each thread keeps its own connection."""
+def _drop_connection(db: pw.Database) -> None:
+    """Closes this thread's connection, broken or not; the next use opens a new one."""
+    try:
+        if not db.is_closed():
+            db.close()
+    except Exception:
+        log.debug("closing a broken connection failed", exc_info=True)
 
-    def __init__(self, db: pw.Database, threads: int) -> None:
+
+class Readers(_BatchingThreads):
+    """Threads for reads; each keeps its own connection."""
+
+    def __init__(self, db: pw.Database, threads: int, *, max_batch: int = 64) -> None:
         self._db = db
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="db-reader")
+        super().__init__("db-reader", threads, max_batch)
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._call, fn)
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except CampaignError:
-            raise
-        except pw.PeeweeException as exc:
-            if not self._db.is_closed():
-                self._db.close()
-            raise database_error(exc) from exc
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        # Each reader thread's connection closes with its thread-local state.
+    def _run_batch(self, jobs: list[_Job[Any]]) -> None:
+        for job in jobs:
+            try:
+                job.outcome = (True, job.fn())
+            except CampaignError as exc:
+                job.outcome = (False, exc)
+            except pw.PeeweeException as exc:
+                _drop_connection(self._db)
+                job.outcome = (False, database_error(exc))
+            except Exception as exc:  # our bug: the caller sees INTERNAL
+                job.outcome = (False, exc)

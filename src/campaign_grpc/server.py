@@ -41,7 +41,7 @@ class App:
         )
         self.store = Store(self._db)
         self._readers = Readers(self._db, settings.read_threads)
-        self._writer = Writer(self._db)
+        self._writer = Writer(self._db, journal=self.store)
         self.campaigns = Campaigns(
             self.store, self._writer, self._readers, stop_grace_s=settings.stop_grace
         )
@@ -51,7 +51,7 @@ class App:
             buffer_limit=settings.watch_buffer,
             poll_interval=settings.event_poll_interval,
         )
-        self._writer.on_commit = self.hub.notify_threadsafe
+        self._writer.on_commit = self.hub.publish_threadsafe
         self._stop_timer = StopTimer(self.campaigns)
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
@@ -93,7 +93,8 @@ class App:
         while True:
             await asyncio.sleep(self.settings.health_interval)
             try:
-                await asyncio.wait_for(self.campaigns.ping(), self.settings.health_interval)
+                async with asyncio.timeout(self.settings.health_interval):
+                    await self.campaigns.ping()
                 ok = True
             except Exception:
                 ok = False
@@ -117,7 +118,8 @@ class App:
         # Once the unary calls are done, nothing is left worth waiting for (an idle health
         # watch would otherwise hold the whole grace): a shorter grace stops at once.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._in_flight.wait_idle(), grace)
+            async with asyncio.timeout(grace):
+                await self._in_flight.wait_idle()
         await self.server.stop(0)
         await stopping
         await self._stop_timer.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -14,16 +14,24 @@ from campaign.v1 import campaign_pb2_grpc as pb_grpc
 from . import convert
 from .campaigns import Campaigns
 from .rpc_errors import streaming, unary
+from .types import Campaign
 from .validation import validate_watch
 from .watch import Hub
 
 Context = grpc.aio.ServicerContext[Any, Any]
+R = TypeVar("R")
 
 
 class CampaignServicer(pb_grpc.CampaignServiceServicer):
     def __init__(self, campaigns: Campaigns, hub: Hub) -> None:
         self._campaigns = campaigns
         self._hub = hub
+        self._wire = convert.CampaignWire()
+
+    def _one(self, response: R, c: Campaign) -> R:
+        """The response with its campaign field filled from the wire cache."""
+        self._wire.fill(cast(Any, response).campaign, c)
+        return response
 
     @unary
     async def CreateCampaign(
@@ -31,14 +39,14 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     ) -> pb.CreateCampaignResponse:
         draft = convert.campaign_from_proto(request.campaign)
         created = await self._campaigns.create(draft, request.request_id)
-        return pb.CreateCampaignResponse(campaign=convert.campaign_to_proto(created))
+        return self._one(pb.CreateCampaignResponse(), created)
 
     @unary
     async def GetCampaign(
         self, request: pb.GetCampaignRequest, context: Context
     ) -> pb.GetCampaignResponse:
         found = await self._campaigns.get(request.customer_id, request.id)
-        return pb.GetCampaignResponse(campaign=convert.campaign_to_proto(found))
+        return self._one(pb.GetCampaignResponse(), found)
 
     @unary
     async def ListCampaigns(
@@ -47,10 +55,11 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         page = await self._campaigns.list_page(
             convert.list_filter_from_proto(request), request.page_size, request.page_token
         )
-        return pb.ListCampaignsResponse(
-            campaigns=[convert.campaign_to_proto(c) for c in page.campaigns],
-            next_page_token=page.next_page_token,
-        )
+        response = pb.ListCampaignsResponse(next_page_token=page.next_page_token)
+        add = response.campaigns.add
+        for c in page.campaigns:
+            self._wire.fill(add(), c)
+        return response
 
     @unary
     async def UpdateCampaign(
@@ -60,21 +69,21 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         updated = await self._campaigns.update(
             draft, list(request.update_mask.paths), request.campaign.etag
         )
-        return pb.UpdateCampaignResponse(campaign=convert.campaign_to_proto(updated))
+        return self._one(pb.UpdateCampaignResponse(), updated)
 
     @unary
     async def DeleteCampaign(
         self, request: pb.DeleteCampaignRequest, context: Context
     ) -> pb.DeleteCampaignResponse:
         deleted = await self._campaigns.delete(request.customer_id, request.id, request.etag)
-        return pb.DeleteCampaignResponse(campaign=convert.campaign_to_proto(deleted))
+        return self._one(pb.DeleteCampaignResponse(), deleted)
 
     @unary
     async def UndeleteCampaign(
         self, request: pb.UndeleteCampaignRequest, context: Context
     ) -> pb.UndeleteCampaignResponse:
         restored = await self._campaigns.undelete(request.customer_id, request.id)
-        return pb.UndeleteCampaignResponse(campaign=convert.campaign_to_proto(restored))
+        return self._one(pb.UndeleteCampaignResponse(), restored)
 
     @unary
     async def UpdateCampaignStatus(
@@ -83,14 +92,14 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         changed = await self._campaigns.set_status(
             request.customer_id, request.id, request.status, request.force
         )
-        return pb.UpdateCampaignStatusResponse(campaign=convert.campaign_to_proto(changed))
+        return self._one(pb.UpdateCampaignStatusResponse(), changed)
 
     @unary
     async def ReportOutdialExhausted(
         self, request: pb.ReportOutdialExhaustedRequest, context: Context
     ) -> pb.ReportOutdialExhaustedResponse:
         reported = await self._campaigns.report_outdial_exhausted(request.customer_id, request.id)
-        return pb.ReportOutdialExhaustedResponse(campaign=convert.campaign_to_proto(reported))
+        return self._one(pb.ReportOutdialExhaustedResponse(), reported)
 
     @streaming
     async def WatchStatus(

@@ -20,6 +20,7 @@ from .errors import (
     FailedPrecondition,
     PreconditionViolation,
 )
+from .prepared import Prepared, Statements, param
 from .schema import Tables, bind_tables, migrate
 from .types import (
     Action,
@@ -32,6 +33,7 @@ from .types import (
     Snapshot,
     Status,
 )
+from .versions import VersionCache
 
 
 def _actions_to_json(actions: Iterable[Action]) -> str:
@@ -63,193 +65,301 @@ def _conflict(exc: pw.IntegrityError, c: Campaign) -> CampaignError:
     return AlreadyExists(f"campaign {c.id} already exists", metadata={"id": c.id})
 
 
+# The column order of every campaign read: _campaign() takes rows in this order.
+_CAMPAIGN = (
+    "customer_id",
+    "id",
+    "type",
+    "name",
+    "detail",
+    "status",
+    "service_level",
+    "end_handle",
+    "actions",
+    "outplan_id",
+    "outdial_id",
+    "queue_id",
+    "next_campaign_id",
+    "tm_create",
+    "tm_update",
+    "tm_delete",
+    "version",
+    "revision",
+    "stop_deadline",
+    "finishing",
+    "seq",
+)
+# What save() writes: everything but the key, tm_create, seq and request_id.
+_MUTABLE = _CAMPAIGN[2:13] + _CAMPAIGN[14:20]
+_EVENT = (
+    "revision",
+    "customer_id",
+    "campaign_id",
+    "status",
+    "previous_status",
+    "deleted",
+    "reason",
+    "tm_event",
+    "next_campaign_id",
+    "chained_from",
+    "detail",
+)
+
+
+_TYPES = {int(t): t for t in CampaignType}
+_STATUSES = {int(s): s for s in Status}
+_END_HANDLES = {int(e): e for e in EndHandle}
+_REASONS = {int(r): r for r in Reason}
+
+
+def _campaign(row: tuple[Any, ...]) -> Campaign:
+    return Campaign(
+        customer_id=row[0],
+        id=row[1],
+        type=_TYPES[row[2]],
+        name=row[3],
+        detail=row[4],
+        status=_STATUSES[row[5]],
+        service_level=row[6],
+        end_handle=_END_HANDLES[row[7]],
+        actions=_actions_from_json(row[8]),
+        outplan_id=row[9],
+        outdial_id=row[10],
+        queue_id=row[11],
+        next_campaign_id=row[12],
+        tm_create=row[13],
+        tm_update=row[14],
+        tm_delete=row[15],
+        version=row[16],
+        revision=row[17],
+        stop_deadline=row[18],
+        finishing=bool(row[19]),
+    )
+
+
+def _mutable_values(c: Campaign) -> tuple[Any, ...]:
+    return (
+        int(c.type),
+        c.name,
+        c.detail,
+        int(c.status),
+        c.service_level,
+        int(c.end_handle),
+        _actions_to_json(c.actions),
+        c.outplan_id,
+        c.outdial_id,
+        c.queue_id,
+        c.next_campaign_id,
+        c.tm_update,
+        c.tm_delete,
+        c.version,
+        c.revision,
+        c.stop_deadline,
+        c.finishing,
+    )
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    return Event(
+        revision=row[0],
+        customer_id=row[1],
+        campaign_id=row[2],
+        status=_STATUSES[row[3]],
+        previous_status=_STATUSES[row[4]],
+        deleted=bool(row[5]),
+        reason=_REASONS[row[6]],
+        tm_event=row[7],
+        next_campaign_id=row[8],
+        chained_from=row[9],
+        detail=row[10],
+    )
+
+
 class Store:
-    def __init__(self, db: pw.Database) -> None:
+    """Reads (get, list_page, snapshot) may share the Campaign objects they return between
+    callers: treat them as read-only. Writes start from load(), which always reads afresh."""
+
+    def __init__(self, db: pw.Database, *, cache_size: int = 50_000) -> None:
         self.db = db
+        self._versions: VersionCache[Campaign] = VersionCache(cache_size)
+        # The events written by the writer's transaction in progress (see database.Journal).
+        self._journal: list[Event] = []
         self.t: Tables = bind_tables(db)
+        self._q = Statements(db)
+        C, E, M = self.t.campaign, self.t.event, self.t.meta
+        self._campaign_fields = [getattr(C, name) for name in _CAMPAIGN]
+        self._event_fields = [getattr(E, name) for name in _EVENT]
+        by_key = (C.customer_id == param(0)) & (C.id == param(1))
+        self._get = Prepared(db, C.select(*self._campaign_fields).where(by_key))
+        self._get_by_request = Prepared(
+            db,
+            C.select(*self._campaign_fields).where(
+                (C.customer_id == param(0)) & (C.request_id == param(1))
+            ),
+        )
+        self._outdial_holder = Prepared(
+            db,
+            C.select(C.id)
+            .where(
+                (C.customer_id == param(0))
+                & (C.outdial_id == param(1))
+                # The partial index's own condition, as SQL text: SQLite uses a partial index only
+                # when the query repeats its condition literally, not as a bound parameter.
+                & (C.outdial_id != pw.SQL("''"))
+                & (C.tm_delete.is_null())
+                & (C.id != param(2))
+            )
+            .limit(1),
+        )
+        self._head = Prepared(db, M.select(M.value).where(M.key == "revision"))
+        self._next_revision = Prepared(
+            db, M.update(value=M.value + 1).where(M.key == "revision").returning(M.value)
+        )
+        self._insert_event = Prepared(
+            db, E.insert({f: param(i) for i, f in enumerate(self._event_fields)})
+        )
+        self._event_at = Prepared(db, E.select(*self._event_fields).where(E.revision == param(0)))
+        inserted = [*self._campaign_fields[:-1], C.request_id]
+        self._insert = Prepared(db, C.insert({f: param(i) for i, f in enumerate(inserted)}))
+        self._save = Prepared(
+            db,
+            C.update({getattr(C, name): param(i) for i, name in enumerate(_MUTABLE)}).where(
+                (C.customer_id == param(len(_MUTABLE))) & (C.id == param(len(_MUTABLE) + 1))
+            ),
+        )
+        # As SQL text, like the partial index it must match (see outdial_holder).
+        stopping = C.status == pw.SQL(str(int(Status.STOPPING)))
+        self._next_deadline = Prepared(db, C.select(pw.fn.MIN(C.stop_deadline)).where(stopping))
+        self._due = Prepared(
+            db,
+            C.select(*self._campaign_fields)
+            .where(stopping & (C.stop_deadline <= param(0)))
+            .order_by(C.stop_deadline)
+            .limit(param(1)),
+        )
 
     def migrate(self) -> int:
         return migrate(self.db, self.t)
 
-    # -- conversion -------------------------------------------------------------------
-
-    def _campaign(self, row: Any) -> Campaign:
-        return Campaign(
-            id=row.id,
-            customer_id=row.customer_id,
-            type=CampaignType(row.type),
-            name=row.name,
-            detail=row.detail,
-            status=Status(row.status),
-            service_level=row.service_level,
-            end_handle=EndHandle(row.end_handle),
-            actions=_actions_from_json(row.actions),
-            outplan_id=row.outplan_id,
-            outdial_id=row.outdial_id,
-            queue_id=row.queue_id,
-            next_campaign_id=row.next_campaign_id,
-            tm_create=row.tm_create,
-            tm_update=row.tm_update,
-            tm_delete=row.tm_delete,
-            version=row.version,
-            revision=row.revision,
-            stop_deadline=row.stop_deadline,
-            finishing=bool(row.finishing),
-        )
-
-    def _columns(self, c: Campaign) -> dict[str, Any]:
-        return {
-            "type": int(c.type),
-            "name": c.name,
-            "detail": c.detail,
-            "status": int(c.status),
-            "service_level": c.service_level,
-            "end_handle": int(c.end_handle),
-            "actions": _actions_to_json(c.actions),
-            "outplan_id": c.outplan_id,
-            "outdial_id": c.outdial_id,
-            "queue_id": c.queue_id,
-            "next_campaign_id": c.next_campaign_id,
-            "tm_update": c.tm_update,
-            "tm_delete": c.tm_delete,
-            "version": c.version,
-            "revision": c.revision,
-            "stop_deadline": c.stop_deadline,
-            "finishing": c.finishing,
-        }
-
-    @staticmethod
-    def _event(row: Any) -> Event:
-        return Event(
-            revision=row.revision,
-            customer_id=row.customer_id,
-            campaign_id=row.campaign_id,
-            status=Status(row.status),
-            previous_status=Status(row.previous_status),
-            deleted=bool(row.deleted),
-            reason=Reason(row.reason),
-            tm_event=row.tm_event,
-            next_campaign_id=row.next_campaign_id,
-            chained_from=row.chained_from,
-            detail=row.detail,
-        )
-
     # -- reads (any thread) -----------------------------------------------------------
 
+    def _shared(self, row: tuple[Any, ...]) -> Campaign:
+        return self._versions.get((row[0], row[1], row[16]), lambda: _campaign(row))
+
     def get(self, customer_id: str, campaign_id: str) -> Campaign | None:
-        C = self.t.campaign
-        row = C.get_or_none((C.customer_id == customer_id) & (C.id == campaign_id))
-        return None if row is None else self._campaign(row)
+        row = self._get.one(customer_id, campaign_id)
+        return None if row is None else self._shared(row)
+
+    def load(self, customer_id: str, campaign_id: str) -> Campaign | None:
+        """A campaign of its own for the caller to change."""
+        row = self._get.one(customer_id, campaign_id)
+        return None if row is None else _campaign(row)
 
     def get_by_request(self, customer_id: str, request_id: str) -> Campaign | None:
-        C = self.t.campaign
-        row = C.get_or_none((C.customer_id == customer_id) & (C.request_id == request_id))
-        return None if row is None else self._campaign(row)
+        row = self._get_by_request.one(customer_id, request_id)
+        return None if row is None else _campaign(row)
 
     def outdial_holder(self, customer_id: str, outdial_id: str, other_than: str) -> str | None:
         """The live campaign, other than other_than, that uses outdial_id."""
         if not outdial_id:
             return None
+        row = self._outdial_holder.one(customer_id, outdial_id, other_than)
+        return None if row is None else str(row[0])
+
+    def _list_query(self, after: bool, status: bool, type_: bool, show_deleted: bool) -> Any:
         C = self.t.campaign
-        row = (
-            C.select(C.id)
-            .where(
-                (C.customer_id == customer_id)
-                & (C.outdial_id == outdial_id)
-                & (C.tm_delete.is_null())
-                & (C.id != other_than)
-            )
-            .first()
-        )
-        return None if row is None else str(row.id)
+        cond = C.customer_id == param(0)
+        if after:
+            cond &= C.seq < param(1)
+        if status:
+            cond &= C.status == param(2)
+        if type_:
+            cond &= C.type == param(3)
+        if not show_deleted:
+            cond &= C.tm_delete.is_null()
+        return C.select(*self._campaign_fields).where(cond).order_by(C.seq.desc()).limit(param(4))
 
     def list_page(
         self, f: ListFilter, after_seq: int | None, limit: int
     ) -> tuple[list[Campaign], int | None]:
         """Up to limit campaigns newest first, and the seq to continue after (None at the end)."""
-        C = self.t.campaign
-        cond = C.customer_id == f.customer_id
-        if after_seq is not None:
-            cond &= C.seq < after_seq
-        if f.status:
-            cond &= C.status == int(f.status)
-        if f.type:
-            cond &= C.type == int(f.type)
-        if not f.show_deleted:
-            cond &= C.tm_delete.is_null()
-        rows = list(C.select().where(cond).order_by(C.seq.desc()).limit(limit + 1))
+        shape = (after_seq is not None, bool(f.status), bool(f.type), f.show_deleted)
+        query = self._q.get(("list", shape), lambda: self._list_query(*shape))
+        rows = query.all(f.customer_id, after_seq, int(f.status), int(f.type), limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return [self._campaign(r) for r in rows], (rows[-1].seq if more and rows else None)
+        return [self._shared(r) for r in rows], (rows[-1][-1] if more and rows else None)
 
     def head_revision(self) -> int:
-        M = self.t.meta
-        return int(M.get(M.key == "revision").value)
+        row = self._head.one()
+        assert row is not None, "the schema is not migrated"
+        return int(row[0])
 
     def snapshot(self, customer_id: str, campaign_id: str) -> Snapshot:
         """The live campaigns (or the one campaign) and the revision they reflect, consistently."""
-        C = self.t.campaign
         with self.db.atomic():
             revision = self.head_revision()
             if campaign_id:
                 found = self.get(customer_id, campaign_id)
                 campaigns = [] if found is None else [found]
             else:
-                cond = C.tm_delete.is_null()
-                if customer_id:
-                    cond &= C.customer_id == customer_id
-                campaigns = [self._campaign(r) for r in C.select().where(cond).order_by(C.seq)]
+                query = self._q.get(
+                    ("snapshot", bool(customer_id)), lambda: self._live(customer_id)
+                )
+                rows = query.all(customer_id) if customer_id else query.all()
+                campaigns = [self._shared(r) for r in rows]
         return Snapshot(campaigns, revision)
+
+    def _live(self, customer_id: str) -> Any:
+        C = self.t.campaign
+        cond = C.tm_delete.is_null()
+        if customer_id:
+            cond &= C.customer_id == param(0)
+        return C.select(*self._campaign_fields).where(cond).order_by(C.seq)
 
     def events_after(
         self, revision: int, customer_id: str, campaign_id: str, limit: int
     ) -> list[Event]:
+        shape = (bool(customer_id), bool(campaign_id))
+        query = self._q.get(("events", shape), lambda: self._events_query(*shape))
+        return [_event(r) for r in query.all(revision, customer_id, campaign_id, limit)]
+
+    def _events_query(self, customer: bool, campaign: bool) -> Any:
         E = self.t.event
-        cond = E.revision > revision
-        if customer_id:
-            cond &= E.customer_id == customer_id
-        if campaign_id:
-            cond &= E.campaign_id == campaign_id
-        return [self._event(r) for r in E.select().where(cond).order_by(E.revision).limit(limit)]
+        cond = E.revision > param(0)
+        if customer:
+            cond &= E.customer_id == param(1)
+        if campaign:
+            cond &= E.campaign_id == param(2)
+        return E.select(*self._event_fields).where(cond).order_by(E.revision).limit(param(3))
 
     def next_stop_deadline(self) -> int | None:
-        C = self.t.campaign
-        value = (
-            C.select(pw.fn.MIN(C.stop_deadline)).where(C.status == int(Status.STOPPING)).scalar()
-        )
-        return None if value is None else int(value)
+        row = self._next_deadline.one()
+        return None if row is None or row[0] is None else int(row[0])
 
     def ping(self) -> None:
         self.db.execute_sql("SELECT 1").fetchone()
 
+    def event_at(self, revision: int) -> Event | None:
+        row = self._event_at.one(revision)
+        return None if row is None else _event(row)
+
     # -- writes (writer thread, inside its transaction) --------------------------------
 
     def insert(self, c: Campaign, request_id: str) -> None:
-        C = self.t.campaign
+        values = _mutable_values(c)
         try:
-            C.insert(
-                customer_id=c.customer_id,
-                id=c.id,
-                tm_create=c.tm_create,
-                request_id=request_id or None,
-                **self._columns(c),
-            ).execute()
+            self._insert.execute(
+                c.customer_id, c.id, *values[:11], c.tm_create, *values[11:], request_id or None
+            )
         except pw.IntegrityError as exc:
             raise _conflict(exc, c) from exc
 
     def save(self, c: Campaign) -> None:
-        C = self.t.campaign
         try:
-            C.update(**self._columns(c)).where(
-                (C.customer_id == c.customer_id) & (C.id == c.id)
-            ).execute()
+            self._save.execute(*_mutable_values(c), c.customer_id, c.id)
         except pw.IntegrityError as exc:
             raise _conflict(exc, c) from exc
-
-    def event_at(self, revision: int) -> Event | None:
-        E = self.t.event
-        row = E.get_or_none(E.revision == revision)
-        return None if row is None else self._event(row)
 
     def append_event(
         self,
@@ -263,12 +373,12 @@ class Store:
         detail: str = "",
     ) -> Event:
         """Takes the next revision and logs the campaign's new state; sets c.revision."""
-        M, E = self.t.meta, self.t.event
         # Incrementing one row serializes every writer on the revision, so revisions
         # commit in order and a reader never sees a later one before an earlier one.
-        M.update(value=M.value + 1).where(M.key == "revision").execute()
+        row = self._next_revision.one()
+        assert row is not None, "the schema is not migrated"
         event = Event(
-            revision=self.head_revision(),
+            revision=int(row[0]),
             customer_id=c.customer_id,
             campaign_id=c.id,
             status=c.status,
@@ -280,28 +390,34 @@ class Store:
             chained_from=chained_from,
             detail=detail,
         )
-        E.insert(
-            revision=event.revision,
-            customer_id=event.customer_id,
-            campaign_id=event.campaign_id,
-            status=int(event.status),
-            previous_status=int(event.previous_status),
-            deleted=event.deleted,
-            reason=int(event.reason),
-            tm_event=event.tm_event,
-            next_campaign_id=event.next_campaign_id,
-            chained_from=event.chained_from,
-            detail=event.detail,
-        ).execute()
+        self._insert_event.execute(
+            event.revision,
+            event.customer_id,
+            event.campaign_id,
+            int(event.status),
+            int(event.previous_status),
+            event.deleted,
+            int(event.reason),
+            event.tm_event,
+            event.next_campaign_id,
+            event.chained_from,
+            event.detail,
+        )
         c.revision = event.revision
+        self._journal.append(event)
         return event
 
+    # -- the journal of the transaction in progress (writer thread) ------------------
+
+    def journal_mark(self) -> int:
+        return len(self._journal)
+
+    def journal_rollback(self, mark: int) -> None:
+        del self._journal[mark:]
+
+    def journal_take(self) -> list[Event]:
+        events, self._journal = self._journal, []
+        return events
+
     def due_stops(self, now: int, limit: int) -> list[Campaign]:
-        C = self.t.campaign
-        rows = (
-            C.select()
-            .where((C.status == int(Status.STOPPING)) & (C.stop_deadline <= now))
-            .order_by(C.stop_deadline)
-            .limit(limit)
-        )
-        return [self._campaign(r) for r in rows]
+        return [_campaign(r) for r in self._due.all(now, limit)]

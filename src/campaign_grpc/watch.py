@@ -73,8 +73,11 @@ class Subscription:
     async def take(self, wait: float) -> list[Event]:
         """Waits up to wait seconds for events; [] when none came. Raises once ended."""
         if not self._buffer and not self.overflowed and not self.closed:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that races its timeout, and a cancelled stream must end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._ready.wait()
         self._ready.clear()
         if self.closed:
             raise Unavailable(
@@ -118,10 +121,22 @@ class Hub:
         self.head = await self._campaigns.head_revision()
         self._task = asyncio.create_task(self._tail(), name="watch-hub")
 
-    def notify_threadsafe(self) -> None:
-        """Called after a commit, from any thread: new events may be in the log."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake.set)
+    def publish_threadsafe(self, events: list[Event]) -> None:
+        """Called by this process's writer after a commit with the events it wrote."""
+        if events and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._publish, events)
+
+    def _publish(self, events: list[Event]) -> None:
+        fresh = [e for e in events if e.revision > self.head]
+        if not fresh:
+            return
+        if fresh[0].revision != self.head + 1:
+            # Another process wrote in between: the log fills the gap, in order.
+            self._wake.set()
+            return
+        for event in fresh:
+            self._dispatch(event)
+        self.head = fresh[-1].revision
 
     @property
     def subscriber_count(self) -> int:
@@ -133,10 +148,10 @@ class Hub:
         for subs in self._subs.values():
             for sub in subs:
                 sub.close()
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def _subscribe(self, customer_id: str, campaign_id: str) -> Subscription:
         sub = Subscription(customer_id, campaign_id, self._buffer_limit)
@@ -158,9 +173,10 @@ class Hub:
                 sub.push(event)
 
     async def _tail(self) -> None:
-        while True:
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._catch_up()
@@ -170,10 +186,12 @@ class Hub:
     async def _catch_up(self) -> None:
         while True:
             events = await self._campaigns.events_after(self.head, "", "", _READ_BATCH)
-            for event in events:
+            # What this process published while the read was under way is out already.
+            fresh = [e for e in events if e.revision > self.head]
+            for event in fresh:
                 self._dispatch(event)
-            if events:
-                self.head = events[-1].revision
+            if fresh:
+                self.head = fresh[-1].revision
             if len(events) < _READ_BATCH:
                 return
 

@@ -1,0 +1,63 @@
+"""Peewee queries compiled to SQL once and executed many times with new parameters.
+
+Building a query with Peewee costs far more than running it on SQLite; a query whose shape
+never changes is built once, with markers where its parameters go, and then only executed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import peewee as pw
+
+_MARK = "\x00campaign-param:"
+
+
+def param(index: int) -> Any:
+    """Where the index-th execution parameter goes in a query being prepared."""
+    return pw.Value(f"{_MARK}{index}", converter=False)
+
+
+class Prepared:
+    def __init__(self, db: pw.Database, query: Any) -> None:
+        self._db = db
+        self.sql, params = query.sql()
+        # Each bound value is either a parameter given at execution or a constant of the shape.
+        self._plan: list[tuple[int, Any]] = []
+        for value in params:
+            if isinstance(value, str) and value.startswith(_MARK):
+                self._plan.append((int(value[len(_MARK) :]), None))
+            else:
+                self._plan.append((-1, value))
+        self._direct = [i for i, _ in self._plan] == list(range(len(self._plan)))
+
+    def _bind(self, args: Sequence[Any]) -> Sequence[Any]:
+        if self._direct:
+            return args
+        return [args[i] if i >= 0 else const for i, const in self._plan]
+
+    def execute(self, *args: Any) -> Any:
+        return self._db.execute_sql(self.sql, self._bind(args))
+
+    def one(self, *args: Any) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.execute(*args).fetchone()
+        return row
+
+    def all(self, *args: Any) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self.execute(*args).fetchall()
+        return rows
+
+
+class Statements:
+    """Prepares each shape of a query the first time it is asked for."""
+
+    def __init__(self, db: pw.Database) -> None:
+        self._db = db
+        self._cache: dict[Any, Prepared] = {}
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Prepared:
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = Prepared(self._db, build())
+        return found
