@@ -16,6 +16,7 @@ import os
 import platform
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,21 +99,32 @@ def versions() -> dict[str, str]:
     return found
 
 
-def unary(concurrency: int, seconds: float, extra: list[str]) -> dict:
+def unary(concurrency: int, seconds: float, rounds: int, extra: list[str]) -> dict:
+    """Every call in turn, round after round; each figure is the median of its rounds.
+
+    Interleaving the baseline with the calls it is compared to, on the same server, keeps
+    the ratios steady on a machine whose speed drifts under other load.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
-        results: dict[str, dict] = {}
+        runs: dict[str, list[dict]] = {s: [] for s in SCENARIOS}
         with server(url, extra) as target:
-            for scenario in SCENARIOS:
-                results[scenario] = load(target, scenario, concurrency, seconds)
-            # The baseline again at the end: the mean of both bounds the drift of the run.
-            again = load(target, "health", concurrency, seconds)
-        base = results["health"]
-        base_qps = (base["qps"] + again["qps"]) / 2
-        for r in results.values():
-            r["ratio"] = r["qps"] / base_qps
-        results["health"]["qps_end"] = again["qps"]
-        return results
+            for _ in range(rounds):
+                for scenario in SCENARIOS:
+                    runs[scenario].append(load(target, scenario, concurrency, seconds))
+    base_qps = statistics.median(r["qps"] for r in runs["health"])
+    results: dict[str, dict] = {}
+    for scenario, measured in runs.items():
+        results[scenario] = {
+            "qps": statistics.median(r["qps"] for r in measured),
+            "p50_ms": statistics.median(r["p50_ms"] for r in measured),
+            "p99_ms": statistics.median(r["p99_ms"] for r in measured),
+            "errors": sum(r["errors"] for r in measured),
+            "calls": sum(r["calls"] for r in measured),
+            "ratio": statistics.median(r["qps"] for r in measured) / base_qps,
+            "rounds_qps": [round(r["qps"]) for r in measured],
+        }
+    return results
 
 
 def print_unary(results: dict) -> None:
@@ -130,19 +142,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", default=os.environ.get("BENCH_MODE", "quick"), choices=("quick", "full"))
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "16")))
-    parser.add_argument("--seconds", type=float, default=None, help="per call (quick 5, full 20)")
+    parser.add_argument("--seconds", type=float, default=None, help="per call and round (quick 3, full 8)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds over every call (quick 3, full 5)")
     parser.add_argument("--scale", type=int, default=None, help="campaigns for the scale run (full: 1000000)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for the server")
     args = parser.parse_args()
-    seconds = args.seconds or (5.0 if args.mode == "quick" else 20.0)
+    seconds = args.seconds or (3.0 if args.mode == "quick" else 8.0)
+    rounds = args.rounds or (3 if args.mode == "quick" else 5)
     scale = args.scale if args.scale is not None else (1_000_000 if args.mode == "full" else 0)
 
     report: dict = {"mode": args.mode, "concurrency": args.concurrency, "seconds": seconds,
                     "server_args": args.server_arg, "versions": versions()}
     print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
-    print(f"mode {args.mode}: concurrency {args.concurrency}, {seconds:.0f} s per call, "
-          f"server flags {args.server_arg or 'default'}")
-    report["unary"] = unary(args.concurrency, seconds, args.server_arg)
+    report["rounds"] = rounds
+    print(f"mode {args.mode}: concurrency {args.concurrency}, {rounds} rounds of {seconds:.0f} s per "
+          f"call, server flags {args.server_arg or 'default'}")
+    report["unary"] = unary(args.concurrency, seconds, rounds, args.server_arg)
     print_unary(report["unary"])
     if scale:
         from scale import scale_run  # noqa: PLC0415  (only the full mode needs it)

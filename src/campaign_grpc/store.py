@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import peewee as pw
 
@@ -266,8 +266,11 @@ class Store:
         row = self._outdial_holder.one(customer_id, outdial_id, other_than)
         return None if row is None else str(row[0])
 
-    def _list_query(self, after: bool, status: bool, type_: bool, show_deleted: bool) -> Any:
+    def _list_query(
+        self, after: bool, status: bool, type_: bool, show_deleted: bool, keys_only: bool
+    ) -> Any:
         C = self.t.campaign
+        columns = (C.customer_id, C.id, C.version, C.seq) if keys_only else self._campaign_fields
         cond = C.customer_id == param(0)
         if after:
             cond &= C.seq < param(1)
@@ -277,15 +280,24 @@ class Store:
             cond &= C.type == param(3)
         if not show_deleted:
             cond &= C.tm_delete.is_null()
-        return C.select(*self._campaign_fields).where(cond).order_by(C.seq.desc()).limit(param(4))
+        return C.select(*columns).where(cond).order_by(C.seq.desc()).limit(param(4))
 
     def list_page(
         self, f: ListFilter, after_seq: int | None, limit: int
     ) -> tuple[list[Campaign], int | None]:
         """Up to limit campaigns newest first, and the seq to continue after (None at the end)."""
         shape = (after_seq is not None, bool(f.status), bool(f.type), f.show_deleted)
-        query = self._q.get(("list", shape), lambda: self._list_query(*shape))
-        rows = query.all(f.customer_id, after_seq, int(f.status), int(f.type), limit + 1)
+        args = (f.customer_id, after_seq, int(f.status), int(f.type), limit + 1)
+        # Most pages are of campaigns read before: their keys and versions alone find them
+        # in the cache, at a fraction of the cost of fetching every column.
+        keys = self._q.get(("list-keys", shape), lambda: self._list_query(*shape, True)).all(*args)
+        found = [self._versions.peek((k[0], k[1], k[2])) for k in keys[:limit]]
+        if all(c is not None for c in found):
+            campaigns = cast(list[Campaign], found)
+            last = keys[limit - 1][3] if len(keys) > limit else None
+            return campaigns, last
+        full = self._q.get(("list", shape), lambda: self._list_query(*shape, False))
+        rows = full.all(*args)
         more = len(rows) > limit
         rows = rows[:limit]
         return [self._shared(r) for r in rows], (rows[-1][-1] if more and rows else None)

@@ -32,5 +32,8 @@ class VersionCache(Generic[V]):
             self._values[key] = value
         return value
 
+    def peek(self, key: Key) -> V | None:
+        return self._values.get(key)
+
     def __len__(self) -> int:
         return len(self._values)
