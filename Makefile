@@ -7,11 +7,13 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_DIR := src/campaign/v1
 GENERATED := $(GEN_DIR)/.generated
 NODE_DEPS := node_modules/.installed
+# The last released campaign.v1 contract: `make lint` fails on a change that would break it.
+CONTRACT := contract/campaign-v1.binpb
 
 LISTEN ?= 127.0.0.1:50051
 DATABASE_URL ?= sqlite:///campaigns.db
 
-.PHONY: install proto run test lint format bench clean
+.PHONY: install proto run test lint format bench clean contract-release
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -38,7 +40,8 @@ proto: $(GENERATED)
 run: install
 	$(BIN)/campaign-grpc serve --listen $(LISTEN) --database-url $(DATABASE_URL)
 
-test: install
+# The Node.js client test and the buf curl test need the Node.js dependencies.
+test: install $(NODE_DEPS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(NODE_DEPS): package.json package-lock.json
@@ -47,9 +50,15 @@ $(NODE_DEPS): package.json package-lock.json
 
 lint: install $(NODE_DEPS)
 	npx --no-install buf lint
+	npx --no-install buf breaking --against $(CONTRACT)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+
+# Only at a release, on purpose: the current contract becomes the one not to break.
+contract-release: $(NODE_DEPS)
+	npx --no-install buf lint
+	npx --no-install buf build --exclude-source-info -o $(CONTRACT)
 
 format: install
 	$(BIN)/ruff format src tests

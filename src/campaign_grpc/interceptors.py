@@ -18,7 +18,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-def _code(context: Context, error: BaseException | None) -> str:
+def code_name(context: Context, error: BaseException | None) -> str:
+    """The status code a call ended with, by name (CANCELLED when the client went away)."""
     if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
         return "CANCELLED"
     code = context.code()
@@ -31,7 +32,7 @@ def _code(context: Context, error: BaseException | None) -> str:
 
 def _log(method: str, context: Context, started: float, error: BaseException | None) -> None:
     ms = (time.perf_counter() - started) * 1000
-    code = _code(context, error)
+    code = code_name(context, error)
     log.info(
         "%s %s %.2fms",
         method,

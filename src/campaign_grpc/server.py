@@ -16,6 +16,7 @@ from . import reflection
 from .campaigns import Campaigns
 from .database import Readers, Writer, is_sqlite, open_database
 from .interceptors import AccessLog, UnaryCallsInFlight
+from .metrics import Metrics
 from .servicer import CampaignServicer
 from .settings import Settings
 from .stop_timer import StopTimer
@@ -56,12 +57,23 @@ class App:
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
         self._in_flight = UnaryCallsInFlight()
-        self.server = grpc.aio.server(interceptors=[self._in_flight, AccessLog()])
+        interceptors: list[grpc.aio.ServerInterceptor] = [self._in_flight, AccessLog()]
+        # Off unless --metrics-listen is given; metrics_port is known after start().
+        self.metrics: Metrics | None = None
+        self.metrics_port: int | None = None
+        if settings.metrics_listen:
+            self.metrics = Metrics(self.hub, self.store, self._readers)
+            interceptors.append(self.metrics.interceptor)
+        self.server = grpc.aio.server(interceptors=interceptors)
 
     async def start(self) -> int:
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)
         await self.hub.start()
         self._stop_timer.start()
+        if self.metrics is not None:
+            self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
+            host = self.settings.metrics_listen.rsplit(":", 1)[0]
+            log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
         campaign_pb2_grpc.add_CampaignServiceServicer_to_server(
             CampaignServicer(self.campaigns, self.hub), self.server
         )
@@ -124,6 +136,8 @@ class App:
         await stopping
         await self._stop_timer.close()
         loop = asyncio.get_running_loop()
+        if self.metrics is not None:
+            await loop.run_in_executor(None, self.metrics.close)
         await loop.run_in_executor(None, self._writer.close)
         await loop.run_in_executor(None, self._readers.close)
         self._db.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -23,6 +23,23 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
+
+
+def split_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) as (host, port); ValueError when it is not one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _address(text: str) -> str:
+    if text:
+        try:
+            split_address(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _setting(default: Any, help: str, parse: Callable[[str], Any] = str, **extra: Any) -> Any:
@@ -61,35 +78,79 @@ class Settings:
     )
     log_format: str = _setting("plain", "log line format", choices=("plain", "json"))
     log_level: str = _setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    metrics_listen: str = _setting(
+        "", "address of the Prometheus /metrics endpoint over HTTP; off unless given", _address
+    )
 
 
-_METAVARS: dict[Callable[[str], Any], str] = {_positive: "SECONDS", _count: "N", str: "VALUE"}
+_METAVARS: dict[Callable[[str], Any], str] = {
+    _positive: "SECONDS",
+    _count: "N",
+    str: "VALUE",
+    _address: "HOST:PORT",
+}
 
 
 def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+class _FromEnv(str):
+    """A setting's text taken from its environment variable, so that errors can name it."""
+
+    env: str
+
+
+def _converter(parse: Callable[[str], Any], choices: Sequence[str] | None) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        source = f" (from {text.env})" if isinstance(text, _FromEnv) else ""
+        # argparse checks choices for flags, but not for a default taken from the environment.
+        if choices is not None and source and text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice {str(text)!r}{source}; choose from {', '.join(choices)}"
+            )
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}{source}") from None
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid value {str(text)!r}{source}") from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """Adds a flag per setting (or per setting named in only), each defaulting to its env twin."""
     for f in fields(Settings):
+        if only is not None and f.name not in only:
+            continue
         env = env_name(f.name)
         parse = f.metadata["parse"]
-        default = os.environ.get(env)
+        choices = f.metadata.get("choices")
+        text = os.environ.get(env)
+        # argparse converts a string default only when the flag is absent: a flag wins, and a
+        # bad variable is reported as a usage error that names it.
+        default: Any = f.default
+        if text is not None:
+            default = _FromEnv(text)
+            default.env = env
+        shown = "%(default)s" if default != "" else "off"
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            type=parse,
-            default=f.default if default is None else parse(default),
-            choices=f.metadata.get("choices"),
-            metavar=None
-            if f.metadata.get("choices")
-            else f.metadata.get("metavar", _METAVARS[parse]),
-            help=f"{f.metadata['help']} [env {env}; default: %(default)s]",
+            type=_converter(parse, choices),
+            default=default,
+            choices=choices,
+            metavar=None if choices else f.metadata.get("metavar", _METAVARS[parse]),
+            help=f"{f.metadata['help']} [env {env}; default: {shown}]",
         )
 
 
 def from_namespace(ns: argparse.Namespace) -> Settings:
-    return Settings(**{f.name: getattr(ns, f.name) for f in fields(Settings)})
+    """Settings from parsed flags; a setting that has no flag keeps its default."""
+    values = {f.name: getattr(ns, f.name) for f in fields(Settings) if hasattr(ns, f.name)}
+    return Settings(**values)
 
 
 def parse(argv: Sequence[str]) -> Settings:

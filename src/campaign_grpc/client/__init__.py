@@ -1,0 +1,48 @@
+"""A typed Python client of campaign.v1.CampaignService, blocking and asyncio.
+
+    from campaign_grpc.client import Campaign, CampaignClient
+
+    with CampaignClient("127.0.0.1:50051") as client:
+        created = client.create_campaign(Campaign(customer_id=c, type=Campaign.TYPE_CALL))
+        for item in client.watch(c):
+            ...
+
+Calls have a deadline (timeout, 10 s by default), are retried after UNAVAILABLE when that is
+safe (see _requests), and raise CampaignServiceError subclasses with the google.rpc details
+decoded. watch() reconnects by itself and delivers every change once.
+"""
+
+from campaign.v1.campaign_pb2 import (
+    Action,
+    Campaign,
+    ListCampaignsResponse,
+    WatchStatusResponse,
+)
+
+from . import exceptions
+from ._aio import AsyncCampaignClient
+from ._retry import DEFAULT_RETRY, DEFAULT_TIMEOUT, WATCH_RETRY, Retry
+from ._sync import CampaignClient
+from ._watch import AsyncWatch, SnapshotReset, Watch, WatchItem
+from .exceptions import CampaignServiceError, FieldViolation, PreconditionViolation
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "DEFAULT_TIMEOUT",
+    "WATCH_RETRY",
+    "Action",
+    "AsyncCampaignClient",
+    "AsyncWatch",
+    "Campaign",
+    "CampaignClient",
+    "CampaignServiceError",
+    "FieldViolation",
+    "ListCampaignsResponse",
+    "PreconditionViolation",
+    "Retry",
+    "SnapshotReset",
+    "Watch",
+    "WatchItem",
+    "WatchStatusResponse",
+    "exceptions",
+]

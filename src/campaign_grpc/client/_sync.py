@@ -1,0 +1,254 @@
+"""CampaignClient: campaign.v1.CampaignService over a blocking grpc channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+
+from campaign.v1 import campaign_pb2 as pb
+from campaign.v1 import campaign_pb2_grpc as pb_grpc
+
+from . import _requests as requests
+from ._retry import (
+    CHANNEL_OPTIONS,
+    DEFAULT,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    WATCH_RETRY,
+    Default,
+    Retry,
+    call,
+)
+from ._watch import Resume, Watch
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Timeout = float | None | Default
+RetryArg = Retry | None | Default
+
+
+class CampaignClient:
+    """A blocking client. Use it as a context manager, or close() it.
+
+    timeout is each call's deadline in seconds, its retries included (None: no deadline);
+    retry says how calls that are safe to repeat are retried after UNAVAILABLE (None: never);
+    watch_retry how watch() reconnects. Every call takes timeout= and retry= of its own, and
+    raises a CampaignServiceError subclass (see campaign_grpc.client.exceptions).
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        channel: grpc.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry: Retry | None = DEFAULT_RETRY,
+        watch_retry: Retry = WATCH_RETRY,
+    ) -> None:
+        if (target is None) == (channel is None):
+            raise ValueError("give either a target (HOST:PORT) or a channel")
+        self._owns_channel = channel is None
+        if channel is None:
+            assert target is not None
+            if credentials is None:
+                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self.channel = channel
+        self._stub = pb_grpc.CampaignServiceStub(channel)
+        self.timeout = timeout
+        self.retry = retry
+        self.watch_retry = watch_retry
+
+    def close(self) -> None:
+        """Closes the channel if the client made it."""
+        if self._owns_channel:
+            self.channel.close()
+
+    def __enter__(self) -> CampaignClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _call(
+        self,
+        rpc: grpc.UnaryUnaryMultiCallable[Req, Resp],
+        name: str,
+        request_safe: tuple[Req, bool],
+        timeout: Timeout,
+        retry: RetryArg,
+    ) -> Resp:
+        request, safe = request_safe
+        invoke: Callable[[float | None], Resp] = lambda left: rpc(request, timeout=left)  # noqa: E731
+        return call(
+            name,
+            invoke,
+            timeout=self.timeout if timeout is DEFAULT else timeout,
+            retry=self.retry if retry is DEFAULT else retry,
+            safe=safe,
+        )
+
+    def create_campaign(
+        self,
+        campaign: pb.Campaign,
+        *,
+        request_id: str = "",
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.Campaign:
+        """Creates a stopped campaign. Without a request_id the client makes one."""
+        r = requests.create(campaign, request_id)
+        response = self._call(self._stub.CreateCampaign, "CreateCampaign", r, timeout, retry)
+        return response.campaign
+
+    def get_campaign(
+        self,
+        customer_id: str,
+        campaign_id: str,
+        *,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.Campaign:
+        r = requests.get(customer_id, campaign_id)
+        response = self._call(self._stub.GetCampaign, "GetCampaign", r, timeout, retry)
+        return response.campaign
+
+    def list_campaigns(
+        self,
+        customer_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        status: requests.Status = pb.Campaign.STATUS_UNSPECIFIED,
+        type: requests.Type = pb.Campaign.TYPE_UNSPECIFIED,
+        show_deleted: bool = False,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.ListCampaignsResponse:
+        """One page, newest first, and the token of the next (empty on the last)."""
+        r = requests.list_page(customer_id, page_size, page_token, status, type, show_deleted)
+        return self._call(self._stub.ListCampaigns, "ListCampaigns", r, timeout, retry)
+
+    def iter_campaigns(
+        self,
+        customer_id: str,
+        *,
+        page_size: int = 0,
+        status: requests.Status = pb.Campaign.STATUS_UNSPECIFIED,
+        type: requests.Type = pb.Campaign.TYPE_UNSPECIFIED,
+        show_deleted: bool = False,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> Iterator[pb.Campaign]:
+        """Every matching campaign, newest first, page by page (each page its own call)."""
+        token = ""
+        while True:
+            page = self.list_campaigns(
+                customer_id,
+                page_size=page_size,
+                page_token=token,
+                status=status,
+                type=type,
+                show_deleted=show_deleted,
+                timeout=timeout,
+                retry=retry,
+            )
+            yield from page.campaigns
+            token = page.next_page_token
+            if not token:
+                return
+
+    def update_campaign(
+        self,
+        campaign: pb.Campaign,
+        update_mask: Iterable[str],
+        *,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.Campaign:
+        """Changes the fields named in update_mask. Retried only when campaign.etag is set."""
+        r = requests.update(campaign, update_mask)
+        response = self._call(self._stub.UpdateCampaign, "UpdateCampaign", r, timeout, retry)
+        return response.campaign
+
+    def delete_campaign(
+        self,
+        customer_id: str,
+        campaign_id: str,
+        *,
+        etag: str = "",
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.Campaign:
+        """Soft-deletes a stopped campaign. Retried only with an etag."""
+        r = requests.delete(customer_id, campaign_id, etag)
+        response = self._call(self._stub.DeleteCampaign, "DeleteCampaign", r, timeout, retry)
+        return response.campaign
+
+    def undelete_campaign(
+        self,
+        customer_id: str,
+        campaign_id: str,
+        *,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.Campaign:
+        r = requests.undelete(customer_id, campaign_id)
+        response = self._call(self._stub.UndeleteCampaign, "UndeleteCampaign", r, timeout, retry)
+        return response.campaign
+
+    def update_campaign_status(
+        self,
+        customer_id: str,
+        campaign_id: str,
+        status: requests.Status,
+        *,
+        force: bool = False,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.Campaign:
+        """STATUS_RUN or STATUS_STOP. A STOP without force is not retried (see _requests)."""
+        r = requests.update_status(customer_id, campaign_id, status, force)
+        response = self._call(
+            self._stub.UpdateCampaignStatus, "UpdateCampaignStatus", r, timeout, retry
+        )
+        return response.campaign
+
+    def report_outdial_exhausted(
+        self,
+        customer_id: str,
+        campaign_id: str,
+        *,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.Campaign:
+        r = requests.report_outdial_exhausted(customer_id, campaign_id)
+        response = self._call(
+            self._stub.ReportOutdialExhausted, "ReportOutdialExhausted", r, timeout, retry
+        )
+        return response.campaign
+
+    def watch(
+        self,
+        customer_id: str = "",
+        campaign_id: str = "",
+        *,
+        after_revision: int = 0,
+        heartbeats: bool = False,
+        retry: Retry | Default = DEFAULT,
+    ) -> Watch:
+        """Status changes, each once, across reconnects and server restarts.
+
+        Yields WatchStatusResponse messages (a snapshot first unless after_revision is given;
+        heartbeats only if asked for) and a SnapshotReset when it has to start again from a
+        snapshot. Watch.revision is the point to resume from in a later watch().
+        """
+        resume = Resume(customer_id, campaign_id, after_revision, heartbeats)
+        return Watch(self._stub, resume, self.watch_retry if retry is DEFAULT else retry)

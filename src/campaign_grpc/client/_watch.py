@@ -1,0 +1,258 @@
+"""watch(): a WatchStatus stream that reconnects by itself and delivers each change once.
+
+It keeps the last revision it delivered (a change, a snapshot's end or a heartbeat: each says
+that every change up to it has been sent) and, after UNAVAILABLE or RESOURCE_EXHAUSTED or a
+lost connection, asks again with after_revision set to it: the server replays the rest from
+its durable log. When the server's log does not hold that revision (OUT_OF_RANGE), or a
+snapshot broke off half-way, it starts again from a snapshot, announced by a SnapshotReset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncGenerator, Generator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeAlias
+
+import grpc
+
+from campaign.v1 import campaign_pb2 as pb
+
+from ._retry import Retry
+from .exceptions import (
+    CampaignServiceError,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+    from_grpc_error,
+)
+
+log = logging.getLogger("campaign_grpc.client")
+
+W = pb.WatchStatusResponse
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotReset:
+    """The watch starts again from a snapshot: drop the state built from earlier messages.
+
+    KIND_SNAPSHOT messages, a KIND_SNAPSHOT_END and changes follow, as on a new watch.
+    reason is REVISION_OUT_OF_RANGE (the server's log does not hold revision, say a new
+    database) or SNAPSHOT_INTERRUPTED (the connection broke during a snapshot).
+    """
+
+    reason: str
+    revision: int
+
+
+WatchItem: TypeAlias = "pb.WatchStatusResponse | SnapshotReset"
+
+
+class Resume:
+    """Where a watch stands; what to deliver of each message, what to do after each error."""
+
+    def __init__(
+        self, customer_id: str, campaign_id: str, after_revision: int, heartbeats: bool
+    ) -> None:
+        self._customer_id = customer_id
+        self._campaign_id = campaign_id
+        self._heartbeats = heartbeats
+        # Every change up to revision has been delivered.
+        self.revision = after_revision
+        self._in_snapshot = after_revision == 0
+        self._snapshot_sent = False
+
+    def request(self) -> pb.WatchStatusRequest:
+        return pb.WatchStatusRequest(
+            customer_id=self._customer_id,
+            campaign_id=self._campaign_id,
+            after_revision=self.revision,
+        )
+
+    def accept(self, m: pb.WatchStatusResponse) -> pb.WatchStatusResponse | None:
+        """The message to deliver, or None for a duplicate or an unwanted heartbeat."""
+        if m.kind == W.KIND_SNAPSHOT:
+            self._snapshot_sent = True
+        elif m.kind == W.KIND_SNAPSHOT_END:
+            self._in_snapshot = self._snapshot_sent = False
+            self.revision = m.revision
+        elif m.kind == W.KIND_CHANGE:
+            if m.revision <= self.revision:
+                return None
+            self.revision = m.revision
+        elif m.kind == W.KIND_HEARTBEAT:
+            if not self._in_snapshot:
+                self.revision = max(self.revision, m.revision)
+            return m if self._heartbeats else None
+        return m
+
+    def after(self, error: CampaignServiceError) -> SnapshotReset | None:
+        """Before reconnecting: a reset to deliver first, if any. Raises a final error."""
+        if isinstance(error, OutOfRange):
+            reset = SnapshotReset("REVISION_OUT_OF_RANGE", self.revision)
+        elif not isinstance(error, Unavailable | ResourceExhausted):
+            raise error
+        elif self._in_snapshot and self._snapshot_sent:
+            reset = SnapshotReset("SNAPSHOT_INTERRUPTED", self.revision)
+        else:
+            return None
+        log.warning("watch: %s; starting again from a snapshot", error)
+        self.revision = 0
+        self._in_snapshot = True
+        self._snapshot_sent = False
+        return reset
+
+
+def _ended() -> Unavailable:
+    return Unavailable("the server ended the stream")
+
+
+class Watch:
+    """The sync watch: iterate it; close() (or leave its with block) to stop it.
+
+    close() may be called from another thread; the iteration then ends.
+    """
+
+    def __init__(self, stub: Any, resume: Resume, retry: Retry) -> None:
+        self._stub = stub
+        self._resume = resume
+        self._retry = retry
+        self._call: Any = None
+        self._closed = threading.Event()
+        self._items = self._run()
+
+    @property
+    def revision(self) -> int:
+        """Every change up to this revision has been delivered: resume after it."""
+        return self._resume.revision
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> WatchItem:
+        return next(self._items)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._call is not None:
+            self._call.cancel()
+        with contextlib.suppress(ValueError):  # iterating on another thread: it ends by itself
+            self._items.close()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _run(self) -> Generator[WatchItem, None, None]:
+        delays = None
+        failures = 0
+        while not self._closed.is_set():
+            self._call = call = self._stub.WatchStatus(self._resume.request())
+            if self._closed.is_set():  # close() ran between the check and the call
+                call.cancel()
+                return
+            error: CampaignServiceError = _ended()
+            try:
+                for message in call:
+                    delays, failures = None, 0
+                    item = self._resume.accept(message)
+                    if item is not None:
+                        yield item
+            except grpc.RpcError as exc:
+                if self._closed.is_set():
+                    return
+                error = from_grpc_error(exc)
+            finally:
+                call.cancel()
+            reset = self._resume.after(error)
+            if reset is not None:
+                yield reset
+                continue
+            failures += 1
+            if self._retry.attempts is not None and failures >= self._retry.attempts:
+                raise error
+            delays = delays or self._retry.delays()
+            delay = next(delays)
+            log.info("watch: %s; reconnecting in %.2f s", error, delay)
+            if self._retry.on_error is not None:
+                self._retry.on_error(error)
+            if self._closed.wait(delay):
+                return
+
+
+class AsyncWatch:
+    """The asyncio watch: iterate it with async for; aclose() (or its async with) stops it."""
+
+    def __init__(self, stub: Any, resume: Resume, retry: Retry) -> None:
+        self._stub = stub
+        self._resume = resume
+        self._retry = retry
+        self._call: Any = None
+        self._closed = False
+        self._items = self._run()
+
+    @property
+    def revision(self) -> int:
+        """Every change up to this revision has been delivered: resume after it."""
+        return self._resume.revision
+
+    def __aiter__(self) -> AsyncWatch:
+        return self
+
+    async def __anext__(self) -> WatchItem:
+        return await anext(self._items)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._call is not None:
+            self._call.cancel()
+        with contextlib.suppress(RuntimeError):  # iterating in another task: it ends by itself
+            await self._items.aclose()
+
+    async def __aenter__(self) -> AsyncWatch:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self) -> AsyncGenerator[WatchItem, None]:
+        delays = None
+        failures = 0
+        while not self._closed:
+            self._call = call = self._stub.WatchStatus(self._resume.request())
+            error: CampaignServiceError = _ended()
+            try:
+                async for message in call:
+                    delays, failures = None, 0
+                    item = self._resume.accept(message)
+                    if item is not None:
+                        yield item
+            except grpc.RpcError as exc:
+                if self._closed:
+                    return
+                error = from_grpc_error(exc)
+            finally:
+                call.cancel()
+            reset = self._resume.after(error)
+            if reset is not None:
+                yield reset
+                continue
+            failures += 1
+            if self._retry.attempts is not None and failures >= self._retry.attempts:
+                raise error
+            delays = delays or self._retry.delays()
+            delay = next(delays)
+            log.info("watch: %s; reconnecting in %.2f s", error, delay)
+            if self._retry.on_error is not None:
+                self._retry.on_error(error)
+            await asyncio.sleep(delay)

@@ -1,0 +1,285 @@
+"""Prometheus metrics over HTTP: calls, latencies, watch streams, events, campaigns, db errors.
+
+Each App has a registry of its own, so that servers sharing a process (as in the tests) never
+share counters. Call metrics use the names of go-grpc-prometheus, so existing dashboards fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import grpc
+import peewee as pw
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from campaign.v1 import campaign_pb2 as pb
+
+from . import database
+from .database import Readers
+from .interceptors import Context, Handler, code_name
+from .settings import split_address
+from .store import Store
+from .watch import Hub
+
+log = logging.getLogger(__name__)
+
+WATCH_METHOD = "/campaign.v1.CampaignService/WatchStatus"
+STATUSES = [pb.Campaign.Status.Name(v) for v in pb.Campaign.Status.values() if v]
+# How long a scrape waits for the count of campaigns before it leaves that metric out.
+COUNT_TIMEOUT = 5.0
+_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+
+def count_by_status(store: Store) -> dict[str, int]:
+    """Live (not deleted) campaigns of every customer, by status name."""
+    C = store.t.campaign
+    query = C.select(C.status, pw.fn.COUNT(C.seq)).where(C.tm_delete.is_null()).group_by(C.status)
+    counts = dict.fromkeys(STATUSES, 0)
+    for status, n in query.tuples():
+        counts[pb.Campaign.Status.Name(status)] = int(n)
+    return counts
+
+
+class Metrics:
+    """The registry, the interceptor that feeds it, and the HTTP endpoint that serves it."""
+
+    def __init__(self, hub: Hub, store: Store, readers: Readers) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.started = Counter("grpc_server_started", "RPCs started.", _LABELS, registry=r)
+        self.handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed, by status code.",
+            (*_LABELS, "grpc_code"),
+            registry=r,
+        )
+        self.handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Seconds from the start of an RPC to its status (for a stream, its whole life).",
+            _LABELS,
+            registry=r,
+        )
+        self.watch_streams = Gauge(
+            "campaign_grpc_watch_streams", "WatchStatus streams open.", registry=r
+        )
+        self.events_delivered = Counter(
+            "campaign_grpc_events_delivered",
+            "Changes (KIND_CHANGE messages) sent on WatchStatus streams.",
+            registry=r,
+        )
+        self.database_errors = Counter(
+            "campaign_grpc_database_errors",
+            "Database operations that failed (a call answered UNAVAILABLE, or a check retried).",
+            registry=r,
+        )
+        self._state = _StateCollector(hub, store, readers)
+        r.register(self._state)
+        self.interceptor = MetricsInterceptor(self)
+        self._errors = _CountErrors(self.database_errors)
+        self._http: tuple[WSGIServer, threading.Thread] | None = None
+
+    def serve(self, address: str) -> int:
+        """Serves /metrics on address (HOST:PORT); returns the port. Call on the event loop."""
+        host, port = split_address(address)
+        self._state.loop = asyncio.get_running_loop()
+        self._http = _serve_http(host, port, make_wsgi_app(self.registry))
+        # database.py logs every database error once; one handler counts them. Servers that
+        # share a process (only the tests) count each other's errors too.
+        logging.getLogger(database.__name__).addHandler(self._errors)
+        return int(self._http[0].server_address[1])
+
+    def close(self) -> None:
+        """Stops the endpoint. Blocks a little: run it off the event loop."""
+        logging.getLogger(database.__name__).removeHandler(self._errors)
+        if self._http is not None:
+            server, thread = self._http
+            self._http = None
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _serve_http(host: str, port: int, app: Any) -> tuple[WSGIServer, threading.Thread]:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        address_family = family
+        daemon_threads = True
+
+    server = make_server(host, port, app, Server, handler_class=_QuietHandler)
+    # A short poll keeps shutdown() quick.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics", daemon=True
+    )
+    thread.start()
+    return server, thread
+
+
+class _CountErrors(logging.Handler):
+    def __init__(self, counter: Counter) -> None:
+        super().__init__(logging.ERROR)
+        self._counter = counter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._counter.inc()
+
+
+class _StateCollector(Collector):
+    """Read at each scrape: the event log's head, and campaigns by status counted off the loop."""
+
+    def __init__(self, hub: Hub, store: Store, readers: Readers) -> None:
+        self._hub = hub
+        self._store = store
+        self._readers = readers
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._written(0), self._campaigns({})]
+
+    def collect(self) -> Iterable[Metric]:
+        # The hub has read the log up to head: every event written by this server or another
+        # sharing the database. A counter that survives restarts, as the log does.
+        yield self._written(self._hub.head)
+        counts = self._count()
+        if counts is not None:
+            yield self._campaigns(counts)
+
+    @staticmethod
+    def _written(head: int) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "campaign_grpc_events_written",
+            "Status events written to the event log (its head revision, as this server read it).",
+            value=head,
+        )
+
+    @staticmethod
+    def _campaigns(counts: dict[str, int]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            "campaign_grpc_campaigns", "Live (not deleted) campaigns, by status.", labels=["status"]
+        )
+        for status, n in counts.items():
+            family.add_metric([status], n)
+        return family
+
+    def _count(self) -> dict[str, int] | None:
+        # Called on the HTTP server's thread: the count runs on a reader thread, never on
+        # the event loop, and a scrape gives up on it rather than hang.
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return None
+        counting = asyncio.run_coroutine_threadsafe(
+            self._readers.run(lambda: count_by_status(self._store)), loop
+        )
+        try:
+            return counting.result(COUNT_TIMEOUT)
+        except Exception:  # the database error itself is logged (and counted) where it happens
+            counting.cancel()
+            log.warning("counting campaigns for /metrics failed", exc_info=True)
+            return None
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        service, _, method = details.method.strip("/").partition("/")
+        # The stubs describe the sync handler types; on an aio server they are coroutines.
+        unary_unary: Any = handler.unary_unary
+        unary_stream: Any = handler.unary_stream
+        stream_stream: Any = handler.stream_stream
+        if unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(("unary", service, method), unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if unary_stream is not None:
+            watch = details.method == WATCH_METHOD
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(("server_stream", service, method), unary_stream, watch),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream(("bidi_stream", service, method), stream_stream, False),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _done(
+        self, labels: tuple[str, ...], context: Context, started: float, error: BaseException | None
+    ) -> None:
+        self._m.handled.labels(*labels, code_name(context, error)).inc()
+        self._m.handling.labels(*labels).observe(time.perf_counter() - started)
+
+    def _unary(
+        self, labels: tuple[str, ...], behavior: Callable[[Any, Context], Awaitable[Any]]
+    ) -> Callable[[Any, Context], Awaitable[Any]]:
+        async def call(request: Any, context: Context) -> Any:
+            self._m.started.labels(*labels).inc()
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self._done(labels, context, started, error)
+
+        return call
+
+    def _stream(self, labels: tuple[str, ...], behavior: Any, watch: bool) -> Any:
+        # A handler that awaits context.write (grpc's health Watch) is timed as a whole.
+        if not inspect.isasyncgenfunction(behavior):
+            return self._unary(labels, behavior)
+        m = self._m
+
+        async def call(request: Any, context: Context) -> AsyncGenerator[Any, None]:
+            m.started.labels(*labels).inc()
+            if watch:
+                m.watch_streams.inc()
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        if watch and response.kind == pb.WatchStatusResponse.KIND_CHANGE:
+                            m.events_delivered.inc()
+                        yield response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                if watch:
+                    m.watch_streams.dec()
+                self._done(labels, context, started, error)
+
+        return call
