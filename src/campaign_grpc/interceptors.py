@@ -1,4 +1,8 @@
-"""Server interceptors: the access log, and the count of unary calls in flight."""
+"""One interceptor that tells observers about every call: its start, its messages, its end.
+
+The access log, the count of calls in flight and the metrics all watch the same calls; one
+wrapper per method, built once, serves them all instead of a layer of wrapping each per call.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,38 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeAlias
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
 
-log = logging.getLogger("campaign_grpc.access")
+access_log = logging.getLogger("campaign_grpc.access")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What is known of a method before any call to it: its names and its kind."""
+
+    method: str
+    service: str
+    name: str
+    kind: str  # "unary", "server_stream" or "bidi_stream"
+
+
+class Observer(Protocol):
+    def started(self, call: Call) -> None: ...
+
+    def finished(self, call: Call, code: str, seconds: float) -> None: ...
+
+
+class MessageObserver(Observer, Protocol):
+    """An observer that also sees each message a streaming call sends."""
+
+    def sent(self, call: Call, message: Any) -> None: ...
 
 
 def code_name(context: Context, error: BaseException | None) -> str:
@@ -30,93 +57,25 @@ def code_name(context: Context, error: BaseException | None) -> str:
     return "OK"
 
 
-def _log(method: str, context: Context, started: float, error: BaseException | None) -> None:
-    ms = (time.perf_counter() - started) * 1000
-    code = code_name(context, error)
-    log.info(
-        "%s %s %.2fms",
-        method,
-        code,
-        ms,
-        extra={"method": method, "code": code, "duration_ms": round(ms, 3)},
-    )
+class AccessLog:
+    """One log line per call: method, status code, duration."""
 
+    def started(self, call: Call) -> None:
+        pass
 
-class AccessLog(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(details)
-        if handler is None or not log.isEnabledFor(logging.INFO):
-            return handler
-        method = details.method
-        # The stubs describe the sync handler types; on an aio server they are coroutines.
-        unary_unary: Any = handler.unary_unary
-        unary_stream: Any = handler.unary_stream
-        stream_stream: Any = handler.stream_stream
-        if unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _logged_unary(method, unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+    def finished(self, call: Call, code: str, seconds: float) -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            ms = seconds * 1000
+            access_log.info(
+                "%s %s %.2fms",
+                call.method,
+                code,
+                ms,
+                extra={"method": call.method, "code": code, "duration_ms": round(ms, 3)},
             )
-        if unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _logged_stream(method, unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _logged_stream(method, stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
 
 
-def _logged_unary(
-    method: str, behavior: Callable[[Any, Context], Awaitable[Any]]
-) -> Callable[[Any, Context], Awaitable[Any]]:
-    async def call(request: Any, context: Context) -> Any:
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            return await behavior(request, context)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            _log(method, context, started, error)
-
-    return call
-
-
-def _logged_stream(method: str, behavior: Any) -> Any:
-    # A streaming handler either yields its messages or awaits context.write (as
-    # grpc's own health Watch does); each needs a wrapper of its own kind.
-    if not inspect.isasyncgenfunction(behavior):
-        return _logged_unary(method, behavior)
-
-    async def call(request: Any, context: Context) -> AsyncGenerator[Any, None]:
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            async with contextlib.aclosing(behavior(request, context)) as responses:
-                async for response in responses:
-                    yield response
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            _log(method, context, started, error)
-
-    return call
-
-
-class UnaryCallsInFlight(grpc.aio.ServerInterceptor):
+class UnaryCallsInFlight:
     """Counts unary calls in flight, so that shutdown knows when they have all finished."""
 
     def __init__(self) -> None:
@@ -124,31 +83,118 @@ class UnaryCallsInFlight(grpc.aio.ServerInterceptor):
         self._idle = asyncio.Event()
         self._idle.set()
 
+    def started(self, call: Call) -> None:
+        if call.kind == "unary":
+            self.count += 1
+            self._idle.clear()
+
+    def finished(self, call: Call, code: str, seconds: float) -> None:
+        if call.kind == "unary":
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+class Observe(grpc.aio.ServerInterceptor):
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self._observers = tuple(observers)
+        self._message_observers: tuple[MessageObserver, ...] = tuple(
+            cast(MessageObserver, o) for o in observers if hasattr(o, "sent")
+        )
+        # Per method: the handler as registered, and its wrapper.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
+        if handler is None:
+            return None
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(details.method, handler)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        service, _, name = method.strip("/").partition("/")
+        # The stubs describe the sync handler types; on an aio server they are coroutines.
         unary_unary: Any = handler.unary_unary
+        unary_stream: Any = handler.unary_stream
+        stream_stream: Any = handler.stream_stream
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if unary_unary is not None:
+            call = Call(method, service, name, "unary")
+            return grpc.unary_unary_rpc_method_handler(self._awaited(call, unary_unary), **codecs)
+        if unary_stream is not None:
+            call = Call(method, service, name, "server_stream")
+            return grpc.unary_stream_rpc_method_handler(
+                self._streamed(call, unary_stream), **codecs
+            )
+        if stream_stream is not None:
+            call = Call(method, service, name, "bidi_stream")
+            return grpc.stream_stream_rpc_method_handler(
+                self._streamed(call, stream_stream), **codecs
+            )
+        return handler
 
-        async def counted(request: Any, context: Context) -> Any:
-            self.count += 1
-            self._idle.clear()
+    def _finished(
+        self, call: Call, context: Context, started: float, error: BaseException | None
+    ) -> None:
+        code = code_name(context, error)
+        seconds = time.perf_counter() - started
+        for observer in self._observers:
+            observer.finished(call, code, seconds)
+
+    def _awaited(self, call: Call, behavior: Callable[[Any, Context], Awaitable[Any]]) -> Any:
+        observers = self._observers
+
+        async def observed(request: Any, context: Context) -> Any:
+            for observer in observers:
+                observer.started(call)
+            started = time.perf_counter()
+            error: BaseException | None = None
             try:
-                return await unary_unary(request, context)
+                return await behavior(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
             finally:
-                self.count -= 1
-                if self.count == 0:
-                    self._idle.set()
+                self._finished(call, context, started, error)
 
-        return grpc.unary_unary_rpc_method_handler(
-            counted,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return observed
 
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
+    def _streamed(self, call: Call, behavior: Any) -> Any:
+        # A streaming handler either yields its messages or awaits context.write (as
+        # grpc's own health Watch does); the latter is observed as a whole.
+        if not inspect.isasyncgenfunction(behavior):
+            return self._awaited(call, behavior)
+        observers, watchers = self._observers, self._message_observers
+
+        async def observed(request: Any, context: Context) -> AsyncGenerator[Any, None]:
+            for observer in observers:
+                observer.started(call)
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        for watcher in watchers:
+                            watcher.sent(call, response)
+                        yield response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self._finished(call, context, started, error)
+
+        return observed

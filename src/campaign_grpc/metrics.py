@@ -7,18 +7,14 @@ share counters. Call metrics use the names of go-grpc-prometheus, so existing da
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import logging
 import socket
 import socketserver
 import threading
-import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import grpc
 import peewee as pw
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -28,7 +24,7 @@ from campaign.v1 import campaign_pb2 as pb
 
 from . import database
 from .database import Readers
-from .interceptors import Context, Handler, code_name
+from .interceptors import Call
 from .settings import split_address
 from .store import Store
 from .watch import Hub
@@ -53,7 +49,7 @@ def count_by_status(store: Store) -> dict[str, int]:
 
 
 class Metrics:
-    """The registry, the interceptor that feeds it, and the HTTP endpoint that serves it."""
+    """The registry, the call observer that feeds it, and the HTTP endpoint that serves it."""
 
     def __init__(self, hub: Hub, store: Store, readers: Readers) -> None:
         self.registry = CollectorRegistry()
@@ -86,7 +82,7 @@ class Metrics:
         )
         self._state = _StateCollector(hub, store, readers)
         r.register(self._state)
-        self.interceptor = MetricsInterceptor(self)
+        self.calls = CallMetrics(self)
         self._errors = _CountErrors(self.database_errors)
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
@@ -195,91 +191,28 @@ class _StateCollector(Collector):
             return None
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class CallMetrics:
+    """Feeds the call metrics from the server's call observer (see interceptors.Observe)."""
+
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        service, _, method = details.method.strip("/").partition("/")
-        # The stubs describe the sync handler types; on an aio server they are coroutines.
-        unary_unary: Any = handler.unary_unary
-        unary_stream: Any = handler.unary_stream
-        stream_stream: Any = handler.stream_stream
-        if unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(("unary", service, method), unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if unary_stream is not None:
-            watch = details.method == WATCH_METHOD
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(("server_stream", service, method), unary_stream, watch),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._stream(("bidi_stream", service, method), stream_stream, False),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    @staticmethod
+    def _labels(call: Call) -> tuple[str, str, str]:
+        return (call.kind, call.service, call.name)
 
-    def _done(
-        self, labels: tuple[str, ...], context: Context, started: float, error: BaseException | None
-    ) -> None:
-        self._m.handled.labels(*labels, code_name(context, error)).inc()
-        self._m.handling.labels(*labels).observe(time.perf_counter() - started)
+    def started(self, call: Call) -> None:
+        self._m.started.labels(*self._labels(call)).inc()
+        if call.method == WATCH_METHOD:
+            self._m.watch_streams.inc()
 
-    def _unary(
-        self, labels: tuple[str, ...], behavior: Callable[[Any, Context], Awaitable[Any]]
-    ) -> Callable[[Any, Context], Awaitable[Any]]:
-        async def call(request: Any, context: Context) -> Any:
-            self._m.started.labels(*labels).inc()
-            started = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                return await behavior(request, context)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                self._done(labels, context, started, error)
+    def finished(self, call: Call, code: str, seconds: float) -> None:
+        labels = self._labels(call)
+        self._m.handled.labels(*labels, code).inc()
+        self._m.handling.labels(*labels).observe(seconds)
+        if call.method == WATCH_METHOD:
+            self._m.watch_streams.dec()
 
-        return call
-
-    def _stream(self, labels: tuple[str, ...], behavior: Any, watch: bool) -> Any:
-        # A handler that awaits context.write (grpc's health Watch) is timed as a whole.
-        if not inspect.isasyncgenfunction(behavior):
-            return self._unary(labels, behavior)
-        m = self._m
-
-        async def call(request: Any, context: Context) -> AsyncGenerator[Any, None]:
-            m.started.labels(*labels).inc()
-            if watch:
-                m.watch_streams.inc()
-            started = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                async with contextlib.aclosing(behavior(request, context)) as responses:
-                    async for response in responses:
-                        if watch and response.kind == pb.WatchStatusResponse.KIND_CHANGE:
-                            m.events_delivered.inc()
-                        yield response
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                if watch:
-                    m.watch_streams.dec()
-                self._done(labels, context, started, error)
-
-        return call
+    def sent(self, call: Call, message: Any) -> None:
+        if call.method == WATCH_METHOD and message.kind == pb.WatchStatusResponse.KIND_CHANGE:
+            self._m.events_delivered.inc()

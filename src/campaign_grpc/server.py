@@ -15,7 +15,7 @@ from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 from . import reflection
 from .campaigns import Campaigns
 from .database import Readers, Writer, is_sqlite, open_database
-from .interceptors import AccessLog, UnaryCallsInFlight
+from .interceptors import AccessLog, Observe, Observer, UnaryCallsInFlight
 from .metrics import Metrics
 from .servicer import CampaignServicer
 from .settings import Settings
@@ -57,14 +57,14 @@ class App:
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
         self._in_flight = UnaryCallsInFlight()
-        interceptors: list[grpc.aio.ServerInterceptor] = [self._in_flight, AccessLog()]
+        observers: list[Observer] = [self._in_flight, AccessLog()]
         # Off unless --metrics-listen is given; metrics_port is known after start().
         self.metrics: Metrics | None = None
         self.metrics_port: int | None = None
         if settings.metrics_listen:
             self.metrics = Metrics(self.hub, self.store, self._readers)
-            interceptors.append(self.metrics.interceptor)
-        self.server = grpc.aio.server(interceptors=interceptors)
+            observers.append(self.metrics.calls)
+        self.server = grpc.aio.server(interceptors=[Observe(observers)])
 
     async def start(self) -> int:
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)

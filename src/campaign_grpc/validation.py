@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from .errors import FieldViolation, InvalidArgument
 from .types import (
@@ -106,12 +107,17 @@ def raise_if(violations: Sequence[FieldViolation]) -> None:
         raise InvalidArgument(violations[:MAX_REPORTED_VIOLATIONS], omitted=omitted)
 
 
+_ENUM_VALUES: dict[type[enum.IntEnum], frozenset[int]] = {
+    e: frozenset(int(m) for m in e) for e in (CampaignType, EndHandle, Status)
+}
+
+
 def _check_enum(
-    path: str, value: int, members: Iterable[int], *, required: bool
+    path: str, value: int, members: type[enum.IntEnum], *, required: bool
 ) -> list[FieldViolation]:
     if value == 0 and required:
         return [FieldViolation(path, "is required")]
-    if value != 0 and value not in set(members):
+    if value != 0 and value not in _ENUM_VALUES[members]:
         return [FieldViolation(path, f"unknown value {int(value)}")]
     return []
 
@@ -145,6 +151,8 @@ def check_actions(path: str, actions: Sequence[Action]) -> list[FieldViolation]:
         out += check_uuid(f"{here}.next_id", action.next_id, required=False)
         if action.type not in ACTION_TYPES:
             out.append(FieldViolation(f"{here}.type", f"unknown action type {shown(action.type)}"))
+        if not action.option:
+            continue
         size = option_size(action.option)
         if not _all_finite(action.option):
             out.append(FieldViolation(f"{here}.option", "numbers must be finite (JSON has no NaN)"))
