@@ -51,8 +51,8 @@ $(NODE_DEPS): package.json package-lock.json
 lint: install $(NODE_DEPS)
 	npx --no-install buf lint
 	npx --no-install buf breaking --against $(CONTRACT)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 # Only at a release, on purpose: the current contract becomes the one not to break.
@@ -61,8 +61,8 @@ contract-release: $(NODE_DEPS)
 	npx --no-install buf build --exclude-source-info -o $(CONTRACT)
 
 format: install
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 clean:
 	rm -rf $(VENV) $(GEN_DIR) node_modules

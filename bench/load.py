@@ -63,9 +63,13 @@ async def run(target: str, scenario: str, concurrency: int, seconds: float, warm
             elif scenario == "create":
                 await stub.CreateCampaign(pb.CreateCampaignRequest(campaign=draft(customer)))
             elif scenario == "get":
-                await stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=random.choice(ids)))
+                await stub.GetCampaign(
+                    pb.GetCampaignRequest(customer_id=customer, id=random.choice(ids))
+                )
             elif scenario == "list":
-                r = await stub.ListCampaigns(pb.ListCampaignsRequest(customer_id=customer, page_size=50))
+                r = await stub.ListCampaigns(
+                    pb.ListCampaignsRequest(customer_id=customer, page_size=50)
+                )
                 assert len(r.campaigns) == 50
             elif scenario == "update":
                 m = pb.Campaign(customer_id=customer, id=random.choice(ids), name=f"bench {n}")
@@ -76,7 +80,9 @@ async def run(target: str, scenario: str, concurrency: int, seconds: float, warm
                 mine = own[worker]
                 target_id = mine[n % len(mine)]
                 # RUN, then a forced STOP: both are real transitions with an event each.
-                status = pb.Campaign.STATUS_RUN if (n // len(mine)) % 2 == 0 else pb.Campaign.STATUS_STOP
+                status = (
+                    pb.Campaign.STATUS_RUN if (n // len(mine)) % 2 == 0 else pb.Campaign.STATUS_STOP
+                )
                 await stub.UpdateCampaignStatus(
                     pb.UpdateCampaignStatusRequest(
                         customer_id=customer, id=target_id, status=status, force=True

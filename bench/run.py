@@ -1,4 +1,4 @@
-"""The unary benchmark: the real server in its own process, load from another, ratios to Health/Check.
+"""The unary benchmark: the real server in one process, load from another, ratios to Health/Check.
 
     python bench/run.py                 # quick: a few seconds per call (make bench)
     BENCH_MODE=full python bench/run.py # longer runs, and the 1,000,000-campaign scale run
@@ -65,8 +65,17 @@ def wait_serving(target: str, timeout: float = 30.0) -> None:
 def server(database_url: str, extra: list[str]) -> Iterator[str]:
     port = free_port()
     target = f"127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "campaign_grpc.cli", "serve", "--listen", target,
-           "--database-url", database_url, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "campaign_grpc.cli",
+        "serve",
+        "--listen",
+        target,
+        "--database-url",
+        database_url,
+        *extra,
+    ]
     log = open(Path(tempfile.gettempdir()) / f"campaign-bench-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stderr=log, stdout=log)
     try:
@@ -83,9 +92,22 @@ def server(database_url: str, extra: list[str]) -> Iterator[str]:
 
 def load(target: str, scenario: str, concurrency: int, seconds: float) -> dict:
     out = subprocess.run(
-        [sys.executable, str(HERE / "load.py"), "--target", target, "--scenario", scenario,
-         "--concurrency", str(concurrency), "--seconds", str(seconds)],
-        check=True, capture_output=True, text=True, timeout=seconds * 10 + 120,
+        [
+            sys.executable,
+            str(HERE / "load.py"),
+            "--target",
+            target,
+            "--scenario",
+            scenario,
+            "--concurrency",
+            str(concurrency),
+            "--seconds",
+            str(seconds),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds * 10 + 120,
     )
     return json.loads(out.stdout)
 
@@ -139,28 +161,49 @@ def print_unary(results: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", default=os.environ.get("BENCH_MODE", "quick"), choices=("quick", "full"))
-    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "16")))
-    parser.add_argument("--seconds", type=float, default=None, help="per call and round (quick 3, full 8)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds over every call (quick 3, full 5)")
-    parser.add_argument("--scale", type=int, default=None, help="campaigns for the scale run (full: 1000000)")
-    parser.add_argument("--server-arg", action="append", default=[], help="extra flag for the server")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--mode", default=os.environ.get("BENCH_MODE", "quick"), choices=("quick", "full")
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "16"))
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="per call and round (quick 3, full 8)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds over every call (quick 3, full 5)"
+    )
+    parser.add_argument(
+        "--scale", type=int, default=None, help="campaigns for the scale run (full: 1000000)"
+    )
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="extra flag for the server"
+    )
     args = parser.parse_args()
     seconds = args.seconds or (3.0 if args.mode == "quick" else 8.0)
     rounds = args.rounds or (3 if args.mode == "quick" else 5)
     scale = args.scale if args.scale is not None else (1_000_000 if args.mode == "full" else 0)
 
-    report: dict = {"mode": args.mode, "concurrency": args.concurrency, "seconds": seconds,
-                    "server_args": args.server_arg, "versions": versions()}
+    report: dict = {
+        "mode": args.mode,
+        "concurrency": args.concurrency,
+        "seconds": seconds,
+        "server_args": args.server_arg,
+        "versions": versions(),
+    }
     print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     report["rounds"] = rounds
-    print(f"mode {args.mode}: concurrency {args.concurrency}, {rounds} rounds of {seconds:.0f} s per "
-          f"call, server flags {args.server_arg or 'default'}")
+    print(
+        f"mode {args.mode}: concurrency {args.concurrency}, {rounds} rounds of {seconds:.0f} s per "
+        f"call, server flags {args.server_arg or 'default'}"
+    )
     report["unary"] = unary(args.concurrency, seconds, rounds, args.server_arg)
     print_unary(report["unary"])
     if scale:
-        from scale import scale_run  # noqa: PLC0415  (only the full mode needs it)
+        from scale import scale_run
 
         report["scale"] = scale_run(scale, args.server_arg, server)
     RESULTS.mkdir(exist_ok=True)
