@@ -15,25 +15,39 @@ Key = tuple[str, str, int]
 
 
 class VersionCache(Generic[V]):
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._values: dict[Key, V] = {}
+    """Two generations: new entries go to the young one; when it is full it becomes the old
+    one and the previous old one is dropped whole. A hit in the old generation moves up.
 
-    def get(self, key: Key, make: Callable[[], V]) -> V:
-        value = self._values.get(key)
-        if value is None:
-            value = make()
-            if len(self._values) >= self._capacity:
-                # Forget the oldest entry. Several threads may race here: pop() with a
-                # default makes that harmless, the bound is kept approximately.
-                oldest = next(iter(self._values), None)
-                if oldest is not None:
-                    self._values.pop(oldest, None)
-            self._values[key] = value
-        return value
+    Every operation is O(1) and is a single dict operation or assignment, so threads may
+    share the cache without a lock: a race only costs a value computed twice.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._generation = max(1, capacity // 2)
+        self._young: dict[Key, V] = {}
+        self._old: dict[Key, V] = {}
 
     def peek(self, key: Key) -> V | None:
-        return self._values.get(key)
+        value = self._young.get(key)
+        if value is None:
+            value = self._old.get(key)
+            if value is not None:
+                self._put(key, value)
+        return value
+
+    def get(self, key: Key, make: Callable[[], V]) -> V:
+        value = self.peek(key)
+        if value is None:
+            value = make()
+            self._put(key, value)
+        return value
+
+    def _put(self, key: Key, value: V) -> None:
+        young = self._young
+        if len(young) >= self._generation:
+            self._old, self._young = young, {}
+            young = self._young
+        young[key] = value
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._young) + len(self._old)
