@@ -1,18 +1,28 @@
-"""Shared fixtures: a domain on a real temporary SQLite file, and a real server on a socket."""
+"""Shared fixtures: a domain on a real temporary SQLite file, and a real server on a socket.
+
+A server's database is SQLite and, when CAMPAIGN_GRPC_TEST_POSTGRES_URL names a PostgreSQL
+server, PostgreSQL too: every test that takes `database_url` (and so `settings`, `server`,
+`stub`) runs once on each, each run in a database of its own.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
+import psycopg
 import pytest
+from psycopg import sql
 
 from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.campaigns import Campaigns
-from campaign_grpc.database import Readers, Writer, open_database
+from campaign_grpc.database import Readers, Writer, close_database, open_database
 from campaign_grpc.server import App
 from campaign_grpc.settings import Settings
 from campaign_grpc.store import Store
@@ -36,9 +46,25 @@ def customer() -> str:
     return str(uuid.uuid4())
 
 
+POSTGRES_URL_ENV = "CAMPAIGN_GRPC_TEST_POSTGRES_URL"
+
+
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'campaigns.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a PostgreSQL database made for this test."""
+    if request.param == "sqlite":
+        yield sqlite_url
+        return
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"PostgreSQL: set {POSTGRES_URL_ENV}=postgresql://USER@HOST:PORT/DATABASE")
+    with fresh_postgres_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -47,9 +73,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def campaigns(database_url: str, clock: FakeClock) -> AsyncIterator[Campaigns]:
+async def campaigns(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Campaigns]:
     """The domain on a real database, with a clock the test controls and a 60 s stop grace."""
-    db = open_database(database_url)
+    db = open_database(sqlite_url)
     store = Store(db)
     store.migrate()
     writer = Writer(db, journal=store)
@@ -59,7 +85,7 @@ async def campaigns(database_url: str, clock: FakeClock) -> AsyncIterator[Campai
     finally:
         writer.close()
         readers.close()
-        db.close()
+        close_database(db)
 
 
 ServerFactory = Callable[..., "AsyncIterator[App]"]
@@ -109,3 +135,16 @@ async def channel(server: App) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> campaign_pb2_grpc.CampaignServiceStub:
     return campaign_pb2_grpc.CampaignServiceStub(channel)
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """A database of its own on the server, dropped afterwards with whatever still uses it."""
+    name = f"campaign_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlsplit(server_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

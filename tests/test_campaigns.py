@@ -944,11 +944,11 @@ async def test_expiry_completes_only_overdue_campaigns(
 
 
 async def test_a_stopping_deadline_survives_a_new_domain_on_the_same_file(
-    campaigns: Campaigns, customer: str, clock: FakeClock, database_url: str
+    campaigns: Campaigns, customer: str, clock: FakeClock, sqlite_url: str
 ) -> None:
     c = await run(campaigns, await create(campaigns, customer))
     stopping = await stop(campaigns, c)
-    db = open_database(database_url)
+    db = open_database(sqlite_url)
     store = Store(db)
     store.migrate()
     writer, readers = Writer(db, journal=store), Readers(db, 1)
@@ -1169,11 +1169,11 @@ async def test_page_size_zero_means_50_and_large_sizes_are_clamped(
 
 
 async def test_page_size_above_1000_becomes_1000(
-    campaigns: Campaigns, customer: str, database_url: str
+    campaigns: Campaigns, customer: str, sqlite_url: str
 ) -> None:
     # 1001 campaigns through the domain take seconds; rows written in one transaction
     # on the same file are as good for a listing.
-    db = open_database(database_url)
+    db = open_database(sqlite_url)
     try:
         store = Store(db)
         with db.atomic():

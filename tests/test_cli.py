@@ -86,11 +86,17 @@ def test_check_config_prints_each_setting_with_its_source_and_creates_nothing(
 
 
 def test_check_config_names_every_problem_and_exits_non_zero(tmp_path: Path) -> None:
-    code, out = run("check-config", "--listen", "nowhere", "--database-url", "postgres://db/x")
+    code, out = run("check-config", "--listen", "nowhere", "--database-url", "mysql://db/x")
     assert code == 1, out
     assert "--listen: expected HOST:PORT, got 'nowhere'" in out
-    assert "--database-url: expected sqlite:///FILE, got 'postgres://db/x'" in out
+    expected = "expected sqlite:///FILE or postgresql://HOST/DATABASE, got 'mysql://db/x'"
+    assert f"--database-url: {expected}" in out
     assert "configuration OK" not in out
+
+    # Nothing listens on port 1.
+    code, out = run("check-config", "--database-url", "postgresql://127.0.0.1:1/campaigns")
+    assert code == 1, out
+    assert "--database-url: PostgreSQL does not answer" in out
 
     code, out = run("check-config", env={"CAMPAIGN_GRPC_HEARTBEAT_INTERVAL": "soon"})
     assert code == 2, out

@@ -10,7 +10,7 @@ from google.protobuf import field_mask_pb2
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
-from campaign_grpc.database import open_database
+from campaign_grpc.database import close_database, open_database
 from campaign_grpc.settings import Settings
 from campaign_grpc.store import Store
 from campaign_grpc.types import Status
@@ -541,7 +541,7 @@ async def test_the_stop_deadline_survives_a_restart(
         assert stored.status == Status.STOPPING
         assert stored.stop_deadline is not None
     finally:
-        db.close()
+        close_database(db)
 
     # The new server's own grace is long: only the stored deadline can complete the stop.
     second = await start_server(settings, stop_grace=600)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc.database import close_database, open_database
 from campaign_grpc.server import App
 from campaign_grpc.settings import Settings
 from e2e_helpers import create, eventually, fails, get, read_snapshot, set_status, watch
@@ -130,9 +130,9 @@ async def test_database_errors_are_counted(
         assert value(await scrape(app), "campaign_grpc_database_errors_total") == 0
 
         # The table goes away under the server: its reads fail.
-        path = settings.database_url.removeprefix("sqlite:///")
-        with sqlite3.connect(path) as db:
-            db.execute("ALTER TABLE campaign RENAME TO campaign_gone")
+        db = open_database(settings.database_url)
+        db.execute_sql("ALTER TABLE campaign RENAME TO campaign_gone")
+        close_database(db)
         await fails(get(stub, customer, created.id), grpc.StatusCode.UNAVAILABLE)
 
     errors = value(await scrape(app), "campaign_grpc_database_errors_total")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from campaign_grpc.database import open_database
+from campaign_grpc.database import close_database, open_database
 from campaign_grpc.schema import SCHEMA_VERSION, SchemaTooNew, current_version
 from campaign_grpc.store import Store
 from factories import runnable_draft
@@ -25,7 +27,26 @@ def test_a_new_database_gets_the_current_schema(database_url: str) -> None:
     assert store.migrate() == SCHEMA_VERSION  # again: nothing to do
     for table, names in V2_COLUMNS.items():
         assert set(names) <= columns(store, table)
-    store.db.close()
+    close_database(store.db)
+
+
+def test_servers_starting_together_on_an_empty_database_create_the_schema_once(
+    database_url: str,
+) -> None:
+    stores = [Store(open_database(database_url)) for _ in range(4)]
+
+    def migrate(store: Store) -> int:
+        try:
+            return store.migrate()
+        finally:
+            close_database(store.db)
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        assert list(pool.map(migrate, stores)) == [SCHEMA_VERSION] * len(stores)
+    check = Store(open_database(database_url))
+    assert check.head_revision() == 0
+    assert check.db.execute_sql("SELECT COUNT(*) FROM meta").fetchone() == (2,)
+    close_database(check.db)
 
 
 def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
@@ -42,7 +63,7 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
         for name in names:
             store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
     store.db.execute_sql("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
-    store.db.close()
+    close_database(store.db)
 
     upgraded = Store(open_database(database_url))
     assert current_version(upgraded.db, upgraded.t) == 1
@@ -53,23 +74,24 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
     assert not kept.finishing
     (event,) = upgraded.events_after(0, customer, "", 10)
     assert (event.detail, event.next_campaign_id, event.chained_from) == ("", "", "")
-    upgraded.db.close()
+    close_database(upgraded.db)
 
 
 def test_a_database_from_a_newer_release_is_refused(database_url: str) -> None:
     store = Store(open_database(database_url))
     store.migrate()
     store.db.execute_sql(
-        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION + 1,)
+        f"UPDATE meta SET value = {store.db.param} WHERE key = 'schema_version'",
+        (SCHEMA_VERSION + 1,),
     )
     with pytest.raises(SchemaTooNew):
         store.migrate()
-    store.db.close()
+    close_database(store.db)
 
 
-def test_the_hot_queries_use_an_index(database_url: str) -> None:
+def test_the_hot_queries_use_an_index(sqlite_url: str) -> None:
     """A query that scans a customer's campaigns gets slower with every campaign created."""
-    store = Store(open_database(database_url))
+    store = Store(open_database(sqlite_url))
     store.migrate()
     hot = (
         store._outdial_holder,
@@ -85,4 +107,4 @@ def test_the_hot_queries_use_an_index(database_url: str) -> None:
         text = " ".join(str(row[-1]) for row in plan)
         assert "USING INDEX" in text or "USING COVERING INDEX" in text, (statement.sql, text)
         assert "campaign_customer_id_seq" not in text, (statement.sql, text)
-    store.db.close()
+    close_database(store.db)

@@ -29,8 +29,8 @@ DETAILS_KEY = "grpc-status-details-bin"
 
 
 @pytest.fixture
-def harness(database_url: str, clock: FakeClock) -> Iterator[Harness]:
-    h = Harness(database_url, clock=clock)
+def harness(sqlite_url: str, clock: FakeClock) -> Iterator[Harness]:
+    h = Harness(sqlite_url, clock=clock)
     try:
         yield h
     finally:

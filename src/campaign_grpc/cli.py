@@ -14,7 +14,7 @@ from pathlib import Path
 import peewee as pw
 
 from . import logs, settings
-from .database import UnsupportedDatabase, open_database
+from .database import UnsupportedDatabase, close_database, open_database
 from .schema import SCHEMA_VERSION, SchemaTooNew, bind_tables, current_version
 from .settings import Settings
 from .store import Store
@@ -87,12 +87,30 @@ def _sqlite_path(url: str) -> Path:
     # As open_database reads it: sqlite:///relative/file or sqlite:////absolute/file.
     scheme, sep, path = url.partition(":///")
     if scheme != "sqlite" or not sep or not path:
-        raise ConfigError(f"--database-url: expected sqlite:///FILE, got {url!r}")
+        raise ConfigError(
+            f"--database-url: expected sqlite:///FILE or postgresql://HOST/DATABASE, got {url!r}"
+        )
     return Path(path)
+
+
+def _describe_postgresql(url: str) -> str:
+    try:
+        db = open_database(url, pool_size=1)
+    except UnsupportedDatabase as exc:
+        raise ConfigError(f"--database-url: {exc}") from None
+    try:
+        version = current_version(db, bind_tables(db))
+    except pw.DatabaseError as exc:
+        raise ConfigError(f"--database-url: PostgreSQL does not answer: {exc}") from None
+    finally:
+        close_database(db)
+    return _describe_version("the PostgreSQL database", version)
 
 
 def describe_database(url: str) -> str:
     """What the database at url is, without creating or changing anything."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return _describe_postgresql(url)
     path = _sqlite_path(url)
     if not path.exists():
         existing = next(p for p in path.parents if p.exists())
@@ -109,16 +127,22 @@ def describe_database(url: str) -> str:
         raise ConfigError(message) from None
     finally:
         db.close()
+    return _describe_version(str(path), version)
+
+
+def _describe_version(what: str, version: int) -> str:
     if version > SCHEMA_VERSION:
         raise ConfigError(
-            f"--database-url: {path} has schema version {version}, newer than this release "
+            f"--database-url: {what} has schema version {version}, newer than this release "
             f"({SCHEMA_VERSION})"
         )
+    if version == 0:
+        return f"{what} has no schema yet; it is created on start"
     if version < SCHEMA_VERSION:
         return (
-            f"{path} has schema version {version}; serve or migrate upgrades it to {SCHEMA_VERSION}"
+            f"{what} has schema version {version}; serve or migrate upgrades it to {SCHEMA_VERSION}"
         )
-    return f"{path} has schema version {version} (current)"
+    return f"{what} has schema version {version} (current)"
 
 
 def _given_as_flags(argv: Sequence[str]) -> set[str]:

@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import peewee as pw
+from playhouse.postgres_ext import PooledPsycopg3Database
 
 from .errors import CampaignError, Unavailable
 
@@ -30,7 +31,8 @@ class UnsupportedDatabase(ValueError):
     pass
 
 
-def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> pw.Database:
+def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 8) -> pw.Database:
+    """A database by URL: sqlite:///FILE, or postgresql://[USER@]HOST[:PORT]/NAME[?PARAMS]."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
@@ -48,11 +50,37 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> pw.Database:
             },
             check_same_thread=False,
         )
+    if parts.scheme in ("postgresql", "postgres"):
+        return _open_postgresql(url, pool_size)
     raise UnsupportedDatabase(f"unsupported database URL scheme {parts.scheme!r}")
+
+
+def _open_postgresql(url: str, pool_size: int) -> pw.Database:
+    # libpq parses the URL (host, port, user, password, sslmode, options...), so every
+    # parameter a PostgreSQL user knows works unchanged.
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except Exception as exc:
+        raise UnsupportedDatabase(f"not a PostgreSQL URL: {url!r}: {exc}") from None
+    name = params.pop("dbname", None)
+    if not name:
+        raise UnsupportedDatabase(f"a PostgreSQL URL names a database: {url!r}")
+    # Each database thread keeps one connection; the pool caps how many a server holds and
+    # makes a thread that finds none free wait for one instead of failing at once.
+    db: pw.Database = PooledPsycopg3Database(
+        name, max_connections=pool_size, timeout=30, autoconnect=True, **params
+    )
+    return db
 
 
 def is_sqlite(db: pw.Database) -> bool:
     return isinstance(db, pw.SqliteDatabase)
+
+
+def is_postgresql(db: pw.Database) -> bool:
+    return isinstance(db, pw.PostgresqlDatabase)
 
 
 @dataclass(slots=True)
@@ -107,9 +135,14 @@ class _BatchingThreads:
             self._jobs.put(None)
         for thread in self._threads:
             thread.join()
-        self._closed()
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._thread_done()
+
+    def _serve(self) -> None:
         while True:
             first = self._jobs.get()
             if first is None:
@@ -141,8 +174,8 @@ class _BatchingThreads:
     def _run_batch(self, jobs: list[_Job[Any]]) -> None:
         raise NotImplementedError
 
-    def _closed(self) -> None:
-        pass
+    def _thread_done(self) -> None:
+        """Runs on each thread as it ends: a connection is its thread's own to close."""
 
 
 class Journal(Protocol):
@@ -178,9 +211,15 @@ class Writer(_BatchingThreads):
         max_batch: int = 256,
         journal: Journal | None = None,
         on_commit: Callable[[list[Any]], None] | None = None,
+        on_begin: Callable[[], None] | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._journal: Journal = journal or _NoJournal()
+        # Run first in every transaction, before any job (see Store.lock_revision), and last,
+        # after the jobs that rolled back (see Store.announce_events).
+        self._on_begin = on_begin
+        self._before_commit = before_commit
         self.on_commit = on_commit
         super().__init__("db-writer", 1, max_batch)
 
@@ -188,6 +227,8 @@ class Writer(_BatchingThreads):
         journal = self._journal
         try:
             with self._db.atomic(*self._begin_args()):
+                if self._on_begin is not None:
+                    self._on_begin()
                 for job in jobs:
                     mark = journal.journal_mark()
                     try:
@@ -198,6 +239,8 @@ class Writer(_BatchingThreads):
                     except Exception as exc:  # a domain error, or our bug (INTERNAL)
                         journal.journal_rollback(mark)
                         job.outcome = (False, exc)
+                if self._before_commit is not None:
+                    self._before_commit()
         except Exception as exc:
             journal.journal_take()
             error = database_error(exc)
@@ -214,8 +257,15 @@ class Writer(_BatchingThreads):
         # file queue on busy_timeout instead of failing to upgrade a read lock.
         return ("IMMEDIATE",) if is_sqlite(self._db) else ()
 
-    def _closed(self) -> None:
+    def _thread_done(self) -> None:
         _drop_connection(self._db)
+
+
+def close_database(db: pw.Database) -> None:
+    """Closes the calling thread's connection and, for a pool, every idle connection in it."""
+    _drop_connection(db)
+    if isinstance(db, PooledPsycopg3Database):
+        db.close_all()
 
 
 def _drop_connection(db: pw.Database) -> None:
@@ -233,6 +283,9 @@ class Readers(_BatchingThreads):
     def __init__(self, db: pw.Database, threads: int, *, max_batch: int = 64) -> None:
         self._db = db
         super().__init__("db-reader", threads, max_batch)
+
+    def _thread_done(self) -> None:
+        _drop_connection(self._db)
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> None:
         for job in jobs:

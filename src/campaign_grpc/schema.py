@@ -139,16 +139,38 @@ def current_version(db: pw.Database, tables: Tables) -> int:
     return int(row.value) if row else 0
 
 
+# Any fixed number, the same in every release: replicas that start together queue on it.
+_MIGRATION_LOCK = 0x63616D70  # "camp"
+
+
 def migrate(db: pw.Database, tables: Tables) -> int:
     """Brings the schema to SCHEMA_VERSION in one transaction per step; returns the version."""
+    if not isinstance(db, pw.PostgresqlDatabase):
+        # SQLite: each step's transaction holds the file's write lock, and re-reads the version.
+        return _migrate(db, tables)
+    # PostgreSQL runs CREATE TABLE IF NOT EXISTS of two sessions at once into a unique
+    # violation on its catalog: replicas that start together take turns on a session lock,
+    # and the later ones find the work done.
+    db.execute_sql("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+    try:
+        return _migrate(db, tables)
+    finally:
+        db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+
+def _migrate(db: pw.Database, tables: Tables) -> int:
     with db.atomic():
         version = current_version(db, tables)
     if version > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"the database schema is version {version}; this release knows {SCHEMA_VERSION}"
         )
+    # SQLite: IMMEDIATE takes the write lock before the version is read again, so that a process
+    # starting at the same time waits for it (busy_timeout) instead of failing to upgrade a
+    # read lock into a write lock with "database is locked".
+    step_args = ("IMMEDIATE",) if isinstance(db, pw.SqliteDatabase) else ()
     while version < SCHEMA_VERSION:
-        with db.atomic():
+        with db.atomic(*step_args):
             # Re-read under the transaction: another process may have migrated meanwhile.
             if current_version(db, tables) == version:
                 if version == 0:

@@ -14,9 +14,17 @@ from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from . import reflection
 from .campaigns import Campaigns
-from .database import Readers, Writer, is_sqlite, open_database
+from .database import (
+    Readers,
+    UnsupportedDatabase,
+    Writer,
+    close_database,
+    is_sqlite,
+    open_database,
+)
 from .interceptors import AccessLog, Observe, Observer, UnaryCallsInFlight
 from .metrics import Metrics
+from .pg_notify import Listener
 from .servicer import CampaignServicer
 from .settings import Settings
 from .stop_timer import StopTimer
@@ -38,11 +46,23 @@ class App:
         self.port = 0
         self.stopped = False
         self._db = open_database(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            pool_size=settings.database_pool_size,
         )
+        if not is_sqlite(self._db) and settings.database_pool_size < settings.read_threads + 1:
+            raise UnsupportedDatabase(
+                f"--database-pool-size {settings.database_pool_size} is too small: the writer "
+                f"and {settings.read_threads} read threads need {settings.read_threads + 1}"
+            )
         self.store = Store(self._db)
         self._readers = Readers(self._db, settings.read_threads)
-        self._writer = Writer(self._db, journal=self.store)
+        self._writer = Writer(
+            self._db,
+            journal=self.store,
+            on_begin=self.store.lock_revision,
+            before_commit=self.store.announce_events,
+        )
         self.campaigns = Campaigns(
             self.store, self._writer, self._readers, stop_grace_s=settings.stop_grace
         )
@@ -53,6 +73,11 @@ class App:
             poll_interval=settings.event_poll_interval,
         )
         self._writer.on_commit = self.hub.publish_threadsafe
+        # Other replicas' events: on PostgreSQL a notification wakes the hub at once; the
+        # poll (event_poll_interval) finds them anyway, on SQLite and when one is lost.
+        self._listener = (
+            None if is_sqlite(self._db) else Listener(settings.database_url, self.hub.wake)
+        )
         self._stop_timer = StopTimer(self.campaigns)
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
@@ -69,6 +94,8 @@ class App:
     async def start(self) -> int:
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)
         await self.hub.start()
+        if self._listener is not None:
+            self._listener.start()
         self._stop_timer.start()
         if self.metrics is not None:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
@@ -93,7 +120,11 @@ class App:
         return self.port
 
     def _migrate(self) -> None:
-        version = self.store.migrate()
+        try:
+            version = self.store.migrate()
+        finally:
+            # This executor thread keeps no connection: the pool's are for the database threads.
+            self._db.close()
         log.info("database schema at version %d", version)
 
     async def _set_health(self, status: int) -> None:
@@ -135,12 +166,14 @@ class App:
         await self.server.stop(0)
         await stopping
         await self._stop_timer.close()
+        if self._listener is not None:
+            await self._listener.close()
         loop = asyncio.get_running_loop()
         if self.metrics is not None:
             await loop.run_in_executor(None, self.metrics.close)
         await loop.run_in_executor(None, self._writer.close)
         await loop.run_in_executor(None, self._readers.close)
-        self._db.close()
+        close_database(self._db)
         log.info("stopped")
 
 

@@ -52,7 +52,15 @@ class Settings:
         "127.0.0.1:50051", "address to serve on (port 0 picks a free one)", metavar="HOST:PORT"
     )
     database_url: str = _setting(
-        "sqlite:///campaigns.db", "where campaigns live: sqlite:///FILE", metavar="URL"
+        "sqlite:///campaigns.db",
+        "where campaigns live: sqlite:///FILE or postgresql://[USER@]HOST[:PORT]/DATABASE",
+        metavar="URL",
+    )
+    database_pool_size: int = _setting(
+        8,
+        "PostgreSQL connections of the database threads: the writer and each read thread "
+        "take one (the LISTEN for other replicas' events holds one more)",
+        _count,
     )
     stop_grace: float = _setting(
         60.0, "seconds a campaign may stay STOPPING before it becomes STOP by itself", _positive

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import peewee as pw
 
+from .database import is_postgresql
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -20,6 +21,7 @@ from .errors import (
     FailedPrecondition,
     PreconditionViolation,
 )
+from .pg_notify import CHANNEL
 from .prepared import Prepared, Statements, param
 from .schema import Tables, bind_tables, migrate
 from .types import (
@@ -49,7 +51,12 @@ def _actions_from_json(text: str) -> list[Action]:
 
 
 def _conflict(exc: pw.IntegrityError, c: Campaign) -> CampaignError:
-    """A unique index refused a write that raced one from another process."""
+    """A unique index refused a write that raced one from another process.
+
+    SQLite names the columns ("UNIQUE constraint failed: campaign.customer_id,
+    campaign.outdial_id"), PostgreSQL the index ("campaign_live_outdial",
+    "campaign_customer_id_request_id"): each holds the word looked for.
+    """
     text = str(exc)
     if "outdial" in text:
         return FailedPrecondition(
@@ -212,6 +219,12 @@ class Store:
             .limit(1),
         )
         self._head = Prepared(db, M.select(M.value).where(M.key == "revision"))
+        self._postgresql = is_postgresql(db)
+        self._lock_revision = (
+            Prepared(db, M.select(M.value).where(M.key == "revision").for_update())
+            if self._postgresql
+            else None
+        )
         self._next_revision = Prepared(
             db, M.update(value=M.value + 1).where(M.key == "revision").returning(M.value)
         )
@@ -309,7 +322,10 @@ class Store:
 
     def snapshot(self, customer_id: str, campaign_id: str) -> Snapshot:
         """The live campaigns (or the one campaign) and the revision they reflect, consistently."""
-        with self.db.atomic():
+        # PostgreSQL's default READ COMMITTED gives each statement its own snapshot; the
+        # campaigns must be read as of the revision, so the transaction gets one snapshot.
+        isolation = {"isolation_level": "REPEATABLE READ"} if self._postgresql else {}
+        with self.db.atomic(**isolation):
             revision = self.head_revision()
             if campaign_id:
                 found = self.get(customer_id, campaign_id)
@@ -357,6 +373,18 @@ class Store:
         return None if row is None else _event(row)
 
     # -- writes (writer thread, inside its transaction) --------------------------------
+
+    def lock_revision(self) -> None:
+        """Taken first in every write transaction (Writer on_begin).
+
+        On PostgreSQL, writers of every replica queue on the revision row for their whole
+        transaction, so what a transaction reads after taking it is what the previous writer
+        committed: a decision made on a read can never be overtaken by another replica, and
+        revisions commit in order. SQLite's BEGIN IMMEDIATE already holds the file's one
+        write lock.
+        """
+        if self._lock_revision is not None:
+            self._lock_revision.one()
 
     def insert(self, c: Campaign, request_id: str) -> None:
         values = _mutable_values(c)
@@ -418,6 +446,17 @@ class Store:
         c.revision = event.revision
         self._journal.append(event)
         return event
+
+    def announce_events(self) -> None:
+        """Last in a write transaction (Writer before_commit): tells the other replicas.
+
+        PostgreSQL delivers the NOTIFY when the transaction commits, and not at all when it
+        rolls back; the payload, the last revision, is a hint (see pg_notify).
+        """
+        if self._postgresql and self._journal:
+            self.db.execute_sql(
+                "SELECT pg_notify(%s, %s)", (CHANNEL, str(self._journal[-1].revision))
+            )
 
     # -- the journal of the transaction in progress (writer thread) ------------------
 

@@ -126,6 +126,15 @@ class Hub:
         if events and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._publish, events)
 
+    def wake(self, revision: int = 0) -> None:
+        """Reads the log now: some process wrote up to revision to it (0: unknown).
+
+        Called on the event loop's thread. This process's own writes arrive through
+        publish_threadsafe() first, so their announcements find nothing left to read.
+        """
+        if revision == 0 or revision > self.head:
+            self._wake.set()
+
     def _publish(self, events: list[Event]) -> None:
         fresh = [e for e in events if e.revision > self.head]
         if not fresh:
