@@ -95,6 +95,9 @@ class Campaigns:
     async def head_revision(self) -> int:
         return await self._readers.run(self._store.head_revision)
 
+    async def compacted_revision(self) -> int:
+        return await self._readers.run(self._store.compacted_revision)
+
     async def next_stop_deadline(self) -> int | None:
         return await self._readers.run(self._store.next_stop_deadline)
 

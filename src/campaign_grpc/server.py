@@ -14,6 +14,7 @@ from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from . import reflection
 from .campaigns import Campaigns
+from .compaction import Compactor
 from .database import (
     Readers,
     UnsupportedDatabase,
@@ -79,6 +80,13 @@ class App:
             None if is_sqlite(self._db) else Listener(settings.database_url, self.hub.wake)
         )
         self._stop_timer = StopTimer(self.campaigns)
+        self._compactor = Compactor(
+            self.store,
+            self._writer,
+            self.campaigns.now,
+            retention_s=settings.event_retention,
+            interval_s=settings.compaction_interval,
+        )
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
         self._in_flight = UnaryCallsInFlight()
@@ -97,6 +105,7 @@ class App:
         if self._listener is not None:
             self._listener.start()
         self._stop_timer.start()
+        self._compactor.start()
         if self.metrics is not None:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
             host = self.settings.metrics_listen.rsplit(":", 1)[0]
@@ -166,6 +175,7 @@ class App:
         await self.server.stop(0)
         await stopping
         await self._stop_timer.close()
+        await self._compactor.close()
         if self._listener is not None:
             await self._listener.close()
         loop = asyncio.get_running_loop()

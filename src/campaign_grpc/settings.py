@@ -84,6 +84,14 @@ class Settings:
     event_poll_interval: float = _setting(
         0.5, "seconds between looks for events written by other processes", _positive
     )
+    event_retention: float = _setting(
+        86_400.0,
+        "seconds events stay in the log; a WatchStatus may resume from a revision this recent",
+        _positive,
+    )
+    compaction_interval: float = _setting(
+        60.0, "seconds between removals of events older than the retention", _positive
+    )
     log_format: str = _setting("plain", "log line format", choices=("plain", "json"))
     log_level: str = _setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     metrics_listen: str = _setting(

@@ -232,6 +232,23 @@ class Store:
             db, E.insert({f: param(i) for i, f in enumerate(self._event_fields)})
         )
         self._event_at = Prepared(db, E.select(*self._event_fields).where(E.revision == param(0)))
+        self._compacted = Prepared(db, M.select(M.value).where(M.key == "compacted"))
+        self._oldest_events = Prepared(
+            db,
+            E.select(E.revision, E.tm_event)
+            .where(E.revision > param(0))
+            .order_by(E.revision)
+            .limit(param(1)),
+        )
+        self._delete_events = Prepared(
+            db, E.delete().where((E.revision > param(0)) & (E.revision <= param(1)))
+        )
+        self._set_compacted = Prepared(
+            db,
+            M.insert(key="compacted", value=param(0)).on_conflict(
+                conflict_target=[M.key], update={M.value: param(0)}
+            ),
+        )
         inserted = [*self._campaign_fields[:-1], C.request_id]
         self._insert = Prepared(db, C.insert({f: param(i) for i, f in enumerate(inserted)}))
         self._save = Prepared(
@@ -361,6 +378,11 @@ class Store:
             cond &= E.campaign_id == param(2)
         return E.select(*self._event_fields).where(cond).order_by(E.revision).limit(param(3))
 
+    def compacted_revision(self) -> int:
+        """Every event up to this revision has been removed from the log (0: none)."""
+        row = self._compacted.one()
+        return 0 if row is None else int(row[0])
+
     def next_stop_deadline(self) -> int | None:
         row = self._next_deadline.one()
         return None if row is None or row[0] is None else int(row[0])
@@ -457,6 +479,25 @@ class Store:
             self.db.execute_sql(
                 "SELECT pg_notify(%s, %s)", (CHANNEL, str(self._journal[-1].revision))
             )
+
+    def compact(self, older_than: int, batch: int) -> int:
+        """Removes up to batch of the oldest events logged before older_than; returns how many.
+
+        Only ever a prefix of the log goes, and the compacted revision moves with it in the
+        same transaction, so "after revision R" is either complete or known to be incomplete.
+        """
+        compacted = self.compacted_revision()
+        rows = self._oldest_events.all(compacted, batch)
+        last = compacted
+        for revision, tm_event in rows:
+            if tm_event >= older_than:
+                break
+            last = revision
+        if last == compacted:
+            return 0
+        removed = self._delete_events.execute(compacted, last).rowcount
+        self._set_compacted.execute(last)
+        return int(removed)
 
     # -- the journal of the transaction in progress (writer thread) ------------------
 

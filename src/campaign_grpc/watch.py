@@ -260,6 +260,19 @@ class Hub:
             events = await self._campaigns.events_after(
                 cursor, customer_id, campaign_id, _READ_BATCH
             )
+            # Read after the events: compaction only moves forward, so if it has not passed
+            # the cursor now, it had not when the events were read, and they have no gap.
+            compacted = await self._campaigns.compacted_revision()
+            if compacted > cursor:
+                raise OutOfRange(
+                    f"the log no longer holds the changes after revision {cursor}: it starts "
+                    f"after revision {compacted}; start again from a snapshot",
+                    reason="REVISION_COMPACTED",
+                    metadata={
+                        "compacted_revision": str(compacted),
+                        "oldest_revision": str(compacted + 1),
+                    },
+                )
             for event in events:
                 cursor = event.revision
                 yield Item(Kind.CHANGE, cursor, event=event)

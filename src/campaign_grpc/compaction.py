@@ -1,0 +1,65 @@
+"""Removes events older than the retention from the log, in the background.
+
+Each batch is one short job of the writer, so writes queue behind a batch at most, never
+behind the whole compaction. A stream that asks to resume from a removed revision is told so
+(see watch.Hub), and starts again from a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from .database import Writer
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Compactor:
+    def __init__(
+        self,
+        store: Store,
+        writer: Writer,
+        clock: Callable[[], int],
+        *,
+        retention_s: float,
+        interval_s: float,
+        batch: int = 500,
+    ) -> None:
+        self._store = store
+        self._writer = writer
+        self._clock = clock
+        self._retention_us = int(retention_s * 1_000_000)
+        self._interval_s = interval_s
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="log-compaction")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                removed = await self.step()
+                if removed:
+                    log.info("removed %d events older than the retention from the log", removed)
+            except Exception:
+                log.warning("compacting the event log failed; retrying", exc_info=True)
+            await asyncio.sleep(self._interval_s)
+
+    async def step(self) -> int:
+        """Removes every event older than the retention, a batch at a time; returns how many."""
+        older_than = self._clock() - self._retention_us
+        total = 0
+        while True:
+            removed = await self._writer.run(lambda: self._store.compact(older_than, self._batch))
+            total += removed
+            if removed < self._batch:
+                return total
