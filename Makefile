@@ -70,3 +70,4 @@ clean:
 # Quick by default; BENCH_MODE=full for longer runs and the 1,000,000-campaign scale run.
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/fanout.py

@@ -25,11 +25,12 @@ import grpc_testing
 from google.protobuf import message
 
 from campaign.v1 import campaign_pb2
+from campaign_grpc import convert
 from campaign_grpc.campaigns import Campaigns, Clock
 from campaign_grpc.database import Readers, Writer, open_database
 from campaign_grpc.servicer import CampaignServicer
 from campaign_grpc.store import Store
-from campaign_grpc.watch import Hub
+from campaign_grpc.watch import Hub, Item
 
 T = TypeVar("T")
 
@@ -171,7 +172,7 @@ class SyncServicer:
             context.add_callback(stream.cancel)
             if not context.is_active():
                 stream.cancel()
-            return stream.responses()
+            return (_as_sent(response) for response in stream.responses())
 
         return call
 
@@ -183,6 +184,14 @@ class SyncServicer:
         for stream in streams:
             if not stream.done.wait(timeout):
                 raise RuntimeError("a stream did not end after it was cancelled")
+
+
+def _as_sent(response: Any) -> Any:
+    """A WatchStatus item as the client receives it: encoded by the serializer that the real
+    server registers for WatchStatus (grpc_testing does not serialize), then decoded."""
+    if isinstance(response, Item):
+        return campaign_pb2.WatchStatusResponse.FromString(convert.item_to_wire(response))
+    return response
 
 
 class Harness:

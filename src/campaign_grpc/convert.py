@@ -138,6 +138,16 @@ def event_to_proto(e: Event) -> pb.WatchStatusResponse:
     )
 
 
+def encode_item(item: Item) -> bytes:
+    return item_to_proto(item).SerializeToString()
+
+
+def item_to_wire(item: Item) -> bytes:
+    """WatchStatus's response serializer: the payload the hub encoded once for every stream
+    that sends the item, or the item's own encoding (a snapshot, a replayed change)."""
+    return item.payload if item.payload is not None else encode_item(item)
+
+
 def item_to_proto(item: Item) -> pb.WatchStatusResponse:
     if item.event is not None:
         return event_to_proto(item.event)

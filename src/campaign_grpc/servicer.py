@@ -16,7 +16,7 @@ from .campaigns import Campaigns
 from .rpc_errors import streaming, unary
 from .types import Campaign
 from .validation import validate_watch
-from .watch import Hub
+from .watch import Hub, Item
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R")
@@ -104,9 +104,11 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     @streaming
     async def WatchStatus(
         self, request: pb.WatchStatusRequest, context: Context
-    ) -> AsyncGenerator[pb.WatchStatusResponse, None]:
+    ) -> AsyncGenerator[Item, None]:
+        """Yields the hub's items: server.add_campaign_service registers convert.item_to_wire
+        as the serializer, so that a change is encoded once for all the streams that send it."""
         validate_watch(request.customer_id, request.campaign_id, request.after_revision)
         items = self._hub.watch(request.customer_id, request.campaign_id, request.after_revision)
         async with contextlib.aclosing(items):
             async for item in items:
-                yield convert.item_to_proto(item)
+                yield item

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
-from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from .campaigns import Campaigns
@@ -38,9 +38,18 @@ class Item:
     revision: int
     campaign: Campaign | None = None
     event: Event | None = None
+    # The item as the stream sends it, made once for every stream that receives it (the
+    # hub's encode); None for what only one stream sends, a snapshot or a replay.
+    payload: bytes | None = None
+
+
+Encode = Callable[[Item], bytes]
 
 
 class Subscription:
+    """What one stream has yet to send; thousands are idle at once, so each is kept small
+    (a list, not a deque, whose first block alone is over 600 bytes)."""
+
     __slots__ = ("_buffer", "_ready", "campaign_id", "closed", "customer_id", "limit", "overflowed")
 
     def __init__(self, customer_id: str, campaign_id: str, limit: int) -> None:
@@ -49,29 +58,29 @@ class Subscription:
         self.limit = limit
         self.overflowed = False
         self.closed = False
-        self._buffer: deque[Event] = deque()
+        self._buffer: list[Item] = []
         self._ready = asyncio.Event()
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.customer_id, self.campaign_id)
 
-    def push(self, event: Event) -> None:
+    def push(self, item: Item) -> None:
         if self.overflowed:
             return
         if len(self._buffer) >= self.limit:
             self.overflowed = True
-            self._buffer.clear()
+            self._buffer = []
         else:
-            self._buffer.append(event)
+            self._buffer.append(item)
         self._ready.set()
 
     def close(self) -> None:
         self.closed = True
         self._ready.set()
 
-    async def take(self, wait: float) -> list[Event]:
-        """Waits up to wait seconds for events; [] when none came. Raises once ended."""
+    async def take(self, wait: float) -> list[Item]:
+        """Waits up to wait seconds for changes; [] when none came. Raises once ended."""
         if not self._buffer and not self.overflowed and not self.closed:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that races its timeout, and a cancelled stream must end.
@@ -88,9 +97,8 @@ class Subscription:
                 "the stream fell too far behind; resume from the last revision received",
                 reason="WATCH_TOO_SLOW",
             )
-        events = list(self._buffer)
-        self._buffer.clear()
-        return events
+        items, self._buffer = self._buffer, []
+        return items
 
 
 class Hub:
@@ -103,8 +111,12 @@ class Hub:
         heartbeat_interval: float = 10.0,
         buffer_limit: int = 1024,
         poll_interval: float = 0.5,
+        encode: Encode | None = None,
     ) -> None:
         self._campaigns = campaigns
+        self._encode = encode
+        # The heartbeat of the latest revision, shared by every idle stream.
+        self._heartbeat = Item(Kind.HEARTBEAT, -1)
         self.heartbeat_interval = heartbeat_interval
         self._buffer_limit = buffer_limit
         self._poll_interval = poll_interval
@@ -177,9 +189,23 @@ class Hub:
                 del self._subs[sub.key]
 
     def _dispatch(self, event: Event) -> None:
+        item: Item | None = None
         for key in ((event.customer_id, event.campaign_id), (event.customer_id, ""), ("", "")):
             for sub in self._subs.get(key, ()):
-                sub.push(event)
+                if item is None:
+                    item = self._shared(Item(Kind.CHANGE, event.revision, event=event))
+                sub.push(item)
+
+    def _shared(self, item: Item) -> Item:
+        """The item with its payload, encoded once for all the streams that send it."""
+        if self._encode is None:
+            return item
+        return dataclasses.replace(item, payload=self._encode(item))
+
+    def _heartbeat_at(self, revision: int) -> Item:
+        if self._heartbeat.revision != revision:
+            self._heartbeat = self._shared(Item(Kind.HEARTBEAT, revision))
+        return self._heartbeat
 
     async def _tail(self) -> None:
         while not self._closed:
@@ -230,15 +256,15 @@ class Hub:
                         cursor = item.revision
                         yield item
             while True:
-                events = await sub.take(self.heartbeat_interval)
-                if not events:
+                changes = await sub.take(self.heartbeat_interval)
+                if not changes:
                     cursor = max(cursor, self.head)
-                    yield Item(Kind.HEARTBEAT, cursor)
+                    yield self._heartbeat_at(cursor)
                     continue
-                for event in events:
-                    if event.revision > cursor:
-                        cursor = event.revision
-                        yield Item(Kind.CHANGE, cursor, event=event)
+                for change in changes:
+                    if change.revision > cursor:
+                        cursor = change.revision
+                        yield change
         finally:
             self._unsubscribe(sub)
 

@@ -1,0 +1,299 @@
+"""The WatchStatus fan-out benchmark: one server process, N subscribers in another.
+
+    python bench/fanout.py                  # N = 1,000 then N = 10,000 (make bench)
+    python bench/fanout.py --streams 10000  # one N
+
+For each N, in one run against one server (SQLite, a temporary file):
+  - time to open all N streams (each until its SNAPSHOT_END),
+  - server memory per idle stream: the server's RSS with the N streams open and idle minus
+    its RSS before they were opened, over N,
+  - delivery latency of status changes to all N: from the request being sent to each
+    subscriber receiving the change, p50 and p99 over every (change, subscriber) pair,
+  - unary p99 (GetCampaign, one call at a time) with the N streams open, against unary p99
+    with none open, measured before the streams are opened.
+Targets at N = 10,000: < 16 KiB per idle stream, delivery p99 < 1 s, unary p99 ratio <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from campaign.v1 import campaign_pb2 as pb
+from campaign.v1 import campaign_pb2_grpc
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CLI = Path(sys.executable).parent / "campaign-grpc"
+# Streams share a few HTTP/2 connections, as a client fleet behind a proxy would.
+STREAMS_PER_CONNECTION = 100
+TARGETS = {"memory_per_stream_kib": 16.0, "delivery_p99_s": 1.0, "unary_p99_ratio": 1.5}
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextlib.contextmanager
+def server(port: int, database: Path, heartbeat: float) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [
+            str(CLI),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--database-url",
+            f"sqlite:///{database}",
+            "--heartbeat-interval",
+            str(heartbeat),
+            "--log-level",
+            "WARNING",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_serving(target: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    async with grpc.aio.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            await asyncio.sleep(0.1)
+
+
+async def unary_p99(
+    stub: campaign_pb2_grpc.CampaignServiceStub, request: object, calls: int
+) -> float:
+    latencies = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        await stub.GetCampaign(request, timeout=10)
+        latencies.append(time.perf_counter() - start)
+    return percentile(latencies, 0.99)
+
+
+class Subscribers:
+    """N WatchStatus streams; records when each change arrives at each of them."""
+
+    def __init__(self, stubs: list[campaign_pb2_grpc.CampaignServiceStub], customer: str) -> None:
+        self._stubs = stubs
+        self._customer = customer
+        self.ready = 0
+        self.all_ready = asyncio.Event()
+        self.arrivals: dict[int, list[float]] = {}
+        self.errors: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._everyone_has: dict[int, asyncio.Event] = {}
+        self._n = 0
+
+    def open(self, n: int) -> None:
+        self._n = n
+        request = pb.WatchStatusRequest(customer_id=self._customer)
+        for i in range(n):
+            stub = self._stubs[i % len(self._stubs)]
+            self._tasks.append(asyncio.create_task(self._follow(stub, request)))
+
+    async def _follow(
+        self, stub: campaign_pb2_grpc.CampaignServiceStub, request: pb.WatchStatusRequest
+    ) -> None:
+        try:
+            async for message in stub.WatchStatus(request):
+                if message.kind == pb.WatchStatusResponse.KIND_CHANGE:
+                    arrived = self.arrivals.setdefault(message.revision, [])
+                    arrived.append(time.monotonic())
+                    if len(arrived) == self._n:
+                        self._complete(message.revision).set()
+                elif message.kind == pb.WatchStatusResponse.KIND_SNAPSHOT_END:
+                    self.ready += 1
+                    if self.ready == self._n:
+                        self.all_ready.set()
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.CANCELLED:
+                self.errors.append(f"{err.code()}: {err.details()}")
+
+    def _complete(self, revision: int) -> asyncio.Event:
+        return self._everyone_has.setdefault(revision, asyncio.Event())
+
+    async def everyone_has(self, revision: int, within: float) -> list[float]:
+        """When each subscriber received the change of revision."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._complete(revision).wait(), within)
+        arrivals = self.arrivals.get(revision, [])
+        if len(arrivals) < self._n:
+            raise RuntimeError(f"change {revision} reached {len(arrivals)} of {self._n}")
+        return arrivals
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def measure(n: int, changes: int, heartbeat: float, unary_calls: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        target = f"127.0.0.1:{port}"
+        with server(port, Path(tmp) / "campaigns.db", heartbeat) as proc:
+            await wait_serving(target)
+            connections = max(1, -(-n // STREAMS_PER_CONNECTION))
+            channels = [
+                grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(connections)
+            ]
+            try:
+                return await _measure(proc.pid, channels, n, changes, unary_calls)
+            finally:
+                for channel in channels:
+                    await channel.close()
+
+
+async def _measure(
+    pid: int, channels: list[grpc.aio.Channel], n: int, changes: int, unary_calls: int
+) -> dict[str, object]:
+    stubs = [campaign_pb2_grpc.CampaignServiceStub(c) for c in channels]
+    stub = stubs[0]
+    customer = str(uuid.uuid4())
+    campaign = pb.Campaign(
+        customer_id=customer,
+        type=pb.Campaign.TYPE_CALL,
+        name="fan-out",
+        outplan_id=str(uuid.uuid4()),
+        outdial_id=str(uuid.uuid4()),
+        queue_id=str(uuid.uuid4()),
+    )
+    created = (await stub.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign))).campaign
+    get = pb.GetCampaignRequest(customer_id=customer, id=created.id)
+    await unary_p99(stub, get, 200)  # warm-up
+    unary_without = await unary_p99(stub, get, unary_calls)
+    rss_before = rss_bytes(pid)
+
+    subscribers = Subscribers(stubs, customer)
+    start = time.monotonic()
+    subscribers.open(n)
+    while not subscribers.all_ready.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(subscribers.all_ready.wait(), 5)
+        if subscribers.errors or time.monotonic() - start > 120:
+            raise RuntimeError(
+                f"{subscribers.ready} of {n} streams opened; errors: {subscribers.errors[:3]}"
+            )
+        print(f"  {subscribers.ready} of {n} streams open", file=sys.stderr, flush=True)
+    open_s = time.monotonic() - start
+    await asyncio.sleep(2)  # let what opening allocated settle
+    rss_idle = rss_bytes(pid)
+    unary_with = await unary_p99(stub, get, unary_calls)
+
+    latencies: list[float] = []
+    statuses = [pb.Campaign.STATUS_RUN, pb.Campaign.STATUS_STOP]
+    for i in range(changes):
+        sent = time.monotonic()
+        await stub.UpdateCampaignStatus(
+            pb.UpdateCampaignStatusRequest(
+                customer_id=customer, id=created.id, status=statuses[i % 2], force=True
+            ),
+            timeout=10,
+        )
+        # Only this benchmark writes: the creation was revision 1, each change the next one.
+        revision = 2 + i
+        arrivals = await subscribers.everyone_has(revision, 30)
+        latencies.extend(t - sent for t in arrivals)
+        await asyncio.sleep(0.2)
+    errors = list(subscribers.errors)
+    await subscribers.close()
+    return {
+        "streams": n,
+        "changes": changes,
+        "open_all_s": round(open_s, 3),
+        "memory_per_idle_stream_kib": round((rss_idle - rss_before) / n / 1024, 2),
+        "server_rss_before_mib": round(rss_before / 2**20, 1),
+        "server_rss_idle_mib": round(rss_idle / 2**20, 1),
+        "delivery_p50_s": round(statistics.median(latencies), 4),
+        "delivery_p99_s": round(percentile(latencies, 0.99), 4),
+        "unary_p99_without_streams_ms": round(unary_without * 1000, 3),
+        "unary_p99_with_streams_ms": round(unary_with * 1000, 3),
+        "unary_p99_ratio": round(unary_with / unary_without, 2),
+        "stream_errors": errors[:5],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--streams", type=int, action="append", help="N (repeatable)")
+    parser.add_argument("--changes", type=int, default=20, help="status changes per N")
+    parser.add_argument("--unary-calls", type=int, default=1000)
+    parser.add_argument(
+        "--heartbeat", type=float, default=10.0, help="the server's heartbeat interval"
+    )
+    args = parser.parse_args()
+    results: list[dict[str, object]] = []
+    for n in args.streams or [1000, 10_000]:
+        try:
+            result = asyncio.run(measure(n, args.changes, args.heartbeat, args.unary_calls))
+        except RuntimeError as exc:  # reported with the others: the next N still runs
+            result = {"streams": n, "error": str(exc)}
+        results.append(result)
+        print(json.dumps(result, indent=2), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"fanout-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "targets": TARGETS,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
