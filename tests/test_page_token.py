@@ -81,3 +81,10 @@ def test_token_made_with_other_filters_is_invalid(customer: str, other: ListFilt
 def test_token_of_another_customer_is_invalid(customer: str) -> None:
     token = page_token.encode(ListFilter(customer), 7)
     assert_invalid_token(token, ListFilter(new_id()))
+
+
+@pytest.mark.parametrize("seq", [2**63, 2**64 - 1])
+def test_a_forged_position_beyond_the_stores_keys_is_invalid(customer: str, seq: int) -> None:
+    # The fingerprint is no secret: anyone can spell a token for their own filters.
+    f = ListFilter(customer)
+    assert_invalid_token(page_token.encode(f, seq), f)

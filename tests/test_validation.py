@@ -155,6 +155,13 @@ def test_detail_is_at_most_4096_characters(customer: str) -> None:
     assert create_violations(draft(customer, detail="d" * 4097)) == ["campaign.detail"]
 
 
+def test_name_and_detail_hold_no_nul_characters(customer: str) -> None:
+    # PostgreSQL's text type cannot store NUL; every other character is accepted.
+    assert create_violations(draft(customer, name="a\x01\u200b\U0010ffff")) == []
+    bad = draft(customer, name="a\x00b", detail="\x00")
+    assert create_violations(bad) == ["campaign.name", "campaign.detail"]
+
+
 @pytest.mark.parametrize("level", [0, 1, 50, 100])
 def test_service_level_within_0_to_100_is_accepted(customer: str, level: int) -> None:
     assert create_violations(draft(customer, service_level=level)) == []
@@ -540,3 +547,14 @@ def test_a_long_value_is_cut_short_in_the_description(customer: str) -> None:
 def test_option_numbers_must_be_finite(customer: str, number: float) -> None:
     actions = [Action("", "", "sleep", {"duration": {"ms": [1, number]}})]
     assert create_violations(draft(customer, actions=actions)) == ["campaign.actions[0].option"]
+
+
+@pytest.mark.parametrize(
+    "value", ["a" * 500, "\u00e9" * 500, "\U0001f600" * 500, "\U000e0001" * 500]
+)
+def test_a_quoted_value_stays_small_in_bytes_whatever_its_characters(value: str) -> None:
+    # Twenty of these travel in the error's trailers, which clients cap at 8 KiB.
+    quoted = validation.shown(value)
+    assert quoted.endswith("...")
+    assert len(quoted.encode()) <= validation.MAX_SHOWN_VALUE + 5
+    assert validation.shown("type") == "'type'"

@@ -2,6 +2,8 @@
 
 The access log, the count of calls in flight and the metrics all watch the same calls; one
 wrapper per method, built once, serves them all instead of a layer of wrapping each per call.
+The same wrapper answers a request that does not parse as the client's mistake
+(INVALID_ARGUMENT with details) instead of gRPC's own UNKNOWN.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
+
+from .errors import FieldViolation, InvalidArgument
+from .rpc_errors import abort
 
 access_log = logging.getLogger("campaign_grpc.access")
 
@@ -98,6 +103,36 @@ class UnaryCallsInFlight:
         await self._idle.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    """Stands for a request whose bytes did not parse."""
+
+    error: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError, or anything a parser can raise on bad bytes
+            return _Malformed(str(exc))
+
+    return parse
+
+
+async def _refuse_malformed(request: _Malformed, context: Context) -> None:
+    await abort(
+        context,
+        InvalidArgument(
+            [FieldViolation("request", f"is not a valid protobuf message: {request.error}")],
+            reason="MALFORMED_REQUEST",
+        ),
+    )
+
+
 class Observe(grpc.aio.ServerInterceptor):
     def __init__(self, observers: Sequence[Observer]) -> None:
         self._observers = tuple(observers)
@@ -128,22 +163,25 @@ class Observe(grpc.aio.ServerInterceptor):
         unary_unary: Any = handler.unary_unary
         unary_stream: Any = handler.unary_stream
         stream_stream: Any = handler.stream_stream
-        codecs = {
-            "request_deserializer": handler.request_deserializer,
+        # A single request is parsed where a bad one can still be answered properly.
+        single = {
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if unary_unary is not None:
             call = Call(method, service, name, "unary")
-            return grpc.unary_unary_rpc_method_handler(self._awaited(call, unary_unary), **codecs)
+            return grpc.unary_unary_rpc_method_handler(self._awaited(call, unary_unary), **single)
         if unary_stream is not None:
             call = Call(method, service, name, "server_stream")
             return grpc.unary_stream_rpc_method_handler(
-                self._streamed(call, unary_stream), **codecs
+                self._streamed(call, unary_stream), **single
             )
         if stream_stream is not None:
             call = Call(method, service, name, "bidi_stream")
             return grpc.stream_stream_rpc_method_handler(
-                self._streamed(call, stream_stream), **codecs
+                self._streamed(call, stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
             )
         return handler
 
@@ -164,6 +202,8 @@ class Observe(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             error: BaseException | None = None
             try:
+                if isinstance(request, _Malformed):
+                    return await _refuse_malformed(request, context)
                 return await behavior(request, context)
             except BaseException as exc:
                 error = exc
@@ -186,6 +226,8 @@ class Observe(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             error: BaseException | None = None
             try:
+                if isinstance(request, _Malformed):
+                    await _refuse_malformed(request, context)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         for watcher in watchers:

@@ -12,6 +12,9 @@ from .types import ListFilter
 
 _FORMAT = struct.Struct(">BQ8s")
 _VERSION = 1
+# Positions are the store's 64-bit signed keys: a larger one was never ours (SQLite refuses
+# to bind it at all).
+_MAX_SEQ = 2**63 - 1
 
 
 def _fingerprint(f: ListFilter) -> bytes:
@@ -36,7 +39,11 @@ def decode(token: str, f: ListFilter) -> int:
     except (binascii.Error, ValueError, struct.error):
         raise _invalid("is not a page token of this service") from None
     # The decoder skips characters outside the alphabet: only our own spelling is a token.
-    if version != _VERSION or base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token:
+    if (
+        version != _VERSION
+        or after_seq > _MAX_SEQ
+        or base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token
+    ):
         raise _invalid("is not a page token of this service")
     if fingerprint != _fingerprint(f):
         raise _invalid("was made with other filters: repeat the request's filters to page on")

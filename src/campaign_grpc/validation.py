@@ -28,6 +28,7 @@ DEFAULT_PAGE_SIZE = 50
 # The details of an error travel in the response trailers, which clients cap (8 KiB by
 # default, and a larger status is lost): report this many violations and count the rest.
 MAX_REPORTED_VIOLATIONS = 20
+# Bytes of a quoted value: one character may take ten (repr spells "\U000e0001" in full).
 MAX_SHOWN_VALUE = 40
 
 ACTION_TYPES = frozenset(
@@ -94,11 +95,18 @@ def check_uuid(path: str, value: str, *, required: bool) -> list[FieldViolation]
     return []
 
 
+def _quoted_size(value: str) -> int:
+    return len(repr(value).encode()) - 2
+
+
 def shown(value: str) -> str:
     """A caller's value quoted in a description, cut short so that the error stays small."""
-    if len(value) > MAX_SHOWN_VALUE:
-        return repr(value[:MAX_SHOWN_VALUE]) + "..."
-    return repr(value)
+    if _quoted_size(value) <= MAX_SHOWN_VALUE:
+        return repr(value)
+    cut = value[:MAX_SHOWN_VALUE]
+    while _quoted_size(cut) > MAX_SHOWN_VALUE:
+        cut = cut[:-1]
+    return repr(cut) + "..."
 
 
 def raise_if(violations: Sequence[FieldViolation]) -> None:
@@ -166,15 +174,24 @@ def check_actions(path: str, actions: Sequence[Action]) -> list[FieldViolation]:
     return out
 
 
+def _check_no_nul(path: str, value: str) -> list[FieldViolation]:
+    # PostgreSQL's text cannot hold NUL: stored as is, it would fail the whole group commit.
+    if "\x00" in value:
+        return [FieldViolation(path, "must not contain NUL characters")]
+    return []
+
+
 def _check_field(name: str, campaign: Campaign) -> list[FieldViolation]:
     path = f"campaign.{name}"
     match name:
         case "name":
             if len(campaign.name) > MAX_NAME:
                 return [FieldViolation(path, f"at most {MAX_NAME} characters")]
+            return _check_no_nul(path, campaign.name)
         case "detail":
             if len(campaign.detail) > MAX_DETAIL:
                 return [FieldViolation(path, f"at most {MAX_DETAIL} characters")]
+            return _check_no_nul(path, campaign.detail)
         case "type":
             return _check_enum(path, campaign.type, CampaignType, required=True)
         case "service_level":
