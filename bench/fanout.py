@@ -12,6 +12,8 @@ For each N, in one run against one server (SQLite, a temporary file):
   - unary p99 (GetCampaign, one call at a time) with the N streams open, against unary p99
     with none open, measured before the streams are opened.
 Targets at N = 10,000: < 16 KiB per idle stream, delivery p99 < 1 s, unary p99 ratio <= 1.5.
+FANOUT_SERVER_ARGS adds flags to the server's command line, e.g. "--metrics-listen
+127.0.0.1:9466" to watch campaign_grpc_watch_streams while the streams open.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def server(port: int, database: Path, heartbeat: float) -> Iterator[subprocess.P
             str(heartbeat),
             "--log-level",
             "WARNING",
+            *os.environ.get("FANOUT_SERVER_ARGS", "").split(),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
