@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -275,6 +276,8 @@ def main() -> None:
         "--heartbeat", type=float, default=10.0, help="the server's heartbeat interval"
     )
     args = parser.parse_args()
+    # A run stopped with SIGTERM (timeout, CI) still stops its server: the finally blocks run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: list[dict[str, object]] = []
     for n in args.streams or [1000, 10_000]:
         try:
