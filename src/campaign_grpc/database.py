@@ -8,9 +8,12 @@ the commit. Reads run on a small pool of threads, each with its own connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,7 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
         if not path:
             raise UnsupportedDatabase(f"a SQLite URL names a file: sqlite:///FILE, got {url!r}")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _switch_to_wal(path)
         return pw.SqliteDatabase(
             path,
             pragmas={
@@ -53,6 +57,26 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
     if parts.scheme in ("postgresql", "postgres"):
         return _open_postgresql(url, pool_size)
     raise UnsupportedDatabase(f"unsupported database URL scheme {parts.scheme!r}")
+
+
+def _switch_to_wal(path: str, within: float = 10.0) -> None:
+    """Puts the file in WAL mode once, before any connection of ours sets its pragmas.
+
+    The switch needs the file to itself, and SQLite refuses it at once, without waiting on
+    busy_timeout, to a process that races another doing the same (two servers starting
+    together on a new file): retry it briefly. The mode is stored in the file, so the
+    connections' own journal_mode pragma is then a no-op.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=within)) as conn:
+                conn.execute("PRAGMA journal_mode=wal").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _open_postgresql(url: str, pool_size: int) -> pw.Database:
