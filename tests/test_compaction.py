@@ -89,8 +89,8 @@ async def test_events_older_than_the_retention_go_and_the_rest_stay(
     recent = await log.campaigns.create(runnable_draft(customer), "")
     await run_and_stop(log.campaigns, recent)  # revisions 4 to 6
 
-    assert await log.compactor.step() == 3
-    assert await log.compactor.step() == 0  # nothing more is old enough
+    assert await log.compactor.compact() == 3
+    assert await log.compactor.compact() == 0  # nothing more is old enough
     assert await log.campaigns.compacted_revision() == 3
     assert await log.campaigns.head_revision() == 6
 
@@ -107,7 +107,7 @@ async def test_a_resume_from_a_compacted_revision_is_out_of_range_and_says_from_
         c = await log.campaigns.create(runnable_draft(customer), "")
         await run_and_stop(log.campaigns, c)  # 9 events, removed in batches of 3
     log.clock.advance(HOUR + 1)
-    assert await log.compactor.step() == 9
+    assert await log.compactor.compact() == 9
 
     for after in (1, 5, 8):
         with pytest.raises(OutOfRange) as raised:

@@ -7,17 +7,19 @@ behind the whole compaction. A stream that asks to resume from a removed revisio
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
+from .background import Repeating
 from .database import Writer
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 
-class Compactor:
+class Compactor(Repeating):
+    name = "log-compaction"
+
     def __init__(
         self,
         store: Store,
@@ -28,33 +30,21 @@ class Compactor:
         interval_s: float,
         batch: int = 500,
     ) -> None:
+        super().__init__(retry_delay=interval_s)
         self._store = store
         self._writer = writer
         self._clock = clock
         self._retention_us = int(retention_s * 1_000_000)
         self._interval_s = interval_s
         self._batch = batch
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="log-compaction")
+    async def step(self) -> float:
+        removed = await self.compact()
+        if removed:
+            log.info("removed %d events older than the retention from the log", removed)
+        return self._interval_s
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                removed = await self.step()
-                if removed:
-                    log.info("removed %d events older than the retention from the log", removed)
-            except Exception:
-                log.warning("compacting the event log failed; retrying", exc_info=True)
-            await asyncio.sleep(self._interval_s)
-
-    async def step(self) -> int:
+    async def compact(self) -> int:
         """Removes every event older than the retention, a batch at a time; returns how many."""
         older_than = self._clock() - self._retention_us
         total = 0

@@ -27,7 +27,7 @@ from .database import Readers
 from .interceptors import Call
 from .settings import split_address
 from .store import Store
-from .watch import Hub
+from .watch import Hub, Kind
 
 log = logging.getLogger(__name__)
 
@@ -214,5 +214,6 @@ class CallMetrics:
             self._m.watch_streams.dec()
 
     def sent(self, call: Call, message: Any) -> None:
-        if call.method == WATCH_METHOD and message.kind == pb.WatchStatusResponse.KIND_CHANGE:
+        # WatchStatus sends the hub's items; they become messages in its serializer.
+        if call.method == WATCH_METHOD and message.kind == Kind.CHANGE:
             self._m.events_delivered.inc()
