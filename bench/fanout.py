@@ -61,7 +61,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def server(port: int, database: Path, heartbeat: float) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    port: int, database: Path, heartbeat: float, streams: int
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [
             str(CLI),
@@ -74,6 +76,11 @@ def server(port: int, database: Path, heartbeat: float) -> Iterator[subprocess.P
             str(heartbeat),
             "--log-level",
             "WARNING",
+            # Every stream watches the one customer: the caps must let them all in.
+            "--max-watch-streams",
+            str(streams),
+            "--max-watch-streams-per-customer",
+            str(streams),
             *os.environ.get("FANOUT_SERVER_ARGS", "").split(),
         ],
         stdin=subprocess.DEVNULL,
@@ -184,7 +191,7 @@ async def measure(n: int, changes: int, heartbeat: float, unary_calls: int) -> d
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         target = f"127.0.0.1:{port}"
-        with server(port, Path(tmp) / "campaigns.db", heartbeat) as proc:
+        with server(port, Path(tmp) / "campaigns.db", heartbeat, n) as proc:
             await wait_serving(target)
             connections = max(1, -(-n // STREAMS_PER_CONNECTION))
             channels = [

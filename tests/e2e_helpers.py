@@ -37,6 +37,7 @@ class ErrorDetails:
     info: error_details_pb2.ErrorInfo
     bad_request: error_details_pb2.BadRequest | None
     precondition: error_details_pb2.PreconditionFailure | None
+    quota: error_details_pb2.QuotaFailure | None
 
     @property
     def fields(self) -> set[str]:
@@ -53,6 +54,11 @@ class ErrorDetails:
         assert self.precondition is not None, "no PreconditionFailure in the status"
         return {v.subject for v in self.precondition.violations}
 
+    @property
+    def quota_subjects(self) -> set[str]:
+        assert self.quota is not None, "no QuotaFailure in the status"
+        return {v.subject for v in self.quota.violations}
+
 
 def details_of(err: grpc.aio.AioRpcError) -> ErrorDetails:
     """The google.rpc.Status a failed call carried in its trailing metadata, unpacked."""
@@ -61,7 +67,7 @@ def details_of(err: grpc.aio.AioRpcError) -> ErrorDetails:
     assert status.code == err.code().value[0]
     assert status.message == err.details()
     infos = []
-    bad_request = precondition = None
+    bad_request = precondition = quota = None
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -73,10 +79,13 @@ def details_of(err: grpc.aio.AioRpcError) -> ErrorDetails:
         elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
             precondition = error_details_pb2.PreconditionFailure()
             detail.Unpack(precondition)
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
     assert len(infos) == 1, f"expected one ErrorInfo, got {infos}"
     assert infos[0].domain == DOMAIN
     assert re.fullmatch(r"[A-Z][A-Z0-9_]*", infos[0].reason), infos[0].reason
-    return ErrorDetails(err.code(), status, infos[0], bad_request, precondition)
+    return ErrorDetails(err.code(), status, infos[0], bad_request, precondition, quota)
 
 
 async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> ErrorDetails:

@@ -16,9 +16,11 @@ from campaign_grpc.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    LimitExceeded,
     NotFound,
     OutOfRange,
     PreconditionViolation,
+    QuotaViolation,
     ResourceExhausted,
     Unavailable,
 )
@@ -54,6 +56,16 @@ TABLE: list[tuple[CampaignError, grpc.StatusCode, str]] = [
         ResourceExhausted("too slow", reason="WATCH_TOO_SLOW"),
         Code.RESOURCE_EXHAUSTED,
         "WATCH_TOO_SLOW",
+    ),
+    (
+        LimitExceeded(
+            "too many streams",
+            QuotaViolation("server", "at most 3 WatchStatus streams"),
+            reason="TOO_MANY_WATCH_STREAMS",
+            limit=3,
+        ),
+        Code.RESOURCE_EXHAUSTED,
+        "TOO_MANY_WATCH_STREAMS",
     ),
     (Unavailable("shutting down"), Code.UNAVAILABLE, "UNAVAILABLE"),
     (DeadlineExceeded("too late"), Code.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
@@ -110,6 +122,14 @@ def test_each_domain_error_maps_to_its_status(
         assert [(v.type, v.subject, v.description) for v in precondition.violations] == [
             (v.type, v.subject, v.description) for v in error.violations
         ]
+    elif isinstance(error, LimitExceeded):
+        quota = error_details_pb2.QuotaFailure()
+        assert len(rest) == 1
+        assert rest[0].Unpack(quota)
+        assert [(v.subject, v.description) for v in quota.violations] == [
+            (v.subject, v.description) for v in error.violations
+        ]
+        assert info.metadata["limit"] == "3"
     else:
         assert list(rest) == []
 

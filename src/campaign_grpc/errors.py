@@ -24,6 +24,12 @@ class PreconditionViolation:
     description: str
 
 
+@dataclass(slots=True, frozen=True)
+class QuotaViolation:
+    subject: str
+    description: str
+
+
 class CampaignError(Exception):
     code: ClassVar[str] = "INTERNAL"
     default_reason: ClassVar[str] = "INTERNAL"
@@ -102,6 +108,22 @@ class OutOfRange(CampaignError):
 class ResourceExhausted(CampaignError):
     code = "RESOURCE_EXHAUSTED"
     default_reason = "RESOURCE_EXHAUSTED"
+
+
+class LimitExceeded(ResourceExhausted):
+    """A server limit refused the call before any work was done; it may succeed later."""
+
+    def __init__(
+        self,
+        message: str,
+        violation: QuotaViolation,
+        *,
+        reason: str,
+        limit: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata={"limit": str(limit), **(metadata or {})})
+        self.violations = [violation]
 
 
 class Unavailable(CampaignError):

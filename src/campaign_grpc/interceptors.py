@@ -3,7 +3,8 @@
 The access log, the count of calls in flight and the metrics all watch the same calls; one
 wrapper per method, built once, serves them all instead of a layer of wrapping each per call.
 The same wrapper answers a request that does not parse as the client's mistake
-(INVALID_ARGUMENT with details) instead of gRPC's own UNKNOWN.
+(INVALID_ARGUMENT with details) instead of gRPC's own UNKNOWN, a request over the size limit
+with RESOURCE_EXHAUSTED and details, and asks the gates whether a call may start at all.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
 
-from .errors import FieldViolation, InvalidArgument
+from .errors import CampaignError, DeadlineExceeded, FieldViolation, InvalidArgument
+from .limits import request_too_large, too_many_calls_in_flight
 from .rpc_errors import abort
 
 access_log = logging.getLogger("campaign_grpc.access")
@@ -48,6 +51,16 @@ class MessageObserver(Observer, Protocol):
     """An observer that also sees each message a streaming call sends."""
 
     def sent(self, call: Call, message: Any) -> None: ...
+
+
+class Gate(Protocol):
+    """Refuses calls before their handler runs (the observers have seen them start)."""
+
+    def guards(self, call: Call) -> bool:
+        """Whether the gate is asked about calls to this method; asked once per method."""
+        ...
+
+    def refusal(self, context: Context) -> CampaignError | None: ...
 
 
 def code_name(context: Context, error: BaseException | None) -> str:
@@ -81,10 +94,13 @@ class AccessLog:
 
 
 class UnaryCallsInFlight:
-    """Counts unary calls in flight, so that shutdown knows when they have all finished."""
+    """Counts unary calls in flight, so that shutdown knows when they have all finished, and
+    as a gate refuses those past limit at once, except to the exempt services."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None, exempt: Collection[str] = ()) -> None:
         self.count = 0
+        self.limit = limit
+        self._exempt = frozenset(exempt)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -102,40 +118,73 @@ class UnaryCallsInFlight:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
+    def guards(self, call: Call) -> bool:
+        return self.limit is not None and call.kind == "unary" and call.service not in self._exempt
 
-@dataclass(frozen=True, slots=True)
-class _Malformed:
-    """Stands for a request whose bytes did not parse."""
-
-    error: str
-
-
-def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserialize is None:
+    def refusal(self, context: Context) -> CampaignError | None:
+        # This call is counted already: the limit calls may run alongside it.
+        if self.limit is not None and self.count > self.limit:
+            return too_many_calls_in_flight(self.limit)
         return None
 
+
+class DeadlineGate:
+    """Refuses a unary call whose deadline passed before its handler ran: its client has
+    given up, and a write started for it would commit anyway."""
+
+    def guards(self, call: Call) -> bool:
+        return call.kind == "unary"
+
+    def refusal(self, context: Context) -> CampaignError | None:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return DeadlineExceeded("the deadline passed before the call started")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """Stands for a request refused as it was parsed: too large, or bytes that do not parse."""
+
+    error: CampaignError
+
+
+def _malformed(error: str) -> InvalidArgument:
+    return InvalidArgument(
+        [FieldViolation("request", f"is not a valid protobuf message: {error}")],
+        reason="MALFORMED_REQUEST",
+    )
+
+
+def _tolerant(
+    deserialize: Callable[[bytes], Any] | None, max_bytes: int | None
+) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+    limit = sys.maxsize if max_bytes is None else max_bytes
+
     def parse(data: bytes) -> Any:
+        if len(data) > limit:
+            return _Refused(request_too_large(len(data), limit))
         try:
             return deserialize(data)
         except Exception as exc:  # DecodeError, or anything a parser can raise on bad bytes
-            return _Malformed(str(exc))
+            return _Refused(_malformed(str(exc)))
 
     return parse
 
 
-async def _refuse_malformed(request: _Malformed, context: Context) -> None:
-    await abort(
-        context,
-        InvalidArgument(
-            [FieldViolation("request", f"is not a valid protobuf message: {request.error}")],
-            reason="MALFORMED_REQUEST",
-        ),
-    )
-
-
 class Observe(grpc.aio.ServerInterceptor):
-    def __init__(self, observers: Sequence[Observer]) -> None:
+    def __init__(
+        self,
+        observers: Sequence[Observer],
+        *,
+        gates: Sequence[Gate] = (),
+        max_request_bytes: int | None = None,
+    ) -> None:
         self._observers = tuple(observers)
+        self._gates = tuple(gates)
+        self._max_request_bytes = max_request_bytes
         self._message_observers: tuple[MessageObserver, ...] = tuple(
             cast(MessageObserver, o) for o in observers if hasattr(o, "sent")
         )
@@ -165,7 +214,9 @@ class Observe(grpc.aio.ServerInterceptor):
         stream_stream: Any = handler.stream_stream
         # A single request is parsed where a bad one can still be answered properly.
         single = {
-            "request_deserializer": _tolerant(handler.request_deserializer),
+            "request_deserializer": _tolerant(
+                handler.request_deserializer, self._max_request_bytes
+            ),
             "response_serializer": handler.response_serializer,
         }
         if unary_unary is not None:
@@ -195,6 +246,7 @@ class Observe(grpc.aio.ServerInterceptor):
 
     def _awaited(self, call: Call, behavior: Callable[[Any, Context], Awaitable[Any]]) -> Any:
         observers = self._observers
+        gates = tuple(gate for gate in self._gates if gate.guards(call))
 
         async def observed(request: Any, context: Context) -> Any:
             for observer in observers:
@@ -202,8 +254,12 @@ class Observe(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             error: BaseException | None = None
             try:
-                if isinstance(request, _Malformed):
-                    return await _refuse_malformed(request, context)
+                if isinstance(request, _Refused):
+                    return await abort(context, request.error)
+                for gate in gates:
+                    refusal = gate.refusal(context)
+                    if refusal is not None:
+                        return await abort(context, refusal)
                 return await behavior(request, context)
             except BaseException as exc:
                 error = exc
@@ -226,8 +282,8 @@ class Observe(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             error: BaseException | None = None
             try:
-                if isinstance(request, _Malformed):
-                    await _refuse_malformed(request, context)
+                if isinstance(request, _Refused):
+                    await abort(context, request.error)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         for watcher in watchers:

@@ -13,7 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from .errors import CampaignError, FailedPrecondition, InvalidArgument
+from .errors import CampaignError, FailedPrecondition, InvalidArgument, LimitExceeded
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,17 @@ def to_status(exc: CampaignError) -> status_pb2.Status:
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
                         type=v.type, subject=v.subject, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+    elif isinstance(exc, LimitExceeded):
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=v.subject, description=v.description
                     )
                     for v in exc.violations
                 ]

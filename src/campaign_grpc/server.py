@@ -24,7 +24,8 @@ from .database import (
     is_sqlite,
     open_database,
 )
-from .interceptors import AccessLog, Call, Observe, Observer, UnaryCallsInFlight
+from .interceptors import AccessLog, Call, DeadlineGate, Observe, Observer, UnaryCallsInFlight
+from .limits import WatchStreamCounts, receive_ceiling
 from .metrics import Metrics
 from .pg_notify import Listener
 from .servicer import CampaignServicer
@@ -126,6 +127,9 @@ class App:
             buffer_limit=settings.watch_buffer,
             poll_interval=settings.event_poll_interval,
             encode=convert.encode_item,
+            streams=WatchStreamCounts(
+                settings.max_watch_streams, settings.max_watch_streams_per_customer
+            ),
         )
         self._writer.on_commit = self.hub.publish_threadsafe
         # Other replicas' events: on PostgreSQL a notification wakes the hub at once; the
@@ -143,7 +147,10 @@ class App:
         )
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
-        self._in_flight = UnaryCallsInFlight()
+        # Load balancers must see the server healthy however busy it is.
+        self._in_flight = UnaryCallsInFlight(
+            settings.max_unary_in_flight, exempt=(health.SERVICE_NAME,)
+        )
         self._watch_streams = WatchStreamsOpen()
         observers: list[Observer] = [self._in_flight, self._watch_streams, AccessLog()]
         # Off unless --metrics-listen is given; metrics_port is known after start().
@@ -152,7 +159,21 @@ class App:
         if settings.metrics_listen:
             self.metrics = Metrics(self.hub, self.store, self._readers)
             observers.append(self.metrics.calls)
-        self.server = grpc.aio.server(interceptors=[Observe(observers)])
+        observe = Observe(
+            observers,
+            gates=[DeadlineGate(), self._in_flight],
+            max_request_bytes=settings.max_request_bytes,
+        )
+        self.server = grpc.aio.server(
+            interceptors=[observe],
+            options=[
+                ("grpc.max_receive_message_length", receive_ceiling(settings.max_request_bytes))
+            ],
+        )
+
+    @property
+    def unary_calls_in_flight(self) -> int:
+        return self._in_flight.count
 
     async def start(self) -> int:
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)

@@ -97,6 +97,30 @@ class Settings:
     metrics_listen: str = _setting(
         "", "address of the Prometheus /metrics endpoint over HTTP; off unless given", _address
     )
+    max_request_bytes: int = _setting(
+        1024 * 1024,
+        "largest request accepted; larger ones get RESOURCE_EXHAUSTED. A campaign of 1,000 "
+        "actions with typical options is about 240 KiB (options travel as Struct, about 1.5x "
+        "their JSON), and reading a request holds the event loop about 60 ms per MiB",
+        _count,
+        metavar="BYTES",
+    )
+    max_watch_streams: int = _setting(
+        20_000,
+        "WatchStatus streams open at once on this server; more get RESOURCE_EXHAUSTED",
+        _count,
+    )
+    max_watch_streams_per_customer: int = _setting(
+        2_000,
+        "WatchStatus streams one customer_id may hold open on this server (the watches of all "
+        "customers, with no customer_id, count as one more customer)",
+        _count,
+    )
+    max_unary_in_flight: int = _setting(
+        1_000,
+        "unary calls this server runs at once; more get RESOURCE_EXHAUSTED (health checks never)",
+        _count,
+    )
 
 
 _METAVARS: dict[Callable[[str], Any], str] = {

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .campaigns import Campaigns
 from .errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
+from .limits import WatchStreamCounts
 from .types import Campaign, Event
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,12 @@ class Hub:
         buffer_limit: int = 1024,
         poll_interval: float = 0.5,
         encode: Encode | None = None,
+        streams: WatchStreamCounts | None = None,
     ) -> None:
         self._campaigns = campaigns
         self._encode = encode
+        # Taken by each stream before it reads anything, so that a refused one costs nothing.
+        self.streams = streams or WatchStreamCounts()
         # The heartbeat of the latest revision, shared by every idle stream.
         self._heartbeat = Item(Kind.HEARTBEAT, -1)
         self.heartbeat_interval = heartbeat_interval
@@ -175,6 +179,7 @@ class Hub:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def _subscribe(self, customer_id: str, campaign_id: str) -> Subscription:
+        self.streams.take(customer_id)
         sub = Subscription(customer_id, campaign_id, self._buffer_limit)
         if self._closed:
             sub.close()
@@ -182,6 +187,7 @@ class Hub:
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
+        self.streams.release(sub.customer_id)
         subs = self._subs.get(sub.key)
         if subs is not None:
             subs.discard(sub)

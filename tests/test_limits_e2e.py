@@ -1,0 +1,290 @@
+"""The server's limits over a real socket: past each one a call is refused at once with
+RESOURCE_EXHAUSTED and its reason, and the server goes on serving and stays healthy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from campaign.v1 import campaign_pb2 as pb
+from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc.server import App
+from campaign_grpc.settings import Settings
+from e2e_helpers import create, eventually, fails, get, read_snapshot, watch
+from factories import new_id, runnable_campaign
+
+Code = grpc.StatusCode
+Stub = campaign_pb2_grpc.CampaignServiceStub
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+@contextlib.asynccontextmanager
+async def connected(app: App) -> AsyncIterator[tuple[Stub, health_pb2_grpc.HealthStub]]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        yield Stub(channel), health_pb2_grpc.HealthStub(channel)
+
+
+async def serves_on(stub: Stub, health: health_pb2_grpc.HealthStub, customer: str) -> None:
+    """The server is healthy and still carries out a write and a read."""
+    answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert answer.status == SERVING
+    created = await create(stub, runnable_campaign(customer))
+    assert (await get(stub, customer, created.id)).id == created.id
+
+
+@contextlib.contextmanager
+def writes_held(database_url: str) -> Iterator[None]:
+    """Holds what every write transaction takes first, as a slow writer elsewhere would:
+    the server's writer waits for it (SQLite's file lock, PostgreSQL's revision row)."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(database_url) as pg:
+        pg.execute("SELECT value FROM meta WHERE key = 'revision' FOR UPDATE")
+        yield
+        pg.rollback()
+
+
+def create_call(stub: Stub, campaign: pb.Campaign, timeout: float = 10) -> Any:
+    return stub.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=timeout)
+
+
+# -- request size ---------------------------------------------------------------------------
+
+
+def campaign_of_size(customer: str, approx_bytes: int) -> pb.Campaign:
+    campaign = runnable_campaign(customer, id=new_id())
+    campaign.actions[1].option.update({"text": "x" * approx_bytes})
+    return campaign
+
+
+async def test_a_request_over_the_size_limit_is_refused_with_details(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings, max_request_bytes=4096)
+    async with connected(server) as (stub, health):
+        too_large = campaign_of_size(customer, 5000)
+
+        refused = await fails(create_call(stub, too_large), Code.RESOURCE_EXHAUSTED)
+
+        assert refused.info.reason == "REQUEST_TOO_LARGE"
+        assert refused.info.metadata["limit"] == "4096"
+        assert int(refused.info.metadata["request_bytes"]) > 4096
+        assert refused.quota_subjects == {"request"}
+        await fails(
+            stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=too_large.id)),
+            Code.NOT_FOUND,
+        )
+        await create(stub, campaign_of_size(customer, 3000))
+        await serves_on(stub, health, customer)
+
+
+async def test_a_request_over_the_hard_ceiling_is_refused_and_the_server_serves_on(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings, max_request_bytes=4096)
+    async with connected(server) as (stub, health):
+        huge = campaign_of_size(customer, 3 * 4096)
+
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await create_call(stub, huge)
+
+        assert raised.value.code() == Code.RESOURCE_EXHAUSTED
+        await fails(
+            stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=huge.id)),
+            Code.NOT_FOUND,
+        )
+        await serves_on(stub, health, customer)
+
+
+# -- watch streams --------------------------------------------------------------------------
+
+
+async def test_a_watch_past_the_server_limit_is_refused_until_one_closes(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings, max_watch_streams=3)
+    async with connected(server) as (stub, health):
+        streams = [watch(stub, new_id()) for _ in range(3)]
+        try:
+            for stream in streams:
+                await read_snapshot(stream)
+            refused = watch(stub, customer)
+            streams.append(refused)
+
+            # The refusal is the stream's first and only message: no snapshot is read for it.
+            details = await fails(refused.next(), Code.RESOURCE_EXHAUSTED)
+            assert details.info.reason == "TOO_MANY_WATCH_STREAMS"
+            assert details.info.metadata["limit"] == "3"
+            assert details.quota_subjects == {"server"}
+            await serves_on(stub, health, customer)
+
+            await streams[0].close()
+
+            async def slot_free() -> bool:
+                return server.hub.streams.total == 2
+
+            await eventually(slot_free)
+            streams.append(watch(stub, customer))
+            await read_snapshot(streams[-1])
+        finally:
+            for stream in streams:
+                await stream.close()
+
+        async def none_left() -> bool:
+            return server.hub.streams.total == 0
+
+        await eventually(none_left)
+
+
+async def test_a_customer_past_its_watch_limit_is_refused_and_others_are_not(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings, max_watch_streams_per_customer=2)
+    async with connected(server) as (stub, health):
+        streams = [watch(stub, customer), watch(stub, customer, after_revision=0)]
+        try:
+            for stream in streams:
+                await read_snapshot(stream)
+
+            streams.append(watch(stub, customer))
+            details = await fails(streams[-1].next(), Code.RESOURCE_EXHAUSTED)
+            assert details.info.reason == "TOO_MANY_WATCH_STREAMS_FOR_CUSTOMER"
+            assert dict(details.info.metadata) == {"limit": "2", "customer_id": customer}
+            assert details.quota_subjects == {f"customer_id:{customer}"}
+
+            # Another customer, and the watches of all customers, have slots of their own.
+            others = [watch(stub, new_id()), watch(stub), watch(stub)]
+            streams += others
+            for stream in others:
+                await read_snapshot(stream)
+            streams.append(watch(stub))
+            details = await fails(streams[-1].next(), Code.RESOURCE_EXHAUSTED)
+            assert details.info.reason == "TOO_MANY_WATCH_STREAMS_FOR_CUSTOMER"
+            assert details.quota_subjects == {"all customers"}
+
+            await serves_on(stub, health, new_id())
+            await streams[0].close()
+
+            async def slot_free() -> bool:
+                return server.hub.streams.held_by(customer) == 1
+
+            await eventually(slot_free)
+            streams.append(watch(stub, customer))
+            await read_snapshot(streams[-1])
+        finally:
+            for stream in streams:
+                await stream.close()
+
+
+# -- unary calls in flight ------------------------------------------------------------------
+
+
+async def test_a_call_past_the_in_flight_limit_is_refused_at_once_but_health_is_not(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings, max_unary_in_flight=2)
+    async with connected(server) as (stub, health):
+        # Open streams are not unary calls in flight.
+        streams = [watch(stub, customer), watch(stub, customer)]
+        try:
+            for stream in streams:
+                await read_snapshot(stream)
+            with writes_held(settings.database_url):
+                waiting = [
+                    asyncio.ensure_future(create_call(stub, runnable_campaign(customer)))
+                    for _ in range(2)
+                ]
+
+                async def both_waiting() -> bool:
+                    return server.unary_calls_in_flight == 2
+
+                await eventually(both_waiting)
+
+                # Refused while the writer is still held: the call did not wait for it.
+                refused = await fails(
+                    create_call(stub, runnable_campaign(customer)), Code.RESOURCE_EXHAUSTED
+                )
+                assert refused.info.reason == "TOO_MANY_CALLS_IN_FLIGHT"
+                assert refused.info.metadata["limit"] == "2"
+                assert refused.quota_subjects == {"server"}
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert answer.status == SERVING
+                assert not any(call.done() for call in waiting)
+
+            for response in await asyncio.wait_for(asyncio.gather(*waiting), 10):
+                assert (await get(stub, customer, response.campaign.id)).id
+            await serves_on(stub, health, customer)
+        finally:
+            for stream in streams:
+                await stream.close()
+
+
+# -- deadlines ------------------------------------------------------------------------------
+
+
+async def test_a_deadline_that_passes_while_waiting_for_the_writer_leaves_nothing_written(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings)
+    async with connected(server) as (stub, health):
+        late = runnable_campaign(customer, id=new_id())
+        with writes_held(settings.database_url):
+            first = asyncio.ensure_future(create_call(stub, runnable_campaign(customer)))
+
+            async def writer_busy() -> bool:
+                return server.unary_calls_in_flight == 1
+
+            await eventually(writer_busy)
+
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await create_call(stub, late, timeout=0.3)
+            assert raised.value.code() == Code.DEADLINE_EXCEEDED
+
+            # Its handler has ended on the server too: only the first call is left.
+            await eventually(writer_busy)
+
+        assert (await asyncio.wait_for(first, 10)).campaign.id
+        await fails(
+            stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=late.id)),
+            Code.NOT_FOUND,
+        )
+        await serves_on(stub, health, customer)
+
+
+async def test_calls_with_very_short_deadlines_fail_cleanly_and_the_server_serves_on(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings)
+    async with connected(server) as (stub, health):
+        calls = [create_call(stub, runnable_campaign(customer), timeout=0.001) for _ in range(20)]
+        calls += [
+            stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=new_id()), timeout=0)
+            for _ in range(5)
+        ]
+
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+
+        codes = {o.code() if isinstance(o, grpc.aio.AioRpcError) else Code.OK for o in outcomes}
+        assert codes <= {Code.OK, Code.DEADLINE_EXCEEDED}, outcomes
+        assert Code.DEADLINE_EXCEEDED in codes
+
+        async def all_ended() -> bool:
+            return server.unary_calls_in_flight == 0
+
+        await eventually(all_ended)
+        await serves_on(stub, health, customer)
