@@ -18,9 +18,10 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
-from campaign_grpc.client import AsyncCampaignClient, Retry, exceptions
+from campaign_grpc.client import AsyncCampaignClient, CampaignClient, Retry, exceptions
 from campaign_grpc.server import App
 from campaign_grpc.settings import Settings
+from client_helpers import Reader, ServerThread
 from e2e_helpers import Process, Stream, eventually, fails, free_port, read_snapshot, wait_serving
 from factories import new_id, runnable_campaign
 from test_cli import run
@@ -316,6 +317,31 @@ async def test_the_client_sends_its_token_on_every_call_and_every_watch_reconnec
             while (item := await anext(changes)).kind != W.KIND_CHANGE:
                 pass
             assert (item.campaign_id, item.status) == (created.id, C.STATUS_RUN)
+
+
+def test_the_blocking_client_sends_its_token_too(
+    settings: Settings, tokens_file: Path, customer: str
+) -> None:
+    server = ServerThread(settings)
+    try:
+        server.start(auth_tokens=str(tokens_file))
+        with (
+            CampaignClient(server.target, token=CUSTOMER_TOKEN) as client,
+            CampaignClient(server.target, token=BACKEND_TOKEN[::-1], retry=None) as stranger,
+        ):
+            created = client.create_campaign(runnable_campaign(customer))
+            assert client.get_campaign(customer, created.id) == created
+            with pytest.raises(exceptions.Unauthenticated) as raised:
+                stranger.get_campaign(customer, created.id)
+            assert raised.value.reason == "TOKEN_UNKNOWN"
+            reader = Reader(client.watch(customer))
+            try:
+                assert reader.next().campaign_id == created.id
+                assert reader.next().kind == W.KIND_SNAPSHOT_END
+            finally:
+                assert reader.close()
+    finally:
+        server.close()
 
 
 # -- the token file, re-read on SIGHUP -------------------------------------------------------
