@@ -19,9 +19,11 @@ from campaign_grpc.errors import (
     LimitExceeded,
     NotFound,
     OutOfRange,
+    PermissionDenied,
     PreconditionViolation,
     QuotaViolation,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from campaign_grpc.rpc_errors import DOMAIN, as_campaign_error, to_status
@@ -69,6 +71,8 @@ TABLE: list[tuple[CampaignError, grpc.StatusCode, str]] = [
     ),
     (Unavailable("shutting down"), Code.UNAVAILABLE, "UNAVAILABLE"),
     (DeadlineExceeded("too late"), Code.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+    (Unauthenticated("unknown token"), Code.UNAUTHENTICATED, "TOKEN_UNKNOWN"),
+    (PermissionDenied("not this customer"), Code.PERMISSION_DENIED, "CUSTOMER_NOT_ALLOWED"),
     (CampaignError("internal error"), Code.INTERNAL, "INTERNAL"),
 ]
 

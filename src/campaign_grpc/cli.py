@@ -13,7 +13,7 @@ from pathlib import Path
 
 import peewee as pw
 
-from . import logs, settings
+from . import logs, security, settings
 from .database import UnsupportedDatabase, close_database, open_database
 from .schema import SCHEMA_VERSION, SchemaTooNew, bind_tables, current_version
 from .settings import Settings
@@ -31,6 +31,8 @@ variable. `{PROG} COMMAND --help` lists the settings of a command.
 examples:
   {PROG} serve --listen 127.0.0.1:50051 --database-url sqlite:///campaigns.db
   {PROG} serve --metrics-listen 127.0.0.1:9464      # Prometheus at /metrics
+  {PROG} serve --listen 0.0.0.0:50051 --tls-cert server.pem --tls-key server.key \
+      --auth-tokens tokens.txt                       # beyond loopback: TLS and tokens
   {settings.ENV_PREFIX}DATABASE_URL=sqlite:///campaigns.db {PROG} migrate
   {PROG} check-config --database-url sqlite:///campaigns.db
 """
@@ -70,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the settings and the database; print the effective settings",
         description="Validate every setting (flags and environment) and the database URL, "
         "print the effective settings with where each comes from, and exit 0; exit 1 "
-        "with every problem found when something is wrong. Creates nothing.",
+        "with every problem found when something is wrong. Warns when serve would refuse "
+        "the address: beyond loopback with neither TLS nor tokens, and no --insecure. "
+        "Creates nothing.",
     )
     settings.add_arguments(check_parser)
     return parser
@@ -170,6 +174,7 @@ def check_config(config: Settings, argv: Sequence[str]) -> int:
         database = describe_database(config.database_url)
     except ConfigError as exc:
         problems.append(str(exc))
+    problems += security.file_problems(config)
     if problems:
         for problem in problems:
             print(f"{PROG} check-config: {problem}", file=sys.stderr)
@@ -184,13 +189,15 @@ def check_config(config: Settings, argv: Sequence[str]) -> int:
             source = "env " + env
         else:
             source = "default"
-        value = getattr(config, f.name)
-        rows.append((f.name, str(value) if value != "" else "off", source))
+        rows.append((f.name, settings.shown(getattr(config, f.name)), source))
     name_width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
     for name, value, source in rows:
         print(f"{name:<{name_width}}  {value:<{value_width}}  ({source})")
     print(f"database: {database}")
+    refusal = security.exposure_problem(config)
+    if refusal is not None:
+        print(f"warning: serve refuses to start: {refusal}")
     print("configuration OK")
     return 0
 
@@ -221,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return migrate(config)
         elif args.command == "check-config":
             return check_config(config, args_list)
+    except security.Refused as exc:
+        for problem in exc.problems:
+            print(f"{PROG} {args.command}: {problem}", file=sys.stderr)
+        return 2
     except (UnsupportedDatabase, SchemaTooNew, OSError, pw.DatabaseError) as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -134,3 +134,13 @@ class Unavailable(CampaignError):
 class DeadlineExceeded(CampaignError):
     code = "DEADLINE_EXCEEDED"
     default_reason = "DEADLINE_EXCEEDED"
+
+
+class Unauthenticated(CampaignError):
+    code = "UNAUTHENTICATED"
+    default_reason = "TOKEN_UNKNOWN"
+
+
+class PermissionDenied(CampaignError):
+    code = "PERMISSION_DENIED"
+    default_reason = "CUSTOMER_NOT_ALLOWED"

@@ -13,7 +13,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
-from . import convert, reflection
+from . import convert, reflection, security
+from .auth_interceptor import Authorize
 from .campaigns import Campaigns
 from .compaction import Compactor
 from .database import (
@@ -36,7 +37,8 @@ from .watch import Hub
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name
+SERVICE = campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"]
+SERVICE_NAME = SERVICE.full_name
 WATCH_METHOD = f"/{SERVICE_NAME}/WatchStatus"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -100,6 +102,11 @@ class App:
         self.settings = settings
         self.port = 0
         self.stopped = False
+        protection = security.load(settings)
+        self._tls = protection.tls
+        self.tokens = protection.tokens
+        if security.tokens_in_plaintext(settings):
+            log.warning("bearer tokens travel in plaintext beyond loopback: enable TLS")
         self._db = open_database(
             settings.database_url,
             sqlite_synchronous=settings.sqlite_synchronous,
@@ -164,8 +171,12 @@ class App:
             gates=[DeadlineGate(), self._in_flight],
             max_request_bytes=settings.max_request_bytes,
         )
+        interceptors: list[grpc.aio.ServerInterceptor] = [observe]
+        if self.tokens is not None:
+            # Inside Observe: a refused call is logged and counted like any other.
+            interceptors.append(Authorize(self.tokens, SERVICE))
         self.server = grpc.aio.server(
-            interceptors=[observe],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", receive_ceiling(settings.max_request_bytes))
             ],
@@ -188,19 +199,37 @@ class App:
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
         add_campaign_service(CampaignServicer(self.campaigns, self.hub), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable(self.server, [SERVICE_NAME, health.SERVICE_NAME])
-        self.port = self.server.add_insecure_port(self.settings.listen)
+        if self.settings.reflection:
+            reflection.enable(self.server, [SERVICE_NAME, health.SERVICE_NAME])
+        self.port = self._add_port()
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
         await self._set_health(SERVING)
         self._health_task = asyncio.create_task(self._watch_database(), name="health")
         log.info(
-            "serving campaign.v1 on %s (database %s)",
+            "serving campaign.v1 on %s (database %s, %s, %s)",
             self.settings.listen.rsplit(":", 1)[0] + f":{self.port}",
             "sqlite" if is_sqlite(self._db) else "postgresql",
+            _describe_tls(self._tls),
+            "bearer tokens" if self.tokens is not None else "no authentication",
         )
         return self.port
+
+    def _add_port(self) -> int:
+        if self._tls is None:
+            return self.server.add_insecure_port(self.settings.listen)
+        credentials = grpc.ssl_server_credentials(
+            [(self._tls.private_key, self._tls.cert_chain)],
+            root_certificates=self._tls.client_ca,
+            require_client_auth=self._tls.client_ca is not None,
+        )
+        return self.server.add_secure_port(self.settings.listen, credentials)
+
+    async def reload_tokens(self) -> None:
+        """Reads the token file again (on SIGHUP); open connections and streams carry on."""
+        if self.tokens is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.tokens.reload)
 
     def _migrate(self) -> None:
         try:
@@ -263,16 +292,33 @@ class App:
         log.info("stopped")
 
 
+def _describe_tls(tls: security.TLSFiles | None) -> str:
+    if tls is None:
+        return "plaintext"
+    return "mutual TLS" if tls.client_ca is not None else "TLS"
+
+
 async def serve(settings: Settings) -> None:
     app = App(settings)
     await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = [signal.SIGTERM, signal.SIGINT]
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    if app.tokens is not None:
+
+        def reload_tokens() -> None:
+            task = asyncio.create_task(app.reload_tokens(), name="reload tokens")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload_tokens)
+        signals.append(signal.SIGHUP)
     await stop.wait()
     log.info("shutting down")
     with contextlib.suppress(NotImplementedError):
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
     await app.stop()

@@ -25,6 +25,16 @@ def _count(text: str) -> int:
     return value
 
 
+_SWITCH_VALUES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+def _switch(text: str) -> bool:
+    try:
+        return _SWITCH_VALUES[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}") from None
+
+
 def split_address(text: str) -> tuple[str, int]:
     """HOST:PORT (an IPv6 host in brackets) as (host, port); ValueError when it is not one."""
     host, sep, port = text.rpartition(":")
@@ -44,6 +54,18 @@ def _address(text: str) -> str:
 
 def _setting(default: Any, help: str, parse: Callable[[str], Any] = str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, "parse": parse, **extra})
+
+
+def _switch_setting(default: bool, help: str) -> Any:
+    """A setting that is on or off: the flag alone turns it on (--insecure), or says which."""
+    return _setting(default, help, _switch, nargs="?", const=True)
+
+
+def shown(value: object) -> str:
+    """A setting's value as a user writes it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value) if value != "" else "off"
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,25 @@ class Settings:
         "unary calls this server runs at once; more get RESOURCE_EXHAUSTED (health checks never)",
         _count,
     )
+    auth_tokens: str = _setting(
+        "",
+        "file of bearer tokens' SHA-256 digests, each with the customer_id it acts for or * "
+        "(every customer); re-read on SIGHUP; off: no authentication",
+        metavar="FILE",
+    )
+    tls_cert: str = _setting(
+        "", "PEM certificate chain to serve TLS with (needs --tls-key)", metavar="FILE"
+    )
+    tls_key: str = _setting("", "PEM private key of --tls-cert", metavar="FILE")
+    tls_client_ca: str = _setting(
+        "",
+        "PEM CA certificates: clients must present a certificate signed by one (mutual TLS)",
+        metavar="FILE",
+    )
+    reflection: bool = _switch_setting(True, "serve gRPC server reflection")
+    insecure: bool = _switch_setting(
+        False, "serve beyond loopback with neither TLS nor tokens (the flag alone turns it on)"
+    )
 
 
 _METAVARS: dict[Callable[[str], Any], str] = {
@@ -128,6 +169,7 @@ _METAVARS: dict[Callable[[str], Any], str] = {
     _count: "N",
     str: "VALUE",
     _address: "HOST:PORT",
+    _switch: "on|off",
 }
 
 
@@ -175,7 +217,10 @@ def add_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None 
         if text is not None:
             default = _FromEnv(text)
             default.env = env
-        shown = "%(default)s" if default != "" else "off"
+        switch = {k: f.metadata[k] for k in ("nargs", "const") if k in f.metadata}
+        default_text = (
+            shown(default) if isinstance(default, bool) or default == "" else "%(default)s"
+        )
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -183,7 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None 
             default=default,
             choices=choices,
             metavar=None if choices else f.metadata.get("metavar", _METAVARS[parse]),
-            help=f"{f.metadata['help']} [env {env}; default: {shown}]",
+            help=f"{f.metadata['help']} [env {env}; default: {default_text}]",
+            **switch,
         )
 
 

@@ -9,7 +9,8 @@
 
 Calls have a deadline (timeout, 10 s by default), are retried after UNAVAILABLE when that is
 safe (see _requests), and raise CampaignServiceError subclasses with the google.rpc details
-decoded. watch() reconnects by itself and delivers every change once.
+decoded. watch() reconnects by itself and delivers every change once. A server that asks
+for TLS and a bearer token is reached with tls=TLS.from_files(root_ca=...) and token=...
 """
 
 from campaign.v1.campaign_pb2 import (
@@ -21,6 +22,7 @@ from campaign.v1.campaign_pb2 import (
 
 from . import exceptions
 from ._aio import AsyncCampaignClient
+from ._channel import TLS
 from ._retry import DEFAULT_RETRY, DEFAULT_TIMEOUT, WATCH_RETRY, Retry
 from ._sync import CampaignClient
 from ._watch import AsyncWatch, SnapshotReset, Watch, WatchItem
@@ -29,6 +31,7 @@ from .exceptions import CampaignServiceError, FieldViolation, PreconditionViolat
 __all__ = [
     "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",
+    "TLS",
     "WATCH_RETRY",
     "Action",
     "AsyncCampaignClient",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from types import TracebackType
 from typing import TypeVar
 
@@ -12,6 +12,7 @@ from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc as pb_grpc
 
 from . import _requests as requests
+from ._channel import TLS, call_metadata, channel_credentials
 from ._retry import (
     CHANNEL_OPTIONS,
     DEFAULT,
@@ -37,6 +38,9 @@ class AsyncCampaignClient:
     retry says how calls that are safe to repeat are retried after UNAVAILABLE (None: never);
     watch_retry how watch() reconnects. Every call takes timeout= and retry= of its own, and
     raises a CampaignServiceError subclass (see campaign_grpc.client.exceptions).
+
+    tls secures a channel the client makes (or give credentials of your own); token is sent
+    as a bearer token with every call, each reconnect of a watch included.
     """
 
     def __init__(
@@ -45,6 +49,8 @@ class AsyncCampaignClient:
         *,
         channel: grpc.aio.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: TLS | None = None,
+        token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         retry: Retry | None = DEFAULT_RETRY,
         watch_retry: Retry = WATCH_RETRY,
@@ -54,12 +60,14 @@ class AsyncCampaignClient:
         self._owns_channel = channel is None
         if channel is None:
             assert target is not None
-            if credentials is None:
+            secure = channel_credentials(credentials, tls)
+            if secure is None:
                 channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
             else:
-                channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.secure_channel(target, secure, options=CHANNEL_OPTIONS)
         self.channel = channel
         self._stub = pb_grpc.CampaignServiceStub(channel)
+        self._metadata = call_metadata(token)
         self.timeout = timeout
         self.retry = retry
         self.watch_retry = watch_retry
@@ -86,7 +94,11 @@ class AsyncCampaignClient:
         retry: RetryArg,
     ) -> Resp:
         request, safe = request_safe
-        invoke: Callable[[float | None], Awaitable[Resp]] = lambda left: rpc(request, timeout=left)  # noqa: E731
+        metadata = self._metadata
+
+        def invoke(left: float | None) -> Awaitable[Resp]:
+            return rpc(request, timeout=left, metadata=metadata)
+
         return await call_async(
             name,
             invoke,
@@ -254,4 +266,6 @@ class AsyncCampaignClient:
         snapshot. Watch.revision is the point to resume from in a later watch().
         """
         resume = Resume(customer_id, campaign_id, after_revision, heartbeats)
-        return AsyncWatch(self._stub, resume, self.watch_retry if retry is DEFAULT else retry)
+        return AsyncWatch(
+            self._stub, resume, self.watch_retry if retry is DEFAULT else retry, self._metadata
+        )

@@ -22,6 +22,7 @@ import grpc
 
 from campaign.v1 import campaign_pb2 as pb
 
+from ._channel import Metadata
 from ._retry import Retry
 from .exceptions import (
     CampaignServiceError,
@@ -117,10 +118,13 @@ class Watch:
     close() may be called from another thread; the iteration then ends.
     """
 
-    def __init__(self, stub: Any, resume: Resume, retry: Retry) -> None:
+    def __init__(
+        self, stub: Any, resume: Resume, retry: Retry, metadata: Metadata | None = None
+    ) -> None:
         self._stub = stub
         self._resume = resume
         self._retry = retry
+        self._metadata = metadata
         self._call: Any = None
         self._closed = threading.Event()
         self._items = self._run()
@@ -155,7 +159,9 @@ class Watch:
         delays = None
         failures = 0
         while not self._closed.is_set():
-            self._call = call = self._stub.WatchStatus(self._resume.request())
+            self._call = call = self._stub.WatchStatus(
+                self._resume.request(), metadata=self._metadata
+            )
             if self._closed.is_set():  # close() ran between the check and the call
                 call.cancel()
                 return
@@ -191,10 +197,13 @@ class Watch:
 class AsyncWatch:
     """The asyncio watch: iterate it with async for; aclose() (or its async with) stops it."""
 
-    def __init__(self, stub: Any, resume: Resume, retry: Retry) -> None:
+    def __init__(
+        self, stub: Any, resume: Resume, retry: Retry, metadata: Metadata | None = None
+    ) -> None:
         self._stub = stub
         self._resume = resume
         self._retry = retry
+        self._metadata = metadata
         self._call: Any = None
         self._closed = False
         self._items = self._run()
@@ -229,7 +238,9 @@ class AsyncWatch:
         delays = None
         failures = 0
         while not self._closed:
-            self._call = call = self._stub.WatchStatus(self._resume.request())
+            self._call = call = self._stub.WatchStatus(
+                self._resume.request(), metadata=self._metadata
+            )
             error: CampaignServiceError = _ended()
             try:
                 async for message in call:
