@@ -168,7 +168,7 @@ async def write_until(
         except grpc.aio.AioRpcError as err:
             if not expected(err):
                 raise
-            ledger.failures[(err.code().name, _reason(err))] += 1
+            ledger.failures[(err.code().name, reason_of(err))] += 1
             c.in_doubt = True
             if not keep_going:
                 return
@@ -180,7 +180,7 @@ async def write_until(
         ledger.acknowledged += 1
 
 
-def _reason(err: grpc.aio.AioRpcError) -> str:
+def reason_of(err: grpc.aio.AioRpcError) -> str:
     """The ErrorInfo reason of a failure, or "" when it carries none (the transport's own)."""
     try:
         return details_of(err).info.reason
