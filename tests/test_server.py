@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
+import sqlite3
 import subprocess
 import threading
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,15 +34,18 @@ from e2e_helpers import (
     Process,
     create,
     details_of,
+    eventually,
     fails,
     free_port,
     get,
     read_snapshot,
+    set_status,
     wait_serving,
     watch,
 )
 from factories import new_id, runnable_campaign
 
+C = pb.Campaign
 Code = grpc.StatusCode
 SERVICE = "campaign.v1.CampaignService"
 HEALTH = "grpc.health.v1.Health"
@@ -445,3 +451,67 @@ async def test_sigterm_during_a_burst_of_creates_loses_no_acknowledged_create(
             assert (await get(stub, customer, campaign_id)).id == campaign_id
         for campaign_id in never_ran:
             await fails(get(stub, customer, campaign_id), Code.NOT_FOUND)
+
+
+@contextlib.contextmanager
+def writes_held(database_url: str) -> Iterator[None]:
+    """Holds what every write of the server waits for, until the block ends: SQLite's write
+    lock, or PostgreSQL's revision row (see Store.lock_revision)."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(database_url) as pg:
+        pg.execute("SELECT value FROM meta WHERE key = 'revision' FOR UPDATE")
+        yield
+        pg.rollback()
+
+
+async def test_sigterm_lets_calls_in_flight_complete_within_the_grace(
+    spawn: Callable[..., Process],
+    database_url: str,
+    start_server: Callable[..., Any],
+    settings: Settings,
+    customer: str,
+) -> None:
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    proc = spawn("--listen", target, "--database-url", database_url, "--shutdown-grace", "10")
+    await wait_serving(target, proc)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        running = await create(stub, runnable_campaign(customer))
+        with writes_held(database_url):
+            calls = [
+                asyncio.create_task(create(stub, runnable_campaign(customer))) for _ in range(3)
+            ]
+            calls.append(asyncio.create_task(set_status(stub, customer, running.id, C.STATUS_RUN)))
+            done, _ = await asyncio.wait(calls, timeout=0.5)
+            assert not done, "the writes did not wait"
+            proc.terminate()
+
+            async def refusing() -> bool:
+                async with grpc.aio.insecure_channel(target) as probe:
+                    try:
+                        await health_pb2_grpc.HealthStub(probe).Check(
+                            health_pb2.HealthCheckRequest(), timeout=1
+                        )
+                    except grpc.aio.AioRpcError as err:
+                        return err.code() == Code.UNAVAILABLE
+                    return False
+
+            await eventually(refusing, within=5)
+            assert not any(call.done() for call in calls)
+        *created, ran = await asyncio.wait_for(asyncio.gather(*calls), 10)
+    assert await proc.exit_code(within=10 + 5) == 0
+    assert ran.status == C.STATUS_RUN
+
+    again: App = await start_server(settings)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{again.port}") as channel:
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        for campaign in [*created, ran]:
+            assert await get(stub, customer, campaign.id) == campaign

@@ -248,7 +248,16 @@ class Writer(_BatchingThreads):
         super().__init__("db-writer", 1, max_batch)
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> None:
+        # A connection lost before COMMIT was sent leaves nothing written, so the batch runs
+        # once more on a new one: a connection that died while idle (the database restarted
+        # meanwhile) fails no call. One lost at COMMIT is not retried: that commit may stand.
+        if self._try_batch(jobs, may_retry=True):
+            self._try_batch(jobs, may_retry=False)
+
+    def _try_batch(self, jobs: list[_Job[Any]], *, may_retry: bool) -> bool:
+        """Runs the batch in one transaction; True when it should run again."""
         journal = self._journal
+        committing = False
         try:
             with self._db.atomic(*self._begin_args()):
                 if self._on_begin is not None:
@@ -265,16 +274,22 @@ class Writer(_BatchingThreads):
                         job.outcome = (False, exc)
                 if self._before_commit is not None:
                     self._before_commit()
+                committing = True
         except Exception as exc:
             journal.journal_take()
+            retry = may_retry and not committing and _connection_lost(self._db)
+            _drop_connection(self._db)
+            if retry:
+                log.info("the database connection was lost; running the writes again")
+                return True
             error = database_error(exc)
             for job in jobs:
                 job.outcome = (False, error)
-            _drop_connection(self._db)
         else:
             written = journal.journal_take()
             if self.on_commit is not None:
                 self.on_commit(written)
+        return False
 
     def _begin_args(self) -> tuple[str, ...]:
         # IMMEDIATE takes SQLite's write lock up front, so that processes sharing the
@@ -290,6 +305,14 @@ def close_database(db: pw.Database) -> None:
     _drop_connection(db)
     if isinstance(db, PooledPsycopg3Database):
         db.close_all()
+
+
+def _connection_lost(db: pw.Database) -> bool:
+    """Whether this thread's connection broke (its server or the network went away), as
+    opposed to a statement failing on a sound connection or no connection being made."""
+    if db.is_closed():
+        return False
+    return bool(getattr(db.connection(), "broken", False))  # psycopg's flag; SQLite has none
 
 
 def _drop_connection(db: pw.Database) -> None:
@@ -313,12 +336,20 @@ class Readers(_BatchingThreads):
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> None:
         for job in jobs:
-            try:
-                job.outcome = (True, job.fn())
-            except CampaignError as exc:
-                job.outcome = (False, exc)
-            except pw.PeeweeException as exc:
-                _drop_connection(self._db)
-                job.outcome = (False, database_error(exc))
-            except Exception as exc:  # our bug: the caller sees INTERNAL
-                job.outcome = (False, exc)
+            job.outcome = self._read(job.fn)
+
+    def _read(self, fn: Callable[[], Any], *, may_retry: bool = True) -> tuple[bool, Any]:
+        try:
+            return (True, fn())
+        except CampaignError as exc:
+            return (False, exc)
+        except pw.PeeweeException as exc:
+            # A read is safe to repeat: one whose connection turns out lost (it died while
+            # idle, the database restarted meanwhile) runs once more on a new connection.
+            retry = may_retry and _connection_lost(self._db)
+            _drop_connection(self._db)
+            if retry:
+                return self._read(fn, may_retry=False)
+            return (False, database_error(exc))
+        except Exception as exc:  # our bug: the caller sees INTERNAL
+            return (False, exc)

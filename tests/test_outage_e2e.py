@@ -1,0 +1,316 @@
+"""A PostgreSQL outage under load: the server says so, keeps its promises, and recovers alone.
+
+The PostgreSQL server is shared, so the outage is a TCP proxy between `campaign-grpc serve`
+and it: cut, every connection through it drops and every new one is refused. While it is
+cut, calls fail with UNAVAILABLE and the reason DATABASE_UNAVAILABLE, never INTERNAL, and
+health turns NOT_SERVING; once it is restored, health is SERVING and calls succeed again
+with no restart, no acknowledged write is lost, and a watch has delivered every change once,
+either because it kept going or because it resumed from the last revision it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from campaign.v1 import campaign_pb2_grpc
+from conftest import POSTGRES_URL_ENV, fresh_postgres_database
+from e2e_helpers import (
+    Process,
+    W,
+    create,
+    eventually,
+    free_port,
+    get,
+    read_snapshot,
+    set_status,
+    wait_serving,
+    watch,
+)
+from factories import new_id, runnable_campaign
+from ledger import C, Code, Ledger, Owned, reason_of, settle, write_until
+from tcp_proxy import TcpProxy
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+WRITERS = 4
+# Acknowledged writes before the cut, and again after the restore.
+WRITES = 40
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    server_url = os.environ.get(POSTGRES_URL_ENV)
+    if not server_url:
+        pytest.skip(f"PostgreSQL: set {POSTGRES_URL_ENV}=postgresql://USER@HOST:PORT/DATABASE")
+    with fresh_postgres_database(server_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def proxy(postgres_url: str) -> AsyncIterator[TcpProxy]:
+    parts = urlsplit(postgres_url)
+    assert parts.hostname == "127.0.0.1", "the tests talk to 127.0.0.1 only"
+    tcp = TcpProxy(parts.hostname, parts.port or 5432)
+    await tcp.start()
+    try:
+        yield tcp
+    finally:
+        await tcp.close()
+
+
+def through(url: str, proxy: TcpProxy) -> str:
+    """The same database URL, by way of the proxy."""
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0]
+    return parts._replace(netloc=f"{user}@127.0.0.1:{proxy.port}" if user else "").geturl()
+
+
+def listen_sessions(url: str) -> int:
+    """The sessions on the database that LISTEN for the log's notifications."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+class HealthFollower:
+    """Every status the health Watch of the server sends, as it arrives."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.statuses: list[int] = []
+        self._call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        self._task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            async for answer in self._call:
+                self.statuses.append(answer.status)
+
+    async def turns(self, status: int, within: float) -> None:
+        async def now() -> bool:
+            return bool(self.statuses) and self.statuses[-1] == status
+
+        await eventually(now, within=within)
+
+    async def close(self) -> None:
+        self._call.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+class ResumingWatch:
+    """A WatchStatus of every customer that, when the server ends it with UNAVAILABLE,
+    resumes after the last revision it received, as a client is told to."""
+
+    def __init__(self, stub: campaign_pb2_grpc.CampaignServiceStub) -> None:
+        self.changes: list[int] = []  # revisions, in the order received
+        self.start = 0  # the revision of its snapshot
+        self._snapshot_read = asyncio.Event()
+        self.ended: list[str] = []  # the ErrorInfo reason of each end
+        self._stub = stub
+        self._stopped = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def started(self) -> None:
+        await asyncio.wait_for(self._snapshot_read.wait(), 10)
+
+    async def _run(self) -> None:
+        stream = watch(self._stub)
+        _, self.start = await read_snapshot(stream)
+        self._snapshot_read.set()
+        cursor = self.start
+        while not self._stopped.is_set():
+            try:
+                while (m := await stream.next(within=30)) is not None:
+                    if m.kind == W.KIND_CHANGE:
+                        self.changes.append(m.revision)
+                        cursor = m.revision
+            except grpc.aio.AioRpcError as err:
+                if err.code() != Code.UNAVAILABLE:
+                    raise
+                self.ended.append(err.details())
+            finally:
+                await stream.close()
+            await asyncio.sleep(0.1)
+            stream = watch(self._stub, after_revision=cursor)
+
+    async def close(self) -> None:
+        self._stopped.set()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def database_unavailable(err: grpc.aio.AioRpcError) -> bool:
+    return err.code() == Code.UNAVAILABLE and reason_of(err) == "DATABASE_UNAVAILABLE"
+
+
+def serve(postgres_url: str, proxy: TcpProxy, tmp_path: Path) -> tuple[Process, str]:
+    """`campaign-grpc serve` on the database by way of the proxy, with every background loop
+    (health, log poll, compaction, stop timer) running often."""
+    target = f"127.0.0.1:{free_port()}"
+    args = ["--listen", target, "--database-url", through(postgres_url, proxy)]
+    args += ["--health-interval", "0.2", "--event-poll-interval", "0.2"]
+    args += ["--heartbeat-interval", "0.2", "--compaction-interval", "0.2"]
+    args += ["--stop-grace", "3600", "--shutdown-grace", "2"]
+    return Process(args, tmp_path / "server.log"), target
+
+
+async def test_a_postgresql_outage_under_load_fails_calls_cleanly_and_heals_by_itself(
+    proxy: TcpProxy, postgres_url: str, tmp_path: Path
+) -> None:
+    proc, target = serve(postgres_url, proxy, tmp_path)
+    ledger = Ledger()
+    stop = asyncio.Event()
+    try:
+        await wait_serving(target, proc)
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+            health = HealthFollower(channel)
+            follower = ResumingWatch(stub)
+            mine: list[list[Owned]] = [[] for _ in range(WRITERS)]
+            writers = [
+                asyncio.create_task(
+                    write_until(
+                        stub,
+                        ledger,
+                        mine[i],
+                        new_id(),
+                        stop=stop,
+                        expected=database_unavailable,
+                        keep_going=True,
+                    )
+                )
+                for i in range(WRITERS)
+            ]
+
+            def writing() -> None:
+                for writer in writers:
+                    if writer.done():
+                        writer.result()  # raises what ended it
+                        raise AssertionError("a writer ended early")
+
+            async def acknowledged(at_least: int) -> bool:
+                writing()
+                return ledger.acknowledged >= at_least
+
+            async def failed(at_least: int) -> bool:
+                writing()
+                return sum(ledger.failures.values()) >= at_least
+
+            try:
+                await health.turns(SERVING, within=5)
+                await follower.started()
+                await eventually(lambda: acknowledged(WRITES), within=15)
+
+                proxy.cut()
+                connections = proxy.connections
+                await health.turns(NOT_SERVING, within=10)
+                # Every writer meets the outage, some more than once.
+                failures = sum(ledger.failures.values())
+                await eventually(lambda: failed(failures + 2 * WRITERS), within=10)
+                # Long enough for the LISTEN session's reconnection (every 1 s) to fail too.
+                await asyncio.sleep(1.5)
+                during = ledger.acknowledged
+
+                proxy.restore()
+                await health.turns(SERVING, within=15)
+                failures = sum(ledger.failures.values())
+                await eventually(lambda: acknowledged(during + WRITES), within=20)
+                # At most the calls already on their way when health came back failed.
+                assert sum(ledger.failures.values()) - failures <= WRITERS, ledger.failures
+
+                async def listening_again() -> bool:
+                    sessions = await asyncio.to_thread(listen_sessions, postgres_url)
+                    return sessions == 1
+
+                # Other replicas' events reach this one at once again.
+                await eventually(listening_again, within=10)
+            finally:
+                stop.set()
+                await asyncio.wait_for(asyncio.gather(*writers, return_exceptions=True), 15)
+            for writer in writers:
+                writer.result()  # an unexpected failure is raised here
+
+            for c in ledger.campaigns:
+                await settle(stub, c, ledger)
+            # Every change the log holds since the watch began, once, in order.
+            latest = watch(stub)
+            _, head = await read_snapshot(latest)
+            await latest.close()
+
+            async def caught_up() -> bool:
+                return bool(follower.changes) and follower.changes[-1] >= head
+
+            await eventually(caught_up, within=10)
+            await follower.close()
+            await health.close()
+        assert follower.changes == list(range(follower.start + 1, head + 1))
+        assert proxy.connections > connections, "no new connection after the restore"
+
+        proc.terminate()
+        assert await proc.exit_code(within=15) == 0
+    finally:
+        stop.set()
+        proc.kill()
+
+    assert ledger.failures.keys() == {("UNAVAILABLE", "DATABASE_UNAVAILABLE")}, ledger.failures
+    assert not re.search(r" (INTERNAL|UNKNOWN) \d", proc.log), proc.log
+    statuses = [health_pb2.HealthCheckResponse.ServingStatus.Name(s) for s in health.statuses]
+    print(
+        f"\npostgresql outage: {ledger.acknowledged} acknowledged writes checked, "
+        f"{sum(ledger.failures.values())} calls failed with DATABASE_UNAVAILABLE, "
+        f"{ledger.landed_unacknowledged} unacknowledged writes landed; "
+        f"health {' -> '.join(statuses)}; the watch ended {len(follower.ended)} time(s) "
+        f"and delivered {len(follower.changes)} changes"
+    )
+
+
+async def test_connections_dropped_while_idle_fail_no_call_once_the_database_is_back(
+    proxy: TcpProxy, postgres_url: str, tmp_path: Path, customer: str
+) -> None:
+    # What a PostgreSQL restart, or a firewall forgetting idle connections, does to a
+    # server that made no call meanwhile: every connection it holds is dead.
+    proc, target = serve(postgres_url, proxy, tmp_path)
+    try:
+        await wait_serving(target, proc)
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+            created = await create(stub, runnable_campaign(customer))
+
+            async def every_thread_connected() -> bool:
+                # Concurrent reads reach every reader thread: each opens its connection.
+                await asyncio.gather(*(get(stub, customer, created.id) for _ in range(20)))
+                # The writer, the default 4 readers and the LISTEN session.
+                return proxy.open_connections >= 6
+
+            await eventually(every_thread_connected, within=10)
+            health = HealthFollower(channel)
+            await health.turns(SERVING, within=5)
+
+            proxy.cut()
+            proxy.restore()
+
+            reads = [get(stub, customer, created.id) for _ in range(20)]
+            running = set_status(stub, customer, created.id, C.STATUS_RUN)
+            *found, ran = await asyncio.gather(*reads, running)
+            assert ran.status == C.STATUS_RUN
+            assert {c.etag for c in found} <= {created.etag, ran.etag}
+            await health.close()
+        assert health.statuses == [SERVING]
+        proc.terminate()
+        assert await proc.exit_code(within=15) == 0
+    finally:
+        proc.kill()
