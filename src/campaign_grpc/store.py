@@ -274,6 +274,10 @@ class Store:
     # -- reads (any thread) -----------------------------------------------------------
 
     def _shared(self, row: tuple[Any, ...]) -> Campaign:
+        if self.db.in_transaction():
+            # Read by the writer, the row may be one of its own writes, which can still roll
+            # back: sharing it would serve that version to readers long after it vanished.
+            return _campaign(row)
         return self._versions.get((row[0], row[1], row[16]), lambda: _campaign(row))
 
     def get(self, customer_id: str, campaign_id: str) -> Campaign | None:
