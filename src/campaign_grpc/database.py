@@ -140,7 +140,9 @@ class _BatchingThreads:
 
     def __init__(self, name: str, threads: int, max_batch: int) -> None:
         self._max_batch = max_batch
-        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[list[_Job[Any]] | None] = queue.SimpleQueue()
+        # Jobs submitted during the current turn of each event loop, handed over together.
+        self._submitting: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
         self._threads = [
             threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
             for i in range(threads)
@@ -151,8 +153,17 @@ class _BatchingThreads:
     async def run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(fn, loop, loop.create_future())
-        self._jobs.put(job)
+        # Each hand-over to a waiting thread costs a wake-up and a fight for the GIL: the
+        # calls that arrive in one turn of the loop are handed over as one batch at its end.
+        submitting = self._submitting.get(loop)
+        if submitting is None:
+            submitting = self._submitting[loop] = []
+            loop.call_soon(self._submit, loop)
+        submitting.append(job)
         return await job.future
+
+    def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._jobs.put(self._submitting.pop(loop))
 
     def close(self) -> None:
         for _ in self._threads:
@@ -171,17 +182,17 @@ class _BatchingThreads:
             first = self._jobs.get()
             if first is None:
                 return
-            batch = [first]
+            batch = list(first)
             stop = False
             while len(batch) < self._max_batch:
                 try:
-                    job = self._jobs.get_nowait()
+                    jobs = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-                if job is None:
+                if jobs is None:
                     stop = True
                     break
-                batch.append(job)
+                batch += jobs
             # A caller that gave up before its turn is not run at all.
             live = [job for job in batch if not job.future.cancelled()]
             if live:
