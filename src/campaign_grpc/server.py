@@ -39,6 +39,16 @@ SERVICE_NAME = campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_
 WATCH_METHOD = f"/{SERVICE_NAME}/WatchStatus"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# grpc core queues the calls that arrive faster than grpc.aio takes them (it takes one at a
+# time) and, past 1,000 queued, refuses some at random, past 3,000 all of them, with
+# CANCELLED. Thousands of WatchStatus streams reconnecting at once (a replica restarted) arrive
+# that way: queue them instead; calls left unanswered there still end after 30 s
+# (grpc.server_max_unrequested_time_in_server).
+MAX_QUEUED_CALLS = 20_000
+GRPC_OPTIONS = [
+    ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
+]
 
 
 def add_campaign_service(servicer: CampaignServicer, server: grpc.aio.Server) -> None:
@@ -152,7 +162,7 @@ class App:
         if settings.metrics_listen:
             self.metrics = Metrics(self.hub, self.store, self._readers)
             observers.append(self.metrics.calls)
-        self.server = grpc.aio.server(interceptors=[Observe(observers)])
+        self.server = grpc.aio.server(interceptors=[Observe(observers)], options=GRPC_OPTIONS)
 
     async def start(self) -> int:
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)
