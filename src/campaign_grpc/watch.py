@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from .campaigns import Campaigns
-from .errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
+from .errors import CampaignError, NotFound, OutOfRange, ResourceExhausted, Unavailable
 from .types import Campaign, Event
 
 log = logging.getLogger(__name__)
@@ -46,57 +46,79 @@ class Item:
 Encode = Callable[[Item], bytes]
 
 
-class Subscription:
-    """What one stream has yet to send; thousands are idle at once, so each is kept small
-    (a list, not a deque, whose first block alone is over 600 bytes)."""
+def _shutting_down() -> CampaignError:
+    return Unavailable("the server is shutting down; reconnect and resume", reason="SHUTTING_DOWN")
 
-    __slots__ = ("_buffer", "_ready", "campaign_id", "closed", "customer_id", "limit", "overflowed")
+
+def _too_slow() -> CampaignError:
+    return ResourceExhausted(
+        "the stream fell too far behind; resume from the last revision received",
+        reason="WATCH_TOO_SLOW",
+    )
+
+
+def _compacted(compacted: int, lost: str) -> OutOfRange:
+    return OutOfRange(
+        f"{lost}: the log starts after revision {compacted}; start again from a snapshot",
+        reason="REVISION_COMPACTED",
+        metadata={"compacted_revision": str(compacted), "oldest_revision": str(compacted + 1)},
+    )
+
+
+class Subscription:
+    """What one stream has yet to send. Thousands are idle at once, so each is kept small:
+    a list, not a deque (whose first block alone is over 600 bytes), and a future made only
+    while the stream waits, not an asyncio.Event (which holds a deque of waiters)."""
+
+    __slots__ = ("_buffer", "_ending", "_waiter", "campaign_id", "customer_id", "limit")
 
     def __init__(self, customer_id: str, campaign_id: str, limit: int) -> None:
         self.customer_id = customer_id
         self.campaign_id = campaign_id
         self.limit = limit
-        self.overflowed = False
-        self.closed = False
         self._buffer: list[Item] = []
-        self._ready = asyncio.Event()
+        # Why the stream ends, made into an exception on the stream's own task: one
+        # exception object raised by thousands of tasks would gather all their tracebacks.
+        self._ending: Callable[[], CampaignError] | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.customer_id, self.campaign_id)
 
     def push(self, item: Item) -> None:
-        if self.overflowed:
+        if self._ending is not None:
             return
         if len(self._buffer) >= self.limit:
-            self.overflowed = True
             self._buffer = []
+            self.end(_too_slow)
         else:
             self._buffer.append(item)
-        self._ready.set()
+            self.wake()
 
-    def close(self) -> None:
-        self.closed = True
-        self._ready.set()
+    def end(self, why: Callable[[], CampaignError]) -> None:
+        """The stream ends with why() once it has sent what it took before; the first end wins."""
+        if self._ending is None:
+            self._ending = why
+        self.wake()
 
-    async def take(self, wait: float) -> list[Item]:
-        """Waits up to wait seconds for changes; [] when none came. Raises once ended."""
-        if not self._buffer and not self.overflowed and not self.closed:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-            # cancellation that races its timeout, and a cancelled stream must end.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._ready.wait()
-        self._ready.clear()
-        if self.closed:
-            raise Unavailable(
-                "the server is shutting down; reconnect and resume", reason="SHUTTING_DOWN"
-            )
-        if self.overflowed:
-            raise ResourceExhausted(
-                "the stream fell too far behind; resume from the last revision received",
-                reason="WATCH_TOO_SLOW",
-            )
+    def wake(self) -> None:
+        """Ends a wait in take(): with the changes pushed, or with none for a heartbeat."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take(self) -> list[Item]:
+        """The changes pushed since the last take, waiting for a push or a wake ([]: none).
+
+        Raises once the stream is ended."""
+        if not self._buffer and self._ending is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._ending is not None:
+            raise self._ending()
         items, self._buffer = self._buffer, []
         return items
 
@@ -123,7 +145,7 @@ class Hub:
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         # Every event up to head has been handed to the subscriptions it matches.
         self.head = 0
@@ -131,7 +153,10 @@ class Hub:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.head = await self._campaigns.head_revision()
-        self._task = asyncio.create_task(self._tail(), name="watch-hub")
+        self._tasks = [
+            asyncio.create_task(self._tail(), name="watch-hub"),
+            asyncio.create_task(self._beat(), name="watch-heartbeats"),
+        ]
 
     def publish_threadsafe(self, events: list[Event]) -> None:
         """Called by this process's writer after a commit with the events it wrote."""
@@ -166,18 +191,21 @@ class Hub:
     async def close(self) -> None:
         """Ends every stream with UNAVAILABLE so that clients reconnect elsewhere."""
         self._closed = True
+        self._end_all(_shutting_down)
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _end_all(self, why: Callable[[], CampaignError]) -> None:
         for subs in self._subs.values():
             for sub in subs:
-                sub.close()
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+                sub.end(why)
 
     def _subscribe(self, customer_id: str, campaign_id: str) -> Subscription:
         sub = Subscription(customer_id, campaign_id, self._buffer_limit)
         if self._closed:
-            sub.close()
+            sub.end(_shutting_down)
         self._subs.setdefault(sub.key, set()).add(sub)
         return sub
 
@@ -206,6 +234,15 @@ class Hub:
         if self._heartbeat.revision != revision:
             self._heartbeat = self._shared(Item(Kind.HEARTBEAT, revision))
         return self._heartbeat
+
+    async def _beat(self) -> None:
+        """Every heartbeat interval, wakes every stream: those with nothing to send send a
+        heartbeat. One timer for all of them, not one each."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            for subs in self._subs.values():
+                for sub in subs:
+                    sub.wake()
 
     async def _tail(self) -> None:
         while not self._closed:
@@ -256,7 +293,7 @@ class Hub:
                         cursor = item.revision
                         yield item
             while True:
-                changes = await sub.take(self.heartbeat_interval)
+                changes = await sub.take()
                 if not changes:
                     cursor = max(cursor, self.head)
                     yield self._heartbeat_at(cursor)
@@ -290,14 +327,8 @@ class Hub:
             # the cursor now, it had not when the events were read, and they have no gap.
             compacted = await self._campaigns.compacted_revision()
             if compacted > cursor:
-                raise OutOfRange(
-                    f"the log no longer holds the changes after revision {cursor}: it starts "
-                    f"after revision {compacted}; start again from a snapshot",
-                    reason="REVISION_COMPACTED",
-                    metadata={
-                        "compacted_revision": str(compacted),
-                        "oldest_revision": str(compacted + 1),
-                    },
+                raise _compacted(
+                    compacted, f"the log no longer holds the changes after revision {cursor}"
                 )
             for event in events:
                 cursor = event.revision
