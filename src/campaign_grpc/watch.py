@@ -257,7 +257,12 @@ class Hub:
 
     async def _catch_up(self) -> None:
         while True:
-            events = await self._campaigns.events_after(self.head, "", "", _READ_BATCH)
+            after = self.head
+            events = await self._campaigns.events_after(after, "", "", _READ_BATCH)
+            if not events or events[0].revision != after + 1:
+                # Revisions have no holes: the next one is not written yet, or compaction
+                # removed it before this hub read it.
+                await self._check_compaction()
             # What this process published while the read was under way is out already.
             fresh = [e for e in events if e.revision > self.head]
             for event in fresh:
@@ -266,6 +271,26 @@ class Hub:
                 self.head = fresh[-1].revision
             if len(events) < _READ_BATCH:
                 return
+
+    async def _check_compaction(self) -> None:
+        compacted = await self._campaigns.compacted_revision()
+        if compacted <= self.head:
+            return
+        # Events this hub never handed out are gone: every stream it feeds would skip them,
+        # so each ends as a resume from before the compaction point does.
+        log.warning(
+            "the event log was compacted up to revision %d before this server read it from "
+            "revision %d; ending %d streams",
+            compacted,
+            self.head + 1,
+            self.subscriber_count,
+        )
+        lost = (
+            "this server fell behind the log, which no longer holds the changes after "
+            f"revision {self.head}"
+        )
+        self._end_all(lambda: _compacted(compacted, lost))
+        self.head = compacted
 
     async def watch(
         self, customer_id: str, campaign_id: str, after_revision: int
