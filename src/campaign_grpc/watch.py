@@ -103,20 +103,24 @@ class Subscription:
         self.wake()
 
     def wake(self) -> None:
-        """Ends a wait in take(): with the changes pushed, or with none for a heartbeat."""
+        """Completes the future waiting() gave, if any: the stream takes what was pushed,
+        or nothing and sends a heartbeat."""
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def take(self) -> list[Item]:
-        """The changes pushed since the last take, waiting for a push or a wake ([]: none).
+    def waiting(self) -> asyncio.Future[None] | None:
+        """What to await before the next take(): a future that the next push, wake or end
+        completes, or None when there is something to take already. A future rather than a
+        coroutine: an idle stream waits with no frame of its own."""
+        if self._buffer or self._ending is not None:
+            return None
+        self._waiter = asyncio.get_running_loop().create_future()
+        return self._waiter
 
-        Raises once the stream is ended."""
-        if not self._buffer and self._ending is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def take(self) -> list[Item]:
+        """The changes pushed since the last take ([]: none, send a heartbeat). Raises once
+        the stream is ended."""
+        self._waiter = None
         if self._ending is not None:
             raise self._ending()
         items, self._buffer = self._buffer, []
@@ -301,24 +305,24 @@ class Hub:
         sub = self._subscribe(customer_id, campaign_id)
         try:
             if after_revision == 0:
-                snapshot = await self._campaigns.snapshot(customer_id, campaign_id)
-                if campaign_id and not snapshot.campaigns:
-                    raise NotFound(
-                        f"campaign {campaign_id} not found", metadata={"id": campaign_id}
-                    )
-                for c in snapshot.campaigns:
-                    yield Item(Kind.SNAPSHOT, c.revision, campaign=c)
-                cursor = snapshot.revision
-                yield Item(Kind.SNAPSHOT_END, cursor)
+                snapshot = await self._snapshot(customer_id, campaign_id)
+                cursor = snapshot[-1].revision
+                for item in snapshot:
+                    yield item
+                # An idle stream keeps nothing of its snapshot.
+                del snapshot, item
             else:
                 cursor = after_revision
                 replay = self._replay(customer_id, campaign_id, after_revision)
                 async with contextlib.aclosing(replay):
-                    async for item in replay:
-                        cursor = item.revision
-                        yield item
+                    async for change in replay:
+                        cursor = change.revision
+                        yield change
             while True:
-                changes = await sub.take()
+                waiter = sub.waiting()
+                if waiter is not None:
+                    await waiter
+                changes = sub.take()
                 if not changes:
                     cursor = max(cursor, self.head)
                     yield self._heartbeat_at(cursor)
@@ -327,8 +331,18 @@ class Hub:
                     if change.revision > cursor:
                         cursor = change.revision
                         yield change
+                del changes
         finally:
             self._unsubscribe(sub)
+
+    async def _snapshot(self, customer_id: str, campaign_id: str) -> list[Item]:
+        """The snapshot's items, its SNAPSHOT_END last."""
+        snapshot = await self._campaigns.snapshot(customer_id, campaign_id)
+        if campaign_id and not snapshot.campaigns:
+            raise NotFound(f"campaign {campaign_id} not found", metadata={"id": campaign_id})
+        items = [Item(Kind.SNAPSHOT, c.revision, campaign=c) for c in snapshot.campaigns]
+        items.append(Item(Kind.SNAPSHOT_END, snapshot.revision))
+        return items
 
     async def _replay(
         self, customer_id: str, campaign_id: str, after_revision: int
