@@ -23,6 +23,8 @@ from .types import Campaign, Event
 log = logging.getLogger(__name__)
 
 _READ_BATCH = 1000
+# Heartbeats go out to one slot of the streams at a time, a slot every interval / _BEAT_SLOTS.
+_BEAT_SLOTS = 16
 
 
 class Kind(enum.IntEnum):
@@ -70,12 +72,21 @@ class Subscription:
     a list, not a deque (whose first block alone is over 600 bytes), and a future made only
     while the stream waits, not an asyncio.Event (which holds a deque of waiters)."""
 
-    __slots__ = ("_buffer", "_ending", "_waiter", "campaign_id", "customer_id", "limit")
+    __slots__ = (
+        "_buffer",
+        "_ending",
+        "_waiter",
+        "beat_slot",
+        "campaign_id",
+        "customer_id",
+        "limit",
+    )
 
-    def __init__(self, customer_id: str, campaign_id: str, limit: int) -> None:
+    def __init__(self, customer_id: str, campaign_id: str, limit: int, beat_slot: int) -> None:
         self.customer_id = customer_id
         self.campaign_id = campaign_id
         self.limit = limit
+        self.beat_slot = beat_slot
         self._buffer: list[Item] = []
         # Why the stream ends, made into an exception on the stream's own task: one
         # exception object raised by thousands of tasks would gather all their tracebacks.
@@ -147,6 +158,7 @@ class Hub:
         self._buffer_limit = buffer_limit
         self._poll_interval = poll_interval
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
+        self._subscribed = 0
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -207,7 +219,10 @@ class Hub:
                 sub.end(why)
 
     def _subscribe(self, customer_id: str, campaign_id: str) -> Subscription:
-        sub = Subscription(customer_id, campaign_id, self._buffer_limit)
+        self._subscribed += 1
+        sub = Subscription(
+            customer_id, campaign_id, self._buffer_limit, self._subscribed % _BEAT_SLOTS
+        )
         if self._closed:
             sub.end(_shutting_down)
         self._subs.setdefault(sub.key, set()).add(sub)
@@ -240,13 +255,17 @@ class Hub:
         return self._heartbeat
 
     async def _beat(self) -> None:
-        """Every heartbeat interval, wakes every stream: those with nothing to send send a
-        heartbeat. One timer for all of them, not one each."""
+        """Wakes every stream once per heartbeat interval: those with nothing to send send a
+        heartbeat. One timer for all of them, not one each, and a slot of them at a time,
+        so that 10,000 heartbeats do not go out in the same instant."""
+        slot = 0
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            await asyncio.sleep(self.heartbeat_interval / _BEAT_SLOTS)
             for subs in self._subs.values():
                 for sub in subs:
-                    sub.wake()
+                    if sub.beat_slot == slot:
+                        sub.wake()
+            slot = (slot + 1) % _BEAT_SLOTS
 
     async def _tail(self) -> None:
         while not self._closed:
