@@ -175,7 +175,8 @@ async def test_a_hub_that_falls_behind_compaction_ends_its_streams_out_of_range(
             replica.wake()
             item = await anext(later)
         assert (item.kind, item.revision) == (Kind.CHANGE, 4)
-        assert item.event is not None and item.event.campaign_id == created.id
+        assert item.event is not None
+        assert item.event.campaign_id == created.id
         await later.aclose()
     finally:
         await stream.aclose()
