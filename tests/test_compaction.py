@@ -145,3 +145,39 @@ async def test_a_server_removes_old_events_and_a_resume_from_them_is_out_of_rang
         info = details_of(raised.value).info
         assert info.reason == "REVISION_COMPACTED"
         assert dict(info.metadata) == {"compacted_revision": "2", "oldest_revision": "3"}
+
+
+async def test_a_hub_that_falls_behind_compaction_ends_its_streams_out_of_range(
+    log: Log, customer: str
+) -> None:
+    # Another server's hub: it learns of these events only from the log, read when woken.
+    replica = Hub(log.campaigns, heartbeat_interval=HOUR, poll_interval=HOUR)
+    await replica.start()
+    stream = replica.watch(customer, "", 0)
+    try:
+        async with asyncio.timeout(5):
+            assert (await anext(stream)).kind == Kind.SNAPSHOT_END
+            c = await log.campaigns.create(runnable_draft(customer), "")
+            await run_and_stop(log.campaigns, c)  # revisions 1 to 3
+            log.clock.advance(HOUR + 1)
+            assert await log.compactor.compact() == 3
+            replica.wake()  # too late: the log starts after revision 3
+            with pytest.raises(OutOfRange) as raised:
+                await anext(stream)
+        assert raised.value.reason == "REVISION_COMPACTED"
+        assert raised.value.metadata == {"compacted_revision": "3", "oldest_revision": "4"}
+        assert replica.subscriber_count == 0
+
+        # The hub goes on from there: a new stream follows the next change.
+        later = replica.watch(customer, "", 3)
+        async with asyncio.timeout(5):
+            created = await log.campaigns.create(runnable_draft(customer), "")
+            replica.wake()
+            item = await anext(later)
+        assert (item.kind, item.revision) == (Kind.CHANGE, 4)
+        assert item.event is not None
+        assert item.event.campaign_id == created.id
+        await later.aclose()
+    finally:
+        await stream.aclose()
+        await replica.close()

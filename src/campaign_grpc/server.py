@@ -42,6 +42,16 @@ SERVICE_NAME = SERVICE.full_name
 WATCH_METHOD = f"/{SERVICE_NAME}/WatchStatus"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# grpc core queues the calls that arrive faster than grpc.aio takes them (it takes one at a
+# time) and, past 1,000 queued, refuses some at random, past 3,000 all of them, with
+# CANCELLED. Thousands of WatchStatus streams reconnecting at once (a replica restarted) arrive
+# that way: queue them instead; calls left unanswered there still end after 30 s
+# (grpc.server_max_unrequested_time_in_server).
+MAX_QUEUED_CALLS = 20_000
+GRPC_OPTIONS = [
+    ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
+]
 
 
 def add_campaign_service(servicer: CampaignServicer, server: grpc.aio.Server) -> None:
@@ -178,7 +188,8 @@ class App:
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[
-                ("grpc.max_receive_message_length", receive_ceiling(settings.max_request_bytes))
+                *GRPC_OPTIONS,
+                ("grpc.max_receive_message_length", receive_ceiling(settings.max_request_bytes)),
             ],
         )
 

@@ -17,13 +17,15 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from .campaigns import Campaigns
-from .errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
+from .errors import CampaignError, NotFound, OutOfRange, ResourceExhausted, Unavailable
 from .limits import WatchStreamCounts
 from .types import Campaign, Event
 
 log = logging.getLogger(__name__)
 
 _READ_BATCH = 1000
+# Heartbeats go out to one slot of the streams at a time, a slot every interval / _BEAT_SLOTS.
+_BEAT_SLOTS = 16
 
 
 class Kind(enum.IntEnum):
@@ -47,57 +49,92 @@ class Item:
 Encode = Callable[[Item], bytes]
 
 
+def _shutting_down() -> CampaignError:
+    return Unavailable("the server is shutting down; reconnect and resume", reason="SHUTTING_DOWN")
+
+
+def _too_slow() -> CampaignError:
+    return ResourceExhausted(
+        "the stream fell too far behind; resume from the last revision received",
+        reason="WATCH_TOO_SLOW",
+    )
+
+
+def _compacted(compacted: int, lost: str) -> OutOfRange:
+    return OutOfRange(
+        f"{lost}: the log starts after revision {compacted}; start again from a snapshot",
+        reason="REVISION_COMPACTED",
+        metadata={"compacted_revision": str(compacted), "oldest_revision": str(compacted + 1)},
+    )
+
+
 class Subscription:
-    """What one stream has yet to send; thousands are idle at once, so each is kept small
-    (a list, not a deque, whose first block alone is over 600 bytes)."""
+    """What one stream has yet to send. Thousands are idle at once, so each is kept small:
+    a list, not a deque (whose first block alone is over 600 bytes), and a future made only
+    while the stream waits, not an asyncio.Event (which holds a deque of waiters)."""
 
-    __slots__ = ("_buffer", "_ready", "campaign_id", "closed", "customer_id", "limit", "overflowed")
+    __slots__ = (
+        "_buffer",
+        "_ending",
+        "_waiter",
+        "beat_slot",
+        "campaign_id",
+        "customer_id",
+        "limit",
+    )
 
-    def __init__(self, customer_id: str, campaign_id: str, limit: int) -> None:
+    def __init__(self, customer_id: str, campaign_id: str, limit: int, beat_slot: int) -> None:
         self.customer_id = customer_id
         self.campaign_id = campaign_id
         self.limit = limit
-        self.overflowed = False
-        self.closed = False
+        self.beat_slot = beat_slot
         self._buffer: list[Item] = []
-        self._ready = asyncio.Event()
+        # Why the stream ends, made into an exception on the stream's own task: one
+        # exception object raised by thousands of tasks would gather all their tracebacks.
+        self._ending: Callable[[], CampaignError] | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.customer_id, self.campaign_id)
 
     def push(self, item: Item) -> None:
-        if self.overflowed:
+        if self._ending is not None:
             return
         if len(self._buffer) >= self.limit:
-            self.overflowed = True
             self._buffer = []
+            self.end(_too_slow)
         else:
             self._buffer.append(item)
-        self._ready.set()
+            self.wake()
 
-    def close(self) -> None:
-        self.closed = True
-        self._ready.set()
+    def end(self, why: Callable[[], CampaignError]) -> None:
+        """The stream ends with why() once it has sent what it took before; the first end wins."""
+        if self._ending is None:
+            self._ending = why
+        self.wake()
 
-    async def take(self, wait: float) -> list[Item]:
-        """Waits up to wait seconds for changes; [] when none came. Raises once ended."""
-        if not self._buffer and not self.overflowed and not self.closed:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-            # cancellation that races its timeout, and a cancelled stream must end.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._ready.wait()
-        self._ready.clear()
-        if self.closed:
-            raise Unavailable(
-                "the server is shutting down; reconnect and resume", reason="SHUTTING_DOWN"
-            )
-        if self.overflowed:
-            raise ResourceExhausted(
-                "the stream fell too far behind; resume from the last revision received",
-                reason="WATCH_TOO_SLOW",
-            )
+    def wake(self) -> None:
+        """Completes the future waiting() gave, if any: the stream takes what was pushed,
+        or nothing and sends a heartbeat."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def waiting(self) -> asyncio.Future[None] | None:
+        """What to await before the next take(): a future that the next push, wake or end
+        completes, or None when there is something to take already. A future rather than a
+        coroutine: an idle stream waits with no frame of its own."""
+        if self._buffer or self._ending is not None:
+            return None
+        self._waiter = asyncio.get_running_loop().create_future()
+        return self._waiter
+
+    def take(self) -> list[Item]:
+        """The changes pushed since the last take ([]: none, send a heartbeat). Raises once
+        the stream is ended."""
+        self._waiter = None
+        if self._ending is not None:
+            raise self._ending()
         items, self._buffer = self._buffer, []
         return items
 
@@ -125,9 +162,10 @@ class Hub:
         self._buffer_limit = buffer_limit
         self._poll_interval = poll_interval
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
+        self._subscribed = 0
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         # Every event up to head has been handed to the subscriptions it matches.
         self.head = 0
@@ -135,7 +173,10 @@ class Hub:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.head = await self._campaigns.head_revision()
-        self._task = asyncio.create_task(self._tail(), name="watch-hub")
+        self._tasks = [
+            asyncio.create_task(self._tail(), name="watch-hub"),
+            asyncio.create_task(self._beat(), name="watch-heartbeats"),
+        ]
 
     def publish_threadsafe(self, events: list[Event]) -> None:
         """Called by this process's writer after a commit with the events it wrote."""
@@ -170,19 +211,25 @@ class Hub:
     async def close(self) -> None:
         """Ends every stream with UNAVAILABLE so that clients reconnect elsewhere."""
         self._closed = True
+        self._end_all(_shutting_down)
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _end_all(self, why: Callable[[], CampaignError]) -> None:
         for subs in self._subs.values():
             for sub in subs:
-                sub.close()
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+                sub.end(why)
 
     def _subscribe(self, customer_id: str, campaign_id: str) -> Subscription:
         self.streams.take(customer_id)
-        sub = Subscription(customer_id, campaign_id, self._buffer_limit)
+        self._subscribed += 1
+        sub = Subscription(
+            customer_id, campaign_id, self._buffer_limit, self._subscribed % _BEAT_SLOTS
+        )
         if self._closed:
-            sub.close()
+            sub.end(_shutting_down)
         self._subs.setdefault(sub.key, set()).add(sub)
         return sub
 
@@ -213,6 +260,19 @@ class Hub:
             self._heartbeat = self._shared(Item(Kind.HEARTBEAT, revision))
         return self._heartbeat
 
+    async def _beat(self) -> None:
+        """Wakes every stream once per heartbeat interval: those with nothing to send send a
+        heartbeat. One timer for all of them, not one each, and a slot of them at a time,
+        so that 10,000 heartbeats do not go out in the same instant."""
+        slot = 0
+        while True:
+            await asyncio.sleep(self.heartbeat_interval / _BEAT_SLOTS)
+            for subs in self._subs.values():
+                for sub in subs:
+                    if sub.beat_slot == slot:
+                        sub.wake()
+            slot = (slot + 1) % _BEAT_SLOTS
+
     async def _tail(self) -> None:
         while not self._closed:
             with contextlib.suppress(TimeoutError):
@@ -226,7 +286,12 @@ class Hub:
 
     async def _catch_up(self) -> None:
         while True:
-            events = await self._campaigns.events_after(self.head, "", "", _READ_BATCH)
+            after = self.head
+            events = await self._campaigns.events_after(after, "", "", _READ_BATCH)
+            if not events or events[0].revision != after + 1:
+                # Revisions have no holes: the next one is not written yet, or compaction
+                # removed it before this hub read it.
+                await self._check_compaction()
             # What this process published while the read was under way is out already.
             fresh = [e for e in events if e.revision > self.head]
             for event in fresh:
@@ -235,6 +300,26 @@ class Hub:
                 self.head = fresh[-1].revision
             if len(events) < _READ_BATCH:
                 return
+
+    async def _check_compaction(self) -> None:
+        compacted = await self._campaigns.compacted_revision()
+        if compacted <= self.head:
+            return
+        # Events this hub never handed out are gone: every stream it feeds would skip them,
+        # so each ends as a resume from before the compaction point does.
+        log.warning(
+            "the event log was compacted up to revision %d before this server read it from "
+            "revision %d; ending %d streams",
+            compacted,
+            self.head + 1,
+            self.subscriber_count,
+        )
+        lost = (
+            "this server fell behind the log, which no longer holds the changes after "
+            f"revision {self.head}"
+        )
+        self._end_all(lambda: _compacted(compacted, lost))
+        self.head = compacted
 
     async def watch(
         self, customer_id: str, campaign_id: str, after_revision: int
@@ -245,24 +330,24 @@ class Hub:
         sub = self._subscribe(customer_id, campaign_id)
         try:
             if after_revision == 0:
-                snapshot = await self._campaigns.snapshot(customer_id, campaign_id)
-                if campaign_id and not snapshot.campaigns:
-                    raise NotFound(
-                        f"campaign {campaign_id} not found", metadata={"id": campaign_id}
-                    )
-                for c in snapshot.campaigns:
-                    yield Item(Kind.SNAPSHOT, c.revision, campaign=c)
-                cursor = snapshot.revision
-                yield Item(Kind.SNAPSHOT_END, cursor)
+                snapshot = await self._snapshot(customer_id, campaign_id)
+                cursor = snapshot[-1].revision
+                for item in snapshot:
+                    yield item
+                # An idle stream keeps nothing of its snapshot.
+                del snapshot, item
             else:
                 cursor = after_revision
                 replay = self._replay(customer_id, campaign_id, after_revision)
                 async with contextlib.aclosing(replay):
-                    async for item in replay:
-                        cursor = item.revision
-                        yield item
+                    async for change in replay:
+                        cursor = change.revision
+                        yield change
             while True:
-                changes = await sub.take(self.heartbeat_interval)
+                waiter = sub.waiting()
+                if waiter is not None:
+                    await waiter
+                changes = sub.take()
                 if not changes:
                     cursor = max(cursor, self.head)
                     yield self._heartbeat_at(cursor)
@@ -271,8 +356,18 @@ class Hub:
                     if change.revision > cursor:
                         cursor = change.revision
                         yield change
+                del changes
         finally:
             self._unsubscribe(sub)
+
+    async def _snapshot(self, customer_id: str, campaign_id: str) -> list[Item]:
+        """The snapshot's items, its SNAPSHOT_END last."""
+        snapshot = await self._campaigns.snapshot(customer_id, campaign_id)
+        if campaign_id and not snapshot.campaigns:
+            raise NotFound(f"campaign {campaign_id} not found", metadata={"id": campaign_id})
+        items = [Item(Kind.SNAPSHOT, c.revision, campaign=c) for c in snapshot.campaigns]
+        items.append(Item(Kind.SNAPSHOT_END, snapshot.revision))
+        return items
 
     async def _replay(
         self, customer_id: str, campaign_id: str, after_revision: int
@@ -296,14 +391,8 @@ class Hub:
             # the cursor now, it had not when the events were read, and they have no gap.
             compacted = await self._campaigns.compacted_revision()
             if compacted > cursor:
-                raise OutOfRange(
-                    f"the log no longer holds the changes after revision {cursor}: it starts "
-                    f"after revision {compacted}; start again from a snapshot",
-                    reason="REVISION_COMPACTED",
-                    metadata={
-                        "compacted_revision": str(compacted),
-                        "oldest_revision": str(compacted + 1),
-                    },
+                raise _compacted(
+                    compacted, f"the log no longer holds the changes after revision {cursor}"
                 )
             for event in events:
                 cursor = event.revision
