@@ -163,6 +163,24 @@ async def test_a_call_without_a_known_token_is_unauthenticated(
         await stream.close()
 
 
+async def test_a_request_that_does_not_parse_is_unauthenticated_without_a_token(
+    channel: grpc.aio.Channel,
+) -> None:
+    """Without a token a caller learns nothing, not even that its bytes do not parse."""
+    garbage = b"\xff\xff\xff"
+    get = channel.unary_unary("/campaign.v1.CampaignService/GetCampaign")
+    details = await fails(get(garbage, timeout=10), Code.UNAUTHENTICATED)
+    assert details.info.reason == "TOKEN_MISSING"
+    watch = channel.unary_stream("/campaign.v1.CampaignService/WatchStatus")
+    details = await fails(watch(garbage, timeout=10).read(), Code.UNAUTHENTICATED)
+    assert details.info.reason == "TOKEN_MISSING"
+
+    details = await fails(
+        get(garbage, metadata=bearer(CUSTOMER_TOKEN), timeout=10), Code.INVALID_ARGUMENT
+    )
+    assert details.info.reason == "MALFORMED_REQUEST"
+
+
 async def test_health_and_reflection_answer_without_a_token(
     guarded: App, channel: grpc.aio.Channel
 ) -> None:

@@ -16,6 +16,7 @@ from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 
 from .auth import TokenFile, authenticate, authorize
 from .errors import CampaignError
+from .interceptors import Call
 from .rpc_errors import abort
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -41,6 +42,31 @@ def customer_of(request_type: Descriptor) -> CustomerOf:
     if "campaign" in fields:
         return lambda request: str(request.campaign.customer_id)
     return _every_customer
+
+
+def _authorization(context: Context) -> list[str]:
+    return [
+        str(value) for key, value in context.invocation_metadata() or () if key == AUTHORIZATION
+    ]
+
+
+class Authenticate:
+    """A gate of interceptors.Observe: a call to the service without a known token is refused
+    before anything else about it is answered, even that its request does not parse."""
+
+    def __init__(self, tokens: TokenFile, service: ServiceDescriptor) -> None:
+        self._tokens = tokens
+        self._service = service.full_name
+
+    def guards(self, call: Call) -> bool:
+        return call.service == self._service
+
+    def refusal(self, context: Context) -> CampaignError | None:
+        try:
+            authenticate(self._tokens.table, _authorization(context))
+        except CampaignError as exc:
+            return exc
+        return None
 
 
 class Authorize(grpc.aio.ServerInterceptor):
@@ -69,10 +95,8 @@ class Authorize(grpc.aio.ServerInterceptor):
         return wrapped
 
     async def _check(self, request: Any, context: Context, customer: CustomerOf) -> None:
-        metadata = context.invocation_metadata() or ()
-        values = [str(value) for key, value in metadata if key == AUTHORIZATION]
         try:
-            authorize(authenticate(self._tokens.table, values), customer(request))
+            authorize(authenticate(self._tokens.table, _authorization(context)), customer(request))
         except CampaignError as exc:
             await abort(context, exc)
 

@@ -174,6 +174,16 @@ def _tolerant(
     return parse
 
 
+def _refusal(gates: Sequence[Gate], request: Any, context: Context) -> CampaignError | None:
+    """Why a call may not start, if it may not. The gates come first: a caller without a
+    token is told so, and nothing else, not even that its request does not parse."""
+    for gate in gates:
+        refusal = gate.refusal(context)
+        if refusal is not None:
+            return refusal
+    return request.error if isinstance(request, _Refused) else None
+
+
 class Observe(grpc.aio.ServerInterceptor):
     def __init__(
         self,
@@ -254,12 +264,9 @@ class Observe(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             error: BaseException | None = None
             try:
-                if isinstance(request, _Refused):
-                    return await abort(context, request.error)
-                for gate in gates:
-                    refusal = gate.refusal(context)
-                    if refusal is not None:
-                        return await abort(context, refusal)
+                refusal = _refusal(gates, request, context)
+                if refusal is not None:
+                    return await abort(context, refusal)
                 return await behavior(request, context)
             except BaseException as exc:
                 error = exc
@@ -275,6 +282,7 @@ class Observe(grpc.aio.ServerInterceptor):
         if not inspect.isasyncgenfunction(behavior):
             return self._awaited(call, behavior)
         observers, watchers = self._observers, self._message_observers
+        gates = tuple(gate for gate in self._gates if gate.guards(call))
 
         async def observed(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             for observer in observers:
@@ -282,8 +290,9 @@ class Observe(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             error: BaseException | None = None
             try:
-                if isinstance(request, _Refused):
-                    await abort(context, request.error)
+                refusal = _refusal(gates, request, context)
+                if refusal is not None:
+                    await abort(context, refusal)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         for watcher in watchers:

@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from . import convert, reflection, security
-from .auth_interceptor import Authorize
+from .auth_interceptor import Authenticate, Authorize
 from .campaigns import Campaigns
 from .compaction import Compactor
 from .database import (
@@ -25,7 +25,15 @@ from .database import (
     is_sqlite,
     open_database,
 )
-from .interceptors import AccessLog, Call, DeadlineGate, Observe, Observer, UnaryCallsInFlight
+from .interceptors import (
+    AccessLog,
+    Call,
+    DeadlineGate,
+    Gate,
+    Observe,
+    Observer,
+    UnaryCallsInFlight,
+)
 from .limits import WatchStreamCounts, receive_ceiling
 from .metrics import Metrics
 from .pg_notify import Listener
@@ -176,15 +184,16 @@ class App:
         if settings.metrics_listen:
             self.metrics = Metrics(self.hub, self.store, self._readers)
             observers.append(self.metrics.calls)
-        observe = Observe(
-            observers,
-            gates=[DeadlineGate(), self._in_flight],
-            max_request_bytes=settings.max_request_bytes,
-        )
-        interceptors: list[grpc.aio.ServerInterceptor] = [observe]
+        gates: list[Gate] = [DeadlineGate(), self._in_flight]
+        authorization: list[grpc.aio.ServerInterceptor] = []
         if self.tokens is not None:
-            # Inside Observe: a refused call is logged and counted like any other.
-            interceptors.append(Authorize(self.tokens, SERVICE))
+            # The token is checked before the call is looked at; the customer it names,
+            # once its request is parsed. Both inside Observe: a refused call is logged and
+            # counted like any other.
+            gates.insert(0, Authenticate(self.tokens, SERVICE))
+            authorization.append(Authorize(self.tokens, SERVICE))
+        observe = Observe(observers, gates=gates, max_request_bytes=settings.max_request_bytes)
+        interceptors: list[grpc.aio.ServerInterceptor] = [observe, *authorization]
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[
