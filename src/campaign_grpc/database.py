@@ -273,16 +273,21 @@ class Writer(_BatchingThreads):
             with self._db.atomic(*self._begin_args()):
                 if self._on_begin is not None:
                     self._on_begin()
+                execute = self._db.execute_sql
                 for job in jobs:
                     mark = journal.journal_mark()
+                    # Plain statements, one name for every job: Peewee's atomic() costs several
+                    # times as much, a fresh uuid and a context object for each write.
+                    execute("SAVEPOINT job")
                     try:
-                        with self._db.atomic():
-                            job.outcome = (True, job.fn())
+                        job.outcome = (True, job.fn())
                     except pw.PeeweeException:
                         raise
                     except Exception as exc:  # a domain error, or our bug (INTERNAL)
+                        execute("ROLLBACK TO SAVEPOINT job")
                         journal.journal_rollback(mark)
                         job.outcome = (False, exc)
+                    execute("RELEASE SAVEPOINT job")
                 if self._before_commit is not None:
                     self._before_commit()
                 committing = True
