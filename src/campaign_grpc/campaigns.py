@@ -218,7 +218,7 @@ class Campaigns:
         c.tm_delete = now
         self._touch(c, now)
         self._store.append_event(c, c.status, Reason.DELETED, now)
-        self._store.save(c)
+        self._store.save_state(c)
         return c
 
     async def undelete(self, customer_id: str, campaign_id: str) -> Campaign:
@@ -237,7 +237,7 @@ class Campaigns:
         now = self._clock()
         self._touch(c, now)
         self._store.append_event(c, previous, Reason.UNDELETED, now)
-        self._store.save(c)
+        self._store.save_state(c)
         return c
 
     async def set_status(
@@ -280,7 +280,7 @@ class Campaigns:
             self._touch(c, now)
         if following is None:
             self._store.append_event(c, previous, t.reason, now)
-            self._store.save(c)
+            self._store.save_state(c)
             return
         nxt, why_not = following
         detail = f"next campaign {c.next_campaign_id} " + (
@@ -289,13 +289,13 @@ class Campaigns:
         self._store.append_event(
             c, previous, t.reason, now, next_campaign_id=c.next_campaign_id, detail=detail
         )
-        self._store.save(c)
+        self._store.save_state(c)
         if nxt is not None and not why_not:
             before = nxt.status
             nxt.status, nxt.stop_deadline, nxt.finishing = Status.RUN, None, False
             self._touch(nxt, now)
             self._store.append_event(nxt, before, Reason.CHAINED, now, chained_from=c.id)
-            self._store.save(nxt)
+            self._store.save_state(nxt)
 
     def _chain_target(self, c: Campaign) -> tuple[Campaign | None, str] | None:
         """The next campaign of a finished one, and why it cannot start ("" when it can)."""

@@ -98,6 +98,8 @@ _CAMPAIGN = (
 )
 # What save() writes: everything but the key, tm_create, seq and request_id.
 _MUTABLE = _CAMPAIGN[2:13] + _CAMPAIGN[14:20]
+# What a lifecycle change (status, deletion) writes: the rest of the campaign stays as it is.
+_STATE = ("status", "stop_deadline", "finishing", "tm_update", "tm_delete", "version", "revision")
 _EVENT = (
     "revision",
     "customer_id",
@@ -255,6 +257,12 @@ class Store:
             db,
             C.update({getattr(C, name): param(i) for i, name in enumerate(_MUTABLE)}).where(
                 (C.customer_id == param(len(_MUTABLE))) & (C.id == param(len(_MUTABLE) + 1))
+            ),
+        )
+        self._save_state = Prepared(
+            db,
+            C.update({getattr(C, name): param(i) for i, name in enumerate(_STATE)}).where(
+                (C.customer_id == param(len(_STATE))) & (C.id == param(len(_STATE) + 1))
             ),
         )
         # As SQL text, like the partial index it must match (see outdial_holder).
@@ -426,6 +434,21 @@ class Store:
             self._save.execute(*_mutable_values(c), c.customer_id, c.id)
         except pw.IntegrityError as exc:
             raise _conflict(exc, c) from exc
+
+    def save_state(self, c: Campaign) -> None:
+        """Writes the fields of _STATE only: all a status change or a deletion touches, and
+        far cheaper than save() (no actions to encode)."""
+        self._save_state.execute(
+            int(c.status),
+            c.stop_deadline,
+            c.finishing,
+            c.tm_update,
+            c.tm_delete,
+            c.version,
+            c.revision,
+            c.customer_id,
+            c.id,
+        )
 
     def append_event(
         self,
