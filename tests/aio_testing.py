@@ -232,7 +232,7 @@ class Harness:
             store, self._writer, self._readers, stop_grace_s=stop_grace_s, clock=clock
         )
         hub = Hub(campaigns, heartbeat_interval=heartbeat_interval, poll_interval=0.1)
-        self._writer.on_commit = hub.publish_threadsafe
+        self._writer.on_commit = hub.publish
         await hub.start()
         return campaigns, hub
 

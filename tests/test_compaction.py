@@ -46,7 +46,7 @@ async def log(database_url: str, clock: FakeClock) -> AsyncIterator[Log]:
     readers = Readers(db, 2)
     campaigns = Campaigns(store, writer, readers, stop_grace_s=60, clock=clock)
     hub = Hub(campaigns, heartbeat_interval=0.2)
-    writer.on_commit = hub.publish_threadsafe
+    writer.on_commit = hub.publish
     await hub.start()
     # Small batches: a compaction of a few events already takes several writer jobs.
     compactor = Compactor(store, writer, clock, retention_s=HOUR, interval_s=HOUR, batch=3)

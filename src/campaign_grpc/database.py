@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import sqlite3
@@ -115,7 +116,12 @@ class _Job(Generic[T]):
     outcome: tuple[bool, Any] = field(default=(False, None))
 
 
-def _resolve_all(jobs: list[_Job[Any]]) -> None:
+def _resolve_all(jobs: list[_Job[Any]], first: Callable[[], None] | None = None) -> None:
+    if first is not None:
+        try:
+            first()
+        except Exception:  # our bug; the callers must hear back all the same
+            log.exception("after a batch of database work")
     for job in jobs:
         if job.future.done():  # the caller gave up meanwhile
             continue
@@ -196,17 +202,22 @@ class _BatchingThreads:
             # A caller that gave up before its turn is not run at all.
             live = [job for job in batch if not job.future.cancelled()]
             if live:
-                self._run_batch(live)
+                # One wake-up of each loop per batch: what the batch leaves to do on the loop
+                # (see Writer.on_commit) travels with the answers, once.
+                then = self._run_batch(live)
                 by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
                 for job in live:
                     by_loop.setdefault(job.loop, []).append(job)
                 for loop, jobs in by_loop.items():
                     if not loop.is_closed():
-                        loop.call_soon_threadsafe(_resolve_all, jobs)
+                        loop.call_soon_threadsafe(_resolve_all, jobs, then)
+                        then = None
             if stop:
                 return
 
-    def _run_batch(self, jobs: list[_Job[Any]]) -> None:
+    def _run_batch(self, jobs: list[_Job[Any]]) -> Callable[[], None] | None:
+        """Runs the jobs, setting each one's outcome; returns what to run on the callers'
+        event loop before they are answered, if anything."""
         raise NotImplementedError
 
     def _thread_done(self) -> None:
@@ -236,7 +247,9 @@ class Writer(_BatchingThreads):
     """One thread that owns every write, committing the writes waiting together.
 
     After each commit, on_commit receives what the journal collected from the writes that
-    committed (the rolled-back ones' entries are dropped with their savepoint).
+    committed (the rolled-back ones' entries are dropped with their savepoint), on the event
+    loop of the batch's callers (of one of them, should they come from several), just before
+    they hear back.
     """
 
     def __init__(
@@ -258,15 +271,20 @@ class Writer(_BatchingThreads):
         self.on_commit = on_commit
         super().__init__("db-writer", 1, max_batch)
 
-    def _run_batch(self, jobs: list[_Job[Any]]) -> None:
+    def _run_batch(self, jobs: list[_Job[Any]]) -> Callable[[], None] | None:
         # A connection lost before COMMIT was sent leaves nothing written, so the batch runs
         # once more on a new one: a connection that died while idle (the database restarted
         # meanwhile) fails no call. One lost at COMMIT is not retried: that commit may stand.
-        if self._try_batch(jobs, may_retry=True):
-            self._try_batch(jobs, may_retry=False)
+        retry, written = self._try_batch(jobs, may_retry=True)
+        if retry:
+            _, written = self._try_batch(jobs, may_retry=False)
+        if written and self.on_commit is not None:
+            return functools.partial(self.on_commit, written)
+        return None
 
-    def _try_batch(self, jobs: list[_Job[Any]], *, may_retry: bool) -> bool:
-        """Runs the batch in one transaction; True when it should run again."""
+    def _try_batch(self, jobs: list[_Job[Any]], *, may_retry: bool) -> tuple[bool, list[Any]]:
+        """Runs the batch in one transaction: whether it should run again, and what the
+        journal collected once it committed."""
         journal = self._journal
         committing = False
         try:
@@ -297,15 +315,12 @@ class Writer(_BatchingThreads):
             _drop_connection(self._db)
             if retry:
                 log.info("the database connection was lost; running the writes again")
-                return True
+                return True, []
             error = database_error(exc)
             for job in jobs:
                 job.outcome = (False, error)
-        else:
-            written = journal.journal_take()
-            if self.on_commit is not None:
-                self.on_commit(written)
-        return False
+            return False, []
+        return False, journal.journal_take()
 
     def _begin_args(self) -> tuple[str, ...]:
         # IMMEDIATE takes SQLite's write lock up front, so that processes sharing the

@@ -156,7 +156,7 @@ class App:
                 settings.max_watch_streams, settings.max_watch_streams_per_customer
             ),
         )
-        self._writer.on_commit = self.hub.publish_threadsafe
+        self._writer.on_commit = self.hub.publish
         # Other replicas' events: on PostgreSQL a notification wakes the hub at once; the
         # poll (event_poll_interval) finds them anyway, on SQLite and when one is lost.
         self._listener = (

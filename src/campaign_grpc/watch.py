@@ -178,16 +178,26 @@ class Hub:
             asyncio.create_task(self._beat(), name="watch-heartbeats"),
         ]
 
-    def publish_threadsafe(self, events: list[Event]) -> None:
-        """Called by this process's writer after a commit with the events it wrote."""
-        if events and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._publish, events)
+    def publish(self, events: list[Event]) -> None:
+        """Called by this process's writer after a commit with the events it wrote: on the
+        hub's event loop, where its callers are; from anywhere else it goes there first."""
+        loop = self._loop
+        if not events or loop is None or loop.is_closed():
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._publish(events)
+        else:
+            loop.call_soon_threadsafe(self._publish, events)
 
     def wake(self, revision: int = 0) -> None:
         """Reads the log now: some process wrote up to revision to it (0: unknown).
 
         Called on the event loop's thread. This process's own writes arrive through
-        publish_threadsafe() first, so their announcements find nothing left to read.
+        publish() first, so their announcements find nothing left to read.
         """
         if revision == 0 or revision > self.head:
             self._wake.set()
