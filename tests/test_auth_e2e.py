@@ -411,6 +411,22 @@ async def test_sighup_reloads_the_tokens_and_keeps_open_calls(
         proc.kill()
 
 
+async def test_sighup_without_a_token_file_leaves_the_server_serving(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    target = f"127.0.0.1:{free_port()}"
+    proc = Process(["--listen", target, "--database-url", sqlite_url], tmp_path / "server.log")
+    try:
+        await wait_serving(target, proc)
+        proc.proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: _logged(proc, "nothing to reload"), within=10)
+        await wait_serving(target, proc)
+        proc.terminate()
+        assert await proc.exit_code(within=15) == 0, proc.log
+    finally:
+        proc.kill()
+
+
 async def _logged(proc: Process, text: str) -> bool:
     return text in proc.log
 

@@ -327,15 +327,19 @@ async def serve(settings: Settings) -> None:
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[None]] = set()
-    if app.tokens is not None:
 
-        def reload_tokens() -> None:
-            task = asyncio.create_task(app.reload_tokens(), name="reload tokens")
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
+    def reload() -> None:
+        # SIGHUP means "read your files again" to a server; one with nothing to read must not
+        # die of it, as a process does by default.
+        if app.tokens is None:
+            log.info("SIGHUP: nothing to reload (no --auth-tokens)")
+            return
+        task = asyncio.create_task(app.reload_tokens(), name="reload tokens")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
 
-        loop.add_signal_handler(signal.SIGHUP, reload_tokens)
-        signals.append(signal.SIGHUP)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    signals.append(signal.SIGHUP)
     await stop.wait()
     log.info("shutting down")
     with contextlib.suppress(NotImplementedError):
