@@ -132,8 +132,20 @@ def _resolve_all(jobs: list[_Job[Any]], first: Callable[[], None] | None = None)
             job.future.set_exception(value)
 
 
+# An outage fails every call: one traceback in this many seconds tells the cause, and the
+# rest of the failures get a line each (still counted, see metrics), not a traceback each.
+TRACEBACK_EVERY_S = 10.0
+_last_traceback = -TRACEBACK_EVERY_S
+
+
 def database_error(exc: BaseException) -> CampaignError:
-    log.error("database error: %s", exc, exc_info=exc)
+    global _last_traceback
+    now = time.monotonic()
+    if now - _last_traceback >= TRACEBACK_EVERY_S:
+        _last_traceback = now
+        log.error("database error: %s", exc, exc_info=exc)
+    else:
+        log.error("database error: %s (traceback logged within %.0f s)", exc, TRACEBACK_EVERY_S)
     return Unavailable("the database is not available; retry later", reason="DATABASE_UNAVAILABLE")
 
 
