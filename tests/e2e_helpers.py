@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 
 from campaign.v1 import campaign_pb2 as pb
@@ -281,3 +283,43 @@ async def wait_serving(target: str, proc: Process | None = None, within: float =
                 log = proc.log if proc is not None else ""
                 raise AssertionError(f"not SERVING within {within} s\n{log}")
             await asyncio.sleep(0.05)
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str]:
+    """Runs the command; its exit code and its stdout and stderr together."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_GRPC_")}
+    done = subprocess.run(
+        [str(CLI), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**clean, "COLUMNS": "200", **(env or {})},
+        cwd=cwd,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+async def reflect(
+    channel: grpc.aio.Channel, package: str, requests: list[reflection_pb2.ServerReflectionRequest]
+) -> list[reflection_pb2.ServerReflectionResponse]:
+    """Asks each request on one reflection stream of the given protocol version."""
+    method = channel.stream_stream(
+        f"/grpc.reflection.{package}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    call = method()
+    answers = []
+    try:
+        for request in requests:
+            await asyncio.wait_for(call.write(request), 5)
+            answers.append(await asyncio.wait_for(call.read(), 5))
+        await call.done_writing()
+    finally:
+        call.cancel()
+    return answers
+
+
+def token_line(token: str, customer: str) -> str:
+    return f"{hashlib.sha256(token.encode()).hexdigest()} {customer}\n"

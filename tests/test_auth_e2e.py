@@ -22,10 +22,19 @@ from campaign_grpc.client import AsyncCampaignClient, CampaignClient, Retry, exc
 from campaign_grpc.server import App
 from campaign_grpc.settings import Settings
 from client_helpers import Reader, ServerThread
-from e2e_helpers import Process, Stream, eventually, fails, free_port, read_snapshot, wait_serving
+from e2e_helpers import (
+    Process,
+    Stream,
+    eventually,
+    fails,
+    free_port,
+    read_snapshot,
+    reflect,
+    run,
+    token_line,
+    wait_serving,
+)
 from factories import new_id, runnable_campaign
-from test_cli import run
-from test_server import reflect
 
 Code = grpc.StatusCode
 C = pb.Campaign
@@ -40,10 +49,6 @@ NEW_TOKEN = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5"
 
 def bearer(token: str) -> Metadata:
     return (("authorization", f"Bearer {token}"),)
-
-
-def token_line(token: str, customer: str) -> str:
-    return f"{hashlib.sha256(token.encode()).hexdigest()} {customer}\n"
 
 
 def write_tokens(path: Path, *lines: str) -> None:

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import sqlite3
-import subprocess
 from pathlib import Path
 
 from campaign_grpc.schema import SCHEMA_VERSION
 from campaign_grpc.settings import Settings, env_name
-from e2e_helpers import CLI
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str]:
-    """Runs the command; its exit code and its stdout and stderr together."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_GRPC_")}
-    done = subprocess.run(
-        [str(CLI), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**clean, "COLUMNS": "200", **(env or {})},
-        cwd=cwd,
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
+from e2e_helpers import run
 
 
 def test_help_names_the_commands_and_the_environment_twins() -> None:

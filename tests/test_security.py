@@ -10,7 +10,7 @@ import pytest
 from campaign_grpc import security
 from campaign_grpc.server import App
 from campaign_grpc.settings import Settings
-from test_cli import run
+from e2e_helpers import run
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ from e2e_helpers import (
     free_port,
     get,
     read_snapshot,
+    reflect,
     set_status,
     wait_serving,
     watch,
@@ -65,27 +66,6 @@ RPCS = {
 
 
 # -- reflection -----------------------------------------------------------------------------
-
-
-async def reflect(
-    channel: grpc.aio.Channel, package: str, requests: list[reflection_pb2.ServerReflectionRequest]
-) -> list[reflection_pb2.ServerReflectionResponse]:
-    """Asks each request on one reflection stream of the given protocol version."""
-    method = channel.stream_stream(
-        f"/grpc.reflection.{package}.ServerReflection/ServerReflectionInfo",
-        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
-        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
-    )
-    call = method()
-    answers = []
-    try:
-        for request in requests:
-            await asyncio.wait_for(call.write(request), 5)
-            answers.append(await asyncio.wait_for(call.read(), 5))
-        await call.done_writing()
-    finally:
-        call.cancel()
-    return answers
 
 
 def files_of(answer: reflection_pb2.ServerReflectionResponse) -> dict[str, Any]:

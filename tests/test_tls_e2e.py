@@ -16,10 +16,11 @@ from campaign_grpc.client import TLS, AsyncCampaignClient, CampaignClient, excep
 from campaign_grpc.server import App
 from campaign_grpc.settings import Settings
 from certificates import Authority, Issued
+from e2e_helpers import token_line
 from factories import new_id, runnable_campaign
-from test_auth_e2e import CUSTOMER_TOKEN, token_line
 
 Code = grpc.StatusCode
+CUSTOMER_TOKEN = "d2c4e6f8a0b1c3d5e7f9a1b2c3d4e5f6"
 
 
 @dataclass(frozen=True)
