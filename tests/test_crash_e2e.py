@@ -91,7 +91,8 @@ def check_log(url: str, ledger: Ledger, watched: dict[int, tuple[str, int, int]]
     for c in ledger.campaigns:
         logged = by_campaign.pop(c.id, [])
         assert [status for _, status, _ in logged] == logged_statuses(c.version), c
-        previous = [0] + [status for _, status, _ in logged[:-1]]
+        # Each event's previous status is the one before it; a create's, none (0).
+        previous = [0, *(status for _, status, _ in logged)][: len(logged)]
         assert [p for _, _, p in logged] == previous, c
         if c.version:
             assert stored[c.id] == (c.version, logged[-1][0]), c
