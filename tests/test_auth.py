@@ -18,7 +18,7 @@ from campaign_grpc.auth import (
     authenticate,
     authorize,
 )
-from campaign_grpc.auth_interceptor import customer_of
+from campaign_grpc.auth_gate import customer_of
 from campaign_grpc.errors import PermissionDenied, Unauthenticated
 from factories import new_id
 

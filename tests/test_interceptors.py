@@ -35,17 +35,17 @@ def test_calls_past_the_limit_are_refused_until_one_finishes() -> None:
     in_flight = UnaryCallsInFlight(2, exempt=("grpc.health.v1.Health",))
     for _ in range(2):
         in_flight.started(GET)
-        assert in_flight.refusal(NO_DEADLINE) is None
+        assert in_flight.refusal(GET, None, NO_DEADLINE) is None
 
     in_flight.started(GET)
-    refused = in_flight.refusal(NO_DEADLINE)
+    refused = in_flight.refusal(GET, None, NO_DEADLINE)
     assert refused is not None
     assert (refused.code, refused.reason) == ("RESOURCE_EXHAUSTED", "TOO_MANY_CALLS_IN_FLIGHT")
     in_flight.finished(GET, "RESOURCE_EXHAUSTED", 0.0)
 
     in_flight.finished(GET, "OK", 0.0)
     in_flight.started(GET)
-    assert in_flight.refusal(NO_DEADLINE) is None
+    assert in_flight.refusal(GET, None, NO_DEADLINE) is None
 
 
 def test_the_in_flight_limit_guards_unary_calls_but_not_health_or_streams() -> None:
@@ -60,11 +60,11 @@ def test_a_call_whose_deadline_has_passed_is_refused() -> None:
     gate = DeadlineGate()
     passed: Any = Deadline(0.0)
 
-    refused = gate.refusal(passed)
+    refused = gate.refusal(GET, None, passed)
 
     assert refused is not None
     assert (refused.code, refused.reason) == ("DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED")
-    assert gate.refusal(Deadline(0.001)) is None  # type: ignore[arg-type]
-    assert gate.refusal(NO_DEADLINE) is None
+    assert gate.refusal(GET, None, Deadline(0.001)) is None  # type: ignore[arg-type]
+    assert gate.refusal(GET, None, NO_DEADLINE) is None
     assert gate.guards(GET)
     assert not gate.guards(WATCH)

@@ -60,7 +60,9 @@ class Gate(Protocol):
         """Whether the gate is asked about calls to this method; asked once per method."""
         ...
 
-    def refusal(self, context: Context) -> CampaignError | None: ...
+    def refusal(self, call: Call, request: Any | None, context: Context) -> CampaignError | None:
+        """Why the call may not start, or None; request is None when it did not parse."""
+        ...
 
 
 def code_name(context: Context, error: BaseException | None) -> str:
@@ -121,7 +123,7 @@ class UnaryCallsInFlight:
     def guards(self, call: Call) -> bool:
         return self.limit is not None and call.kind == "unary" and call.service not in self._exempt
 
-    def refusal(self, context: Context) -> CampaignError | None:
+    def refusal(self, call: Call, request: Any | None, context: Context) -> CampaignError | None:
         # This call is counted already: the limit calls may run alongside it.
         if self.limit is not None and self.count > self.limit:
             return too_many_calls_in_flight(self.limit)
@@ -135,7 +137,7 @@ class DeadlineGate:
     def guards(self, call: Call) -> bool:
         return call.kind == "unary"
 
-    def refusal(self, context: Context) -> CampaignError | None:
+    def refusal(self, call: Call, request: Any | None, context: Context) -> CampaignError | None:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             return DeadlineExceeded("the deadline passed before the call started")
@@ -174,14 +176,18 @@ def _tolerant(
     return parse
 
 
-def _refusal(gates: Sequence[Gate], request: Any, context: Context) -> CampaignError | None:
+def _refusal(
+    gates: Sequence[Gate], call: Call, request: Any, context: Context
+) -> CampaignError | None:
     """Why a call may not start, if it may not. The gates come first: a caller without a
     token is told so, and nothing else, not even that its request does not parse."""
+    refused = request if isinstance(request, _Refused) else None
+    parsed = None if refused is not None else request
     for gate in gates:
-        refusal = gate.refusal(context)
+        refusal = gate.refusal(call, parsed, context)
         if refusal is not None:
             return refusal
-    return request.error if isinstance(request, _Refused) else None
+    return refused.error if refused is not None else None
 
 
 class Observe(grpc.aio.ServerInterceptor):
@@ -264,7 +270,7 @@ class Observe(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             error: BaseException | None = None
             try:
-                refusal = _refusal(gates, request, context)
+                refusal = _refusal(gates, call, request, context)
                 if refusal is not None:
                     return await abort(context, refusal)
                 return await behavior(request, context)
@@ -290,7 +296,7 @@ class Observe(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             error: BaseException | None = None
             try:
-                refusal = _refusal(gates, request, context)
+                refusal = _refusal(gates, call, request, context)
                 if refusal is not None:
                     await abort(context, refusal)
                 async with contextlib.aclosing(behavior(request, context)) as responses:

@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from . import convert, reflection, security
-from .auth_interceptor import Authenticate, Authorize
+from .auth_gate import Authorize
 from .campaigns import Campaigns
 from .compaction import Compactor
 from .database import (
@@ -185,17 +185,12 @@ class App:
             self.metrics = Metrics(self.hub, self.store, self._readers)
             observers.append(self.metrics.calls)
         gates: list[Gate] = [DeadlineGate(), self._in_flight]
-        authorization: list[grpc.aio.ServerInterceptor] = []
         if self.tokens is not None:
-            # The token is checked before the call is looked at; the customer it names,
-            # once its request is parsed. Both inside Observe: a refused call is logged and
-            # counted like any other.
-            gates.insert(0, Authenticate(self.tokens, SERVICE))
-            authorization.append(Authorize(self.tokens, SERVICE))
+            # First: a caller without a token is told so before anything else.
+            gates.insert(0, Authorize(self.tokens, SERVICE))
         observe = Observe(observers, gates=gates, max_request_bytes=settings.max_request_bytes)
-        interceptors: list[grpc.aio.ServerInterceptor] = [observe, *authorization]
         self.server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=[observe],
             options=[
                 *GRPC_OPTIONS,
                 ("grpc.max_receive_message_length", receive_ceiling(settings.max_request_bytes)),
