@@ -54,17 +54,23 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'campaigns.db'}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a PostgreSQL database made for this test."""
-    if request.param == "sqlite":
-        yield sqlite_url
-        return
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database made for this test; the test is skipped without a server."""
     server_url = os.environ.get(POSTGRES_URL_ENV)
     if not server_url:
         pytest.skip(f"PostgreSQL: set {POSTGRES_URL_ENV}=postgresql://USER@HOST:PORT/DATABASE")
     with fresh_postgres_database(server_url) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """A fresh, empty database: a SQLite file, or a PostgreSQL database made for this test."""
+    if request.param == "sqlite":
+        return sqlite_url
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture

@@ -9,15 +9,17 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -97,6 +99,18 @@ async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> ErrorDetails:
     err = raised.value
     assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()}"
     return details_of(err)
+
+
+async def refuses_new_calls(target: str) -> bool:
+    """Whether the server at target answers a new call UNAVAILABLE, as one shutting down does."""
+    async with grpc.aio.insecure_channel(target) as probe:
+        try:
+            await health_pb2_grpc.HealthStub(probe).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.aio.AioRpcError as err:
+            return err.code() == grpc.StatusCode.UNAVAILABLE
+        return False
 
 
 async def eventually(
@@ -323,3 +337,22 @@ async def reflect(
 
 def token_line(token: str, customer: str) -> str:
     return f"{hashlib.sha256(token.encode()).hexdigest()} {customer}\n"
+
+
+@contextlib.contextmanager
+def writes_held(database_url: str) -> Iterator[None]:
+    """Holds what every write transaction takes first, as a slow writer elsewhere would:
+    the server's writer waits for it (SQLite's file lock, PostgreSQL's revision row)."""
+    if database_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(database_url) as pg:
+        pg.execute("SELECT value FROM meta WHERE key = 'revision' FOR UPDATE")
+        yield
+        pg.rollback()

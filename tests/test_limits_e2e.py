@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -18,7 +16,7 @@ from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.server import App
 from campaign_grpc.settings import Settings
-from e2e_helpers import create, eventually, fails, get, read_snapshot, watch
+from e2e_helpers import create, eventually, fails, get, read_snapshot, watch, writes_held
 from factories import new_id, runnable_campaign
 
 Code = grpc.StatusCode
@@ -38,25 +36,6 @@ async def serves_on(stub: Stub, health: health_pb2_grpc.HealthStub, customer: st
     assert answer.status == SERVING
     created = await create(stub, runnable_campaign(customer))
     assert (await get(stub, customer, created.id)).id == created.id
-
-
-@contextlib.contextmanager
-def writes_held(database_url: str) -> Iterator[None]:
-    """Holds what every write transaction takes first, as a slow writer elsewhere would:
-    the server's writer waits for it (SQLite's file lock, PostgreSQL's revision row)."""
-    if database_url.startswith("sqlite:///"):
-        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-        return
-    with psycopg.connect(database_url) as pg:
-        pg.execute("SELECT value FROM meta WHERE key = 'revision' FOR UPDATE")
-        yield
-        pg.rollback()
 
 
 def create_call(stub: Stub, campaign: pb.Campaign, timeout: float = 10) -> Any:

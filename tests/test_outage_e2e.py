@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +23,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from campaign.v1 import campaign_pb2_grpc
-from conftest import POSTGRES_URL_ENV, fresh_postgres_database
 from e2e_helpers import (
     Process,
     W,
@@ -46,15 +44,6 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 WRITERS = 4
 # Acknowledged writes before the cut, and again after the restore.
 WRITES = 40
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    server_url = os.environ.get(POSTGRES_URL_ENV)
-    if not server_url:
-        pytest.skip(f"PostgreSQL: set {POSTGRES_URL_ENV}=postgresql://USER@HOST:PORT/DATABASE")
-    with fresh_postgres_database(server_url) as url:
-        yield url
 
 
 @pytest.fixture

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import re
-import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -40,9 +36,11 @@ from e2e_helpers import (
     get,
     read_snapshot,
     reflect,
+    refuses_new_calls,
     set_status,
     wait_serving,
     watch,
+    writes_held,
 )
 from factories import new_id, runnable_campaign
 
@@ -209,20 +207,7 @@ async def test_a_call_in_flight_when_stop_begins_still_completes(
             stopping = asyncio.create_task(app.stop())
 
             # New calls are refused while the one in flight is still running.
-            async def refused() -> bool:
-                async with grpc.aio.insecure_channel(target) as probe:
-                    try:
-                        await health_pb2_grpc.HealthStub(probe).Check(
-                            health_pb2.HealthCheckRequest(), timeout=1
-                        )
-                    except grpc.aio.AioRpcError as err:
-                        return err.code() == Code.UNAVAILABLE
-                    return False
-
-            deadline = time.monotonic() + 5
-            while not await refused():
-                assert time.monotonic() < deadline, "new calls still accepted"
-                await asyncio.sleep(0.05)
+            await eventually(lambda: refuses_new_calls(target), within=5)
             assert not in_flight.done()
         finally:
             release.set()
@@ -433,24 +418,6 @@ async def test_sigterm_during_a_burst_of_creates_loses_no_acknowledged_create(
             await fails(get(stub, customer, campaign_id), Code.NOT_FOUND)
 
 
-@contextlib.contextmanager
-def writes_held(database_url: str) -> Iterator[None]:
-    """Holds what every write of the server waits for, until the block ends: SQLite's write
-    lock, or PostgreSQL's revision row (see Store.lock_revision)."""
-    if database_url.startswith("sqlite:///"):
-        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield
-        finally:
-            conn.close()
-        return
-    with psycopg.connect(database_url) as pg:
-        pg.execute("SELECT value FROM meta WHERE key = 'revision' FOR UPDATE")
-        yield
-        pg.rollback()
-
-
 async def test_sigterm_lets_calls_in_flight_complete_within_the_grace(
     spawn: Callable[..., Process],
     database_url: str,
@@ -474,17 +441,7 @@ async def test_sigterm_lets_calls_in_flight_complete_within_the_grace(
             assert not done, "the writes did not wait"
             proc.terminate()
 
-            async def refusing() -> bool:
-                async with grpc.aio.insecure_channel(target) as probe:
-                    try:
-                        await health_pb2_grpc.HealthStub(probe).Check(
-                            health_pb2.HealthCheckRequest(), timeout=1
-                        )
-                    except grpc.aio.AioRpcError as err:
-                        return err.code() == Code.UNAVAILABLE
-                    return False
-
-            await eventually(refusing, within=5)
+            await eventually(lambda: refuses_new_calls(target), within=5)
             assert not any(call.done() for call in calls)
         *created, ran = await asyncio.wait_for(asyncio.gather(*calls), 10)
     assert await proc.exit_code(within=10 + 5) == 0
