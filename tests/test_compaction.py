@@ -42,7 +42,7 @@ async def log(database_url: str, clock: FakeClock) -> AsyncIterator[Log]:
     db = open_database(database_url)
     store = Store(db)
     store.migrate()
-    writer = Writer(db, journal=store, on_begin=store.lock_revision)
+    writer = Writer(db, journal=store)
     readers = Readers(db, 2)
     campaigns = Campaigns(store, writer, readers, stop_grace_s=60, clock=clock)
     hub = Hub(campaigns, heartbeat_interval=0.2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import logging
 import queue
@@ -237,14 +238,26 @@ class _BatchingThreads:
 
 
 class Journal(Protocol):
-    """What a transaction wrote that others should hear of once it commits."""
+    """What a transaction wrote that others should hear of once it commits.
 
+    journal_begin runs first in every write transaction, before any job; journal_end last,
+    after the jobs that rolled back; journal_take after the transaction, committed or not.
+    """
+
+    def journal_begin(self) -> None: ...
+    def journal_end(self) -> None: ...
     def journal_mark(self) -> int: ...
     def journal_rollback(self, mark: int) -> None: ...
     def journal_take(self) -> list[Any]: ...
 
 
 class _NoJournal:
+    def journal_begin(self) -> None:
+        pass
+
+    def journal_end(self) -> None:
+        pass
+
     def journal_mark(self) -> int:
         return 0
 
@@ -271,68 +284,100 @@ class Writer(_BatchingThreads):
         max_batch: int = 256,
         journal: Journal | None = None,
         on_commit: Callable[[list[Any]], None] | None = None,
-        on_begin: Callable[[], None] | None = None,
-        before_commit: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._journal: Journal = journal or _NoJournal()
-        # Run first in every transaction, before any job (see Store.lock_revision), and last,
-        # after the jobs that rolled back (see Store.announce_events).
-        self._on_begin = on_begin
-        self._before_commit = before_commit
         self.on_commit = on_commit
+        # A job that fails leaves the batch's other writes standing. On SQLite a failed
+        # statement undoes only itself, so a job that fails before writing anything (every
+        # refusal by a domain rule) needs no savepoint: the writes are counted instead, and
+        # the rare failure that comes after a write runs the whole batch again with one
+        # savepoint per job. On PostgreSQL a failed statement spoils the transaction.
+        self._count_writes = is_sqlite(db)
         super().__init__("db-writer", 1, max_batch)
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> Callable[[], None] | None:
         # A connection lost before COMMIT was sent leaves nothing written, so the batch runs
         # once more on a new one: a connection that died while idle (the database restarted
         # meanwhile) fails no call. One lost at COMMIT is not retried: that commit may stand.
-        retry, written = self._try_batch(jobs, may_retry=True)
-        if retry:
-            _, written = self._try_batch(jobs, may_retry=False)
-        if written and self.on_commit is not None:
-            return functools.partial(self.on_commit, written)
+        savepoints, may_retry = not self._count_writes, True
+        while True:
+            outcome = self._try_batch(jobs, savepoints=savepoints, may_retry=may_retry)
+            if outcome is _Again.WROTE_THEN_FAILED:
+                savepoints = True  # with them, it cannot happen again
+            elif outcome is _Again.CONNECTION_LOST:
+                may_retry = False
+            else:
+                break
+        if outcome and self.on_commit is not None:
+            return functools.partial(self.on_commit, outcome)
         return None
 
-    def _try_batch(self, jobs: list[_Job[Any]], *, may_retry: bool) -> tuple[bool, list[Any]]:
-        """Runs the batch in one transaction: whether it should run again, and what the
-        journal collected once it committed."""
+    def _try_batch(
+        self, jobs: list[_Job[Any]], *, savepoints: bool, may_retry: bool
+    ) -> list[Any] | _Again:
+        """Runs the batch in one transaction: what the journal collected once it committed,
+        or why it should run again."""
         journal = self._journal
         committing = False
         try:
             with self._db.atomic(*self._begin_args()):
-                if self._on_begin is not None:
-                    self._on_begin()
-                execute = self._db.execute_sql
-                for job in jobs:
-                    mark = journal.journal_mark()
-                    # Plain statements, one name for every job: Peewee's atomic() costs several
-                    # times as much, a fresh uuid and a context object for each write.
-                    execute("SAVEPOINT job")
-                    try:
-                        job.outcome = (True, job.fn())
-                    except pw.PeeweeException:
-                        raise
-                    except Exception as exc:  # a domain error, or our bug (INTERNAL)
-                        execute("ROLLBACK TO SAVEPOINT job")
-                        journal.journal_rollback(mark)
-                        job.outcome = (False, exc)
-                    execute("RELEASE SAVEPOINT job")
-                if self._before_commit is not None:
-                    self._before_commit()
+                journal.journal_begin()
+                if savepoints:
+                    self._run_jobs_in_savepoints(jobs)
+                elif not self._run_jobs_counting_writes(jobs):
+                    raise _WroteThenFailed
+                journal.journal_end()
                 committing = True
+        except _WroteThenFailed:
+            journal.journal_take()
+            return _Again.WROTE_THEN_FAILED
         except Exception as exc:
             journal.journal_take()
             retry = may_retry and not committing and _connection_lost(self._db)
             _drop_connection(self._db)
             if retry:
                 log.info("the database connection was lost; running the writes again")
-                return True, []
+                return _Again.CONNECTION_LOST
             error = database_error(exc)
             for job in jobs:
                 job.outcome = (False, error)
-            return False, []
-        return False, journal.journal_take()
+            return []
+        return journal.journal_take()
+
+    def _run_jobs_in_savepoints(self, jobs: list[_Job[Any]]) -> None:
+        journal, execute = self._journal, self._db.execute_sql
+        for job in jobs:
+            mark = journal.journal_mark()
+            # Plain statements, one name for every job: Peewee's atomic() costs several
+            # times as much, a fresh uuid and a context object for each write.
+            execute("SAVEPOINT job")
+            try:
+                job.outcome = (True, job.fn())
+            except pw.PeeweeException:
+                raise
+            except Exception as exc:  # a domain error, or our bug (INTERNAL)
+                execute("ROLLBACK TO SAVEPOINT job")
+                journal.journal_rollback(mark)
+                job.outcome = (False, exc)
+            execute("RELEASE SAVEPOINT job")
+
+    def _run_jobs_counting_writes(self, jobs: list[_Job[Any]]) -> bool:
+        """Runs the jobs without savepoints; False as soon as one fails after writing."""
+        journal, connection = self._journal, self._db.connection()
+        for job in jobs:
+            mark = journal.journal_mark()
+            written = connection.total_changes
+            try:
+                job.outcome = (True, job.fn())
+            except pw.PeeweeException:
+                raise
+            except Exception as exc:  # a domain error, or our bug (INTERNAL)
+                if connection.total_changes != written:
+                    return False
+                journal.journal_rollback(mark)
+                job.outcome = (False, exc)
+        return True
 
     def _begin_args(self) -> tuple[str, ...]:
         # IMMEDIATE takes SQLite's write lock up front, so that processes sharing the
@@ -341,6 +386,17 @@ class Writer(_BatchingThreads):
 
     def _thread_done(self) -> None:
         _drop_connection(self._db)
+
+
+class _WroteThenFailed(Exception):
+    """Rolls back a batch in which a job failed after writing (see Writer)."""
+
+
+class _Again(enum.Enum):
+    """Why a batch runs once more."""
+
+    WROTE_THEN_FAILED = "a job failed after writing: again, with savepoints"
+    CONNECTION_LOST = "the connection was lost before COMMIT: again, on a new one"
 
 
 def close_database(db: pw.Database) -> None:

@@ -140,8 +140,6 @@ class App:
         self._writer = Writer(
             self._db,
             journal=self.store,
-            on_begin=self.store.lock_revision,
-            before_commit=self.store.announce_events,
         )
         self.campaigns = Campaigns(
             self.store, self._writer, self._readers, stop_grace_s=settings.stop_grace

@@ -193,6 +193,9 @@ class Store:
         self._versions: VersionCache[Campaign] = VersionCache(cache_size)
         # The events written by the writer's transaction in progress (see database.Journal).
         self._journal: list[Event] = []
+        # The log's revision when that transaction began: its events take the next ones, and
+        # the counter is written once, at its end (journal_begin, journal_end).
+        self._revision_at_begin: int | None = None
         self.t: Tables = bind_tables(db)
         self._q = Statements(db)
         C, E, M = self.t.campaign, self.t.event, self.t.meta
@@ -222,14 +225,16 @@ class Store:
         )
         self._head = Prepared(db, M.select(M.value).where(M.key == "revision"))
         self._postgresql = is_postgresql(db)
-        self._lock_revision = (
-            Prepared(db, M.select(M.value).where(M.key == "revision").for_update())
+        self._lock_revision = Prepared(
+            db,
+            M.select(M.value).where(M.key == "revision").for_update()
             if self._postgresql
-            else None
+            else M.select(M.value).where(M.key == "revision"),
         )
         self._next_revision = Prepared(
             db, M.update(value=M.value + 1).where(M.key == "revision").returning(M.value)
         )
+        self._set_revision = Prepared(db, M.update(value=param(0)).where(M.key == "revision"))
         self._insert_event = Prepared(
             db, E.insert({f: param(i) for i, f in enumerate(self._event_fields)})
         )
@@ -408,17 +413,32 @@ class Store:
 
     # -- writes (writer thread, inside its transaction) --------------------------------
 
-    def lock_revision(self) -> None:
-        """Taken first in every write transaction (Writer on_begin).
+    def journal_begin(self) -> None:
+        """First in every write transaction (see database.Journal).
 
-        On PostgreSQL, writers of every replica queue on the revision row for their whole
-        transaction, so what a transaction reads after taking it is what the previous writer
-        committed: a decision made on a read can never be overtaken by another replica, and
-        revisions commit in order. SQLite's BEGIN IMMEDIATE already holds the file's one
-        write lock.
+        Takes the revision row. On PostgreSQL, writers of every replica queue on it for
+        their whole transaction, so what a transaction reads after taking it is what the
+        previous writer committed: a decision made on a read can never be overtaken by
+        another replica, and revisions commit in order. SQLite's BEGIN IMMEDIATE already
+        holds the file's one write lock. Either way no other writer can move the counter
+        before this transaction ends, so its events count on from here in memory.
         """
-        if self._lock_revision is not None:
-            self._lock_revision.one()
+        row = self._lock_revision.one()
+        assert row is not None, "the schema is not migrated"
+        self._revision_at_begin = int(row[0])
+
+    def journal_end(self) -> None:
+        """Last in a write transaction, after the writes that rolled back: stores the
+        counter, and on PostgreSQL tells the other replicas. PostgreSQL delivers the NOTIFY
+        when the transaction commits, and not at all when it rolls back; the payload, the
+        last revision, is a hint (see pg_notify)."""
+        if not self._journal:
+            return
+        last = self._journal[-1].revision
+        if self._revision_at_begin is not None:
+            self._set_revision.execute(last)
+        if self._postgresql:
+            self.db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
 
     def insert(self, c: Campaign, request_id: str) -> None:
         values = _mutable_values(c)
@@ -462,12 +482,15 @@ class Store:
         detail: str = "",
     ) -> Event:
         """Takes the next revision and logs the campaign's new state; sets c.revision."""
-        # Incrementing one row serializes every writer on the revision, so revisions
-        # commit in order and a reader never sees a later one before an earlier one.
-        row = self._next_revision.one()
-        assert row is not None, "the schema is not migrated"
+        if self._revision_at_begin is not None:
+            revision = self._revision_at_begin + len(self._journal) + 1
+        else:
+            # Outside the writer's transactions (a migration, a test): one row counts.
+            row = self._next_revision.one()
+            assert row is not None, "the schema is not migrated"
+            revision = int(row[0])
         event = Event(
-            revision=int(row[0]),
+            revision=revision,
             customer_id=c.customer_id,
             campaign_id=c.id,
             status=c.status,
@@ -495,17 +518,6 @@ class Store:
         c.revision = event.revision
         self._journal.append(event)
         return event
-
-    def announce_events(self) -> None:
-        """Last in a write transaction (Writer before_commit): tells the other replicas.
-
-        PostgreSQL delivers the NOTIFY when the transaction commits, and not at all when it
-        rolls back; the payload, the last revision, is a hint (see pg_notify).
-        """
-        if self._postgresql and self._journal:
-            self.db.execute_sql(
-                "SELECT pg_notify(%s, %s)", (CHANNEL, str(self._journal[-1].revision))
-            )
 
     def compact(self, older_than: int, batch: int) -> int:
         """Removes up to batch of the oldest events logged before older_than; returns how many.
@@ -536,6 +548,7 @@ class Store:
 
     def journal_take(self) -> list[Event]:
         events, self._journal = self._journal, []
+        self._revision_at_begin = None
         return events
 
     def due_stops(self, now: int, limit: int) -> list[Campaign]:
