@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from collections.abc import Callable, Sequence
 
 from . import lifecycle, page_token, validation
 from .database import Readers, Writer
 from .errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, PreconditionViolation
+from .ids import new_id
 from .store import Store
 from .types import (
     Action,
@@ -39,7 +39,7 @@ def _not_found(campaign_id: str) -> NotFound:
 
 
 def _with_action_ids(actions: Sequence[Action]) -> list[Action]:
-    return [a if a.id else dataclasses.replace(a, id=str(uuid.uuid4())) for a in actions]
+    return [a if a.id else dataclasses.replace(a, id=new_id()) for a in actions]
 
 
 def _reference_error(violations: list[PreconditionViolation]) -> FailedPrecondition:
@@ -120,7 +120,7 @@ class Campaigns:
             raise AlreadyExists(f"campaign {draft.id} already exists", metadata={"id": draft.id})
         c = dataclasses.replace(
             draft,
-            id=draft.id or str(uuid.uuid4()),
+            id=draft.id or new_id(),
             status=Status.STOP,
             end_handle=draft.end_handle or EndHandle.STOP,
             actions=_with_action_ids(draft.actions),
