@@ -174,7 +174,7 @@ def main() -> None:
         "--seconds", type=float, default=None, help="per call and round (quick 3, full 8)"
     )
     parser.add_argument(
-        "--rounds", type=int, default=None, help="rounds over every call (quick 3, full 5)"
+        "--rounds", type=int, default=None, help="rounds over every call (quick 5, full 7)"
     )
     parser.add_argument(
         "--scale", type=int, default=None, help="campaigns for the scale run (full: 1000000)"
@@ -184,7 +184,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     seconds = args.seconds or (3.0 if args.mode == "quick" else 8.0)
-    rounds = args.rounds or (3 if args.mode == "quick" else 5)
+    rounds = args.rounds or (5 if args.mode == "quick" else 7)
     scale = args.scale if args.scale is not None else (1_000_000 if args.mode == "full" else 0)
 
     report: dict = {
