@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -113,3 +115,13 @@ async def test_revisions_count_on_across_batches_with_failures(
     revisions = [e.revision for events in domain.committed for e in events]
     assert revisions == list(range(1, 7))
     assert await domain.readers.run(domain.store.head_revision) == 6
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+async def test_database_threads_do_not_preempt_the_event_loop_when_woken(domain: Domain) -> None:
+    def policy() -> int:
+        return os.sched_getscheduler(threading.get_native_id())
+
+    assert await domain.writer.run(policy) == os.SCHED_BATCH
+    assert await domain.readers.run(policy) == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the event loop's own thread

@@ -12,6 +12,7 @@ import contextlib
 import enum
 import functools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -150,6 +151,23 @@ def database_error(exc: BaseException) -> CampaignError:
     return Unavailable("the database is not available; retry later", reason="DATABASE_UNAVAILABLE")
 
 
+def _no_wakeup_preemption() -> None:
+    """Puts the calling thread under Linux's SCHED_BATCH: its fair share of the CPU as before,
+    but woken by the event loop, it no longer preempts it.
+
+    Preempted right after handing a batch over, the loop sat descheduled holding the GIL,
+    which the woken thread needed first thing: each read cost two more context switches.
+    Measured on two cores under 16 concurrent GetCampaign calls: 9% more calls a second and
+    7% less CPU for each. No privilege is needed; elsewhere, or refused, nothing changes.
+    """
+    if not hasattr(os, "SCHED_BATCH"):
+        return
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_BATCH, os.sched_param(0))
+    except OSError as exc:
+        log.debug("database threads keep the default scheduling policy: %s", exc)
+
+
 class _BatchingThreads:
     """Threads that take every job waiting at once, run them, and answer them together.
 
@@ -191,6 +209,7 @@ class _BatchingThreads:
             thread.join()
 
     def _loop(self) -> None:
+        _no_wakeup_preemption()
         try:
             self._serve()
         finally:
