@@ -55,7 +55,12 @@ def campaign_from_proto(m: pb.Campaign) -> Campaign:
         detail=m.detail,
         service_level=m.service_level,
         end_handle=cast(EndHandle, m.end_handle),
-        actions=[Action(a.id, a.next_id, a.type, _option_to_dict(a.option)) for a in m.actions],
+        actions=[
+            Action(
+                a.id, a.next_id, a.type, _option_to_dict(a.option) if a.HasField("option") else {}
+            )
+            for a in m.actions
+        ],
         outplan_id=m.outplan_id,
         outdial_id=m.outdial_id,
         queue_id=m.queue_id,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 _VERSION = 0x7 << 76
 _VARIANT = 0b10 << 62
@@ -20,5 +19,5 @@ def new_id() -> str:
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     rand_a, rand_b = (rand >> 62) & 0xFFF, rand & ((1 << 62) - 1)
-    value = (ms << 80) | _VERSION | (rand_a << 64) | _VARIANT | rand_b
-    return str(uuid.UUID(int=value))
+    h = f"{(ms << 80) | _VERSION | (rand_a << 64) | _VARIANT | rand_b:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

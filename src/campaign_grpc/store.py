@@ -37,12 +37,12 @@ from .types import (
 )
 from .versions import VersionCache
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 
 def _actions_to_json(actions: Iterable[Action]) -> str:
-    return json.dumps(
-        [{"id": a.id, "next_id": a.next_id, "type": a.type, "option": a.option} for a in actions],
-        separators=(",", ":"),
-        ensure_ascii=False,
+    return _COMPACT_JSON.encode(
+        [{"id": a.id, "next_id": a.next_id, "type": a.type, "option": a.option} for a in actions]
     )
 
 
