@@ -342,9 +342,7 @@ class Writer(_BatchingThreads):
         try:
             with self._db.atomic(*self._begin_args()):
                 journal.journal_begin()
-                if savepoints:
-                    self._run_jobs_in_savepoints(jobs)
-                elif not self._run_jobs_counting_writes(jobs):
+                if not self._run_jobs(jobs, savepoints=savepoints):
                     raise _WroteThenFailed
                 journal.journal_end()
                 committing = True
@@ -364,38 +362,32 @@ class Writer(_BatchingThreads):
             return []
         return journal.journal_take()
 
-    def _run_jobs_in_savepoints(self, jobs: list[_Job[Any]]) -> None:
+    def _run_jobs(self, jobs: list[_Job[Any]], *, savepoints: bool) -> bool:
+        """Runs the jobs, each in a savepoint or with its writes counted; without savepoints,
+        False as soon as one fails after writing (the batch must then run again)."""
         journal, execute = self._journal, self._db.execute_sql
+        connection = None if savepoints else self._db.connection()
         for job in jobs:
             mark = journal.journal_mark()
-            # Plain statements, one name for every job: Peewee's atomic() costs several
-            # times as much, a fresh uuid and a context object for each write.
-            execute("SAVEPOINT job")
+            if connection is None:
+                # Plain statements, one name for every job: Peewee's atomic() costs several
+                # times as much, a fresh uuid and a context object for each write.
+                execute("SAVEPOINT job")
+            else:
+                written = connection.total_changes
             try:
                 job.outcome = (True, job.fn())
             except pw.PeeweeException:
                 raise
             except Exception as exc:  # a domain error, or our bug (INTERNAL)
-                execute("ROLLBACK TO SAVEPOINT job")
-                journal.journal_rollback(mark)
-                job.outcome = (False, exc)
-            execute("RELEASE SAVEPOINT job")
-
-    def _run_jobs_counting_writes(self, jobs: list[_Job[Any]]) -> bool:
-        """Runs the jobs without savepoints; False as soon as one fails after writing."""
-        journal, connection = self._journal, self._db.connection()
-        for job in jobs:
-            mark = journal.journal_mark()
-            written = connection.total_changes
-            try:
-                job.outcome = (True, job.fn())
-            except pw.PeeweeException:
-                raise
-            except Exception as exc:  # a domain error, or our bug (INTERNAL)
-                if connection.total_changes != written:
+                if connection is None:
+                    execute("ROLLBACK TO SAVEPOINT job")
+                elif connection.total_changes != written:
                     return False
                 journal.journal_rollback(mark)
                 job.outcome = (False, exc)
+            if connection is None:
+                execute("RELEASE SAVEPOINT job")
         return True
 
     def _begin_args(self) -> tuple[str, ...]:
