@@ -38,6 +38,13 @@ async def serves_on(stub: Stub, health: health_pb2_grpc.HealthStub, customer: st
     assert (await get(stub, customer, created.id)).id == created.id
 
 
+async def never_written(stub: Stub, customer: str, campaign_id: str) -> None:
+    await fails(
+        stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=campaign_id)),
+        Code.NOT_FOUND,
+    )
+
+
 def create_call(stub: Stub, campaign: pb.Campaign, timeout: float = 10) -> Any:
     return stub.CreateCampaign(pb.CreateCampaignRequest(campaign=campaign), timeout=timeout)
 
@@ -64,10 +71,7 @@ async def test_a_request_over_the_size_limit_is_refused_with_details(
         assert refused.info.metadata["limit"] == "4096"
         assert int(refused.info.metadata["request_bytes"]) > 4096
         assert refused.quota_subjects == {"request"}
-        await fails(
-            stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=too_large.id)),
-            Code.NOT_FOUND,
-        )
+        await never_written(stub, customer, too_large.id)
         await create(stub, campaign_of_size(customer, 3000))
         await serves_on(stub, health, customer)
 
@@ -83,10 +87,7 @@ async def test_a_request_over_the_hard_ceiling_is_refused_and_the_server_serves_
             await create_call(stub, huge)
 
         assert raised.value.code() == Code.RESOURCE_EXHAUSTED
-        await fails(
-            stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=huge.id)),
-            Code.NOT_FOUND,
-        )
+        await never_written(stub, customer, huge.id)
         await serves_on(stub, health, customer)
 
 
@@ -238,10 +239,7 @@ async def test_a_deadline_that_passes_while_waiting_for_the_writer_leaves_nothin
             await eventually(writer_busy)
 
         assert (await asyncio.wait_for(first, 10)).campaign.id
-        await fails(
-            stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=late.id)),
-            Code.NOT_FOUND,
-        )
+        await never_written(stub, customer, late.id)
         await serves_on(stub, health, customer)
 
 
