@@ -56,8 +56,11 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
     store.migrate()
     draft = runnable_draft(customer, id="2f1d7c8e-6a3b-4c5d-9e0f-1a2b3c4d5e6f", tm_create=1)
     with store.db.atomic():
+        store.journal_begin()
         store.append_event(draft, draft.status, 1, 1)  # type: ignore[arg-type]
         store.insert(draft, "")
+        store.journal_end()
+    store.journal_take()
     # Take the database back to what version 1 wrote.
     for table, names in V2_COLUMNS.items():
         for name in names:

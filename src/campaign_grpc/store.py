@@ -225,14 +225,10 @@ class Store:
         )
         self._head = Prepared(db, M.select(M.value).where(M.key == "revision"))
         self._postgresql = is_postgresql(db)
-        self._lock_revision = Prepared(
-            db,
-            M.select(M.value).where(M.key == "revision").for_update()
+        self._lock_revision = (
+            Prepared(db, M.select(M.value).where(M.key == "revision").for_update())
             if self._postgresql
-            else M.select(M.value).where(M.key == "revision"),
-        )
-        self._next_revision = Prepared(
-            db, M.update(value=M.value + 1).where(M.key == "revision").returning(M.value)
+            else self._head
         )
         self._set_revision = Prepared(db, M.update(value=param(0)).where(M.key == "revision"))
         self._insert_event = Prepared(
@@ -435,8 +431,7 @@ class Store:
         if not self._journal:
             return
         last = self._journal[-1].revision
-        if self._revision_at_begin is not None:
-            self._set_revision.execute(last)
+        self._set_revision.execute(last)
         if self._postgresql:
             self.db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
 
@@ -482,15 +477,9 @@ class Store:
         detail: str = "",
     ) -> Event:
         """Takes the next revision and logs the campaign's new state; sets c.revision."""
-        if self._revision_at_begin is not None:
-            revision = self._revision_at_begin + len(self._journal) + 1
-        else:
-            # Outside the writer's transactions (a migration, a test): one row counts.
-            row = self._next_revision.one()
-            assert row is not None, "the schema is not migrated"
-            revision = int(row[0])
+        assert self._revision_at_begin is not None, "events are written after journal_begin"
         event = Event(
-            revision=revision,
+            revision=self._revision_at_begin + len(self._journal) + 1,
             customer_id=c.customer_id,
             campaign_id=c.id,
             status=c.status,
