@@ -12,6 +12,9 @@ from typing import Any
 import peewee as pw
 
 _MARK = "\x00campaign-param:"
+# Turns a DB-API error into Peewee's class for it (IntegrityError and the rest), as
+# execute_sql does; Peewee's stubs do not declare it.
+_as_peewee_errors: Any = vars(pw)["__exception_wrapper__"]
 
 
 def param(index: int) -> Any:
@@ -22,6 +25,10 @@ def param(index: int) -> Any:
 class Prepared:
     def __init__(self, db: pw.Database, query: Any) -> None:
         self._db = db
+        # On SQLite a statement runs on the thread's connection directly: Peewee's
+        # execute_sql (a cursor object, a logging check, hooks) costs more than SQLite takes
+        # to run most of ours. Its errors are translated to Peewee's all the same.
+        self._on_connection = isinstance(db, pw.SqliteDatabase)
         self.sql, params = query.sql()
         # Each bound value is either a parameter given at execution or a constant of the shape.
         self._plan: list[tuple[int, Any]] = []
@@ -38,7 +45,11 @@ class Prepared:
         return [args[i] if i >= 0 else const for i, const in self._plan]
 
     def execute(self, *args: Any) -> Any:
-        return self._db.execute_sql(self.sql, self._bind(args))
+        db = self._db
+        if not self._on_connection:
+            return db.execute_sql(self.sql, self._bind(args))
+        with _as_peewee_errors:
+            return db.connection().execute(self.sql, self._bind(args))
 
     def one(self, *args: Any) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self.execute(*args).fetchone()
