@@ -22,6 +22,7 @@ from .database import (
     UnsupportedDatabase,
     Writer,
     close_database,
+    default_read_threads,
     is_sqlite,
     open_database,
 )
@@ -130,13 +131,14 @@ class App:
             sqlite_synchronous=settings.sqlite_synchronous,
             pool_size=settings.database_pool_size,
         )
-        if not is_sqlite(self._db) and settings.database_pool_size < settings.read_threads + 1:
+        read_threads = settings.read_threads or default_read_threads(self._db)
+        if not is_sqlite(self._db) and settings.database_pool_size < read_threads + 1:
             raise UnsupportedDatabase(
                 f"--database-pool-size {settings.database_pool_size} is too small: the writer "
-                f"and {settings.read_threads} read threads need {settings.read_threads + 1}"
+                f"and {read_threads} read threads need {read_threads + 1}"
             )
         self.store = Store(self._db)
-        self._readers = Readers(self._db, settings.read_threads)
+        self._readers = Readers(self._db, read_threads)
         self._writer = Writer(
             self._db,
             journal=self.store,

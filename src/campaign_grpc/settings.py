@@ -65,6 +65,8 @@ def shown(value: object) -> str:
     """A setting's value as a user writes it."""
     if isinstance(value, bool):
         return "on" if value else "off"
+    if value is None:
+        return "by database"
     return str(value) if value != "" else "off"
 
 
@@ -96,7 +98,14 @@ class Settings:
     watch_buffer: int = _setting(
         1024, "events a WatchStatus stream may fall behind before it is ended", _count
     )
-    read_threads: int = _setting(4, "threads serving database reads", _count)
+    read_threads: int | None = _setting(
+        None,
+        "threads serving database reads: 1 on SQLite, whose reads are quick and whose threads "
+        "would only take turns with the event loop for the interpreter, 4 on PostgreSQL, "
+        "whose reads wait on the network",
+        _count,
+        metavar="N",
+    )
     sqlite_synchronous: str = _setting(
         "FULL", "SQLite's synchronous pragma (FULL survives power loss)", choices=("FULL", "NORMAL")
     )
@@ -219,7 +228,9 @@ def add_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None 
             default.env = env
         switch = {k: f.metadata[k] for k in ("nargs", "const") if k in f.metadata}
         default_text = (
-            shown(default) if isinstance(default, bool) or default == "" else "%(default)s"
+            shown(default)
+            if isinstance(default, bool) or default == "" or default is None
+            else "%(default)s"
         )
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
