@@ -136,9 +136,20 @@ class Campaigns:
             next_campaign_id=draft.next_campaign_id,
             tm_create=now,
         )
-        self._check_references(c, {"next_campaign_id", "outdial_id"})
+        # Where the store's insert refuses a taken outdial without spoiling the transaction,
+        # the campaign holding it is looked up only on a refusal: one statement fewer for
+        # every create. A next campaign to check as well is checked with it beforehand, so
+        # that one error lists both broken references.
+        by_insert = store.insert_refuses_taken_outdial and not c.next_campaign_id
+        if not by_insert:
+            self._check_references(c, {"next_campaign_id", "outdial_id"})
         store.append_event(c, Status.UNSPECIFIED, Reason.CREATED, now)
-        store.insert(c, request_id)
+        try:
+            store.insert(c, request_id)
+        except FailedPrecondition as refused:
+            if by_insert and refused.reason == "OUTDIAL_IN_USE":
+                self._check_references(c, {"outdial_id"})
+            raise
         return c
 
     def _check_references(self, c: Campaign, fields: set[str]) -> Campaign | None:

@@ -225,6 +225,10 @@ class Store:
         )
         self._head = Prepared(db, M.select(M.value).where(M.key == "revision"))
         self._postgresql = is_postgresql(db)
+        # On SQLite a statement refused by a unique index undoes only itself, so insert() may
+        # be left to find a taken outdial: the transaction goes on, and the campaign holding
+        # it can be looked up then. On PostgreSQL the refusal spoils the transaction.
+        self.insert_refuses_taken_outdial = not self._postgresql
         self._lock_revision = (
             Prepared(db, M.select(M.value).where(M.key == "revision").for_update())
             if self._postgresql
