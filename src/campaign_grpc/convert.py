@@ -77,33 +77,44 @@ def list_filter_from_proto(m: pb.ListCampaignsRequest) -> ListFilter:
     )
 
 
-def campaign_to_proto(c: Campaign) -> pb.Campaign:
-    m = pb.Campaign(
-        id=c.id,
-        customer_id=c.customer_id,
-        type=cast(pb.Campaign.Type.ValueType, int(c.type)),
-        name=c.name,
-        detail=c.detail,
-        status=cast(pb.Campaign.Status.ValueType, int(c.status)),
-        service_level=c.service_level,
-        end_handle=cast(pb.Campaign.EndHandle.ValueType, int(c.end_handle)),
-        outplan_id=c.outplan_id,
-        outdial_id=c.outdial_id,
-        queue_id=c.queue_id,
-        next_campaign_id=c.next_campaign_id,
-        tm_create=_timestamp(c.tm_create),
-        etag=c.etag,
-    )
+def _set_time(target: timestamp_pb2.Timestamp, us: int) -> None:
+    seconds, micros = divmod(us, 1_000_000)
+    target.seconds = seconds
+    target.nanos = micros * 1000
+
+
+def fill_campaign(m: pb.Campaign, c: Campaign) -> None:
+    """Writes c into the empty message m where it lies, as a field of its response: no
+    message of its own to build, copy in and free."""
+    m.id = c.id
+    m.customer_id = c.customer_id
+    m.type = cast(pb.Campaign.Type.ValueType, int(c.type))
+    m.name = c.name
+    m.detail = c.detail
+    m.status = cast(pb.Campaign.Status.ValueType, int(c.status))
+    m.service_level = c.service_level
+    m.end_handle = cast(pb.Campaign.EndHandle.ValueType, int(c.end_handle))
+    m.outplan_id = c.outplan_id
+    m.outdial_id = c.outdial_id
+    m.queue_id = c.queue_id
+    m.next_campaign_id = c.next_campaign_id
+    m.etag = c.etag
+    _set_time(m.tm_create, c.tm_create)
+    if c.tm_update is not None:
+        _set_time(m.tm_update, c.tm_update)
+    if c.tm_delete is not None:
+        _set_time(m.tm_delete, c.tm_delete)
     add = m.actions.add
     for a in c.actions:
         action = add(id=a.id, next_id=a.next_id, type=a.type)
         action.option.SetInParent()
         if a.option:
             action.option.update(a.option)
-    if c.tm_update is not None:
-        m.tm_update.CopyFrom(_timestamp(c.tm_update))
-    if c.tm_delete is not None:
-        m.tm_delete.CopyFrom(_timestamp(c.tm_delete))
+
+
+def campaign_to_proto(c: Campaign) -> pb.Campaign:
+    m = pb.Campaign()
+    fill_campaign(m, c)
     return m
 
 
@@ -120,6 +131,13 @@ class CampaignWire:
 
     def fill(self, target: pb.Campaign, c: Campaign) -> None:
         target.MergeFromString(self.serialized(c))
+
+    def fill_written(self, target: pb.Campaign, c: Campaign) -> None:
+        """A version just written: built in place and not kept, its first read keeps it.
+
+        Under 16 concurrent creates, building, serializing and keeping each new version
+        cost the event loop more than a tenth of a create."""
+        fill_campaign(target, c)
 
 
 def _status(value: Status) -> pb.Campaign.Status.ValueType:

@@ -28,9 +28,14 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         self._hub = hub
         self._wire = convert.CampaignWire()
 
-    def _one(self, response: R, c: Campaign) -> R:
+    def _read(self, response: R, c: Campaign) -> R:
         """The response with its campaign field filled from the wire cache."""
         self._wire.fill(cast(Any, response).campaign, c)
+        return response
+
+    def _written(self, response: R, c: Campaign) -> R:
+        """The response with its campaign field filled with a version just written."""
+        self._wire.fill_written(cast(Any, response).campaign, c)
         return response
 
     @unary
@@ -39,14 +44,14 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     ) -> pb.CreateCampaignResponse:
         draft = convert.campaign_from_proto(request.campaign)
         created = await self._campaigns.create(draft, request.request_id)
-        return self._one(pb.CreateCampaignResponse(), created)
+        return self._written(pb.CreateCampaignResponse(), created)
 
     @unary
     async def GetCampaign(
         self, request: pb.GetCampaignRequest, context: Context
     ) -> pb.GetCampaignResponse:
         found = await self._campaigns.get(request.customer_id, request.id)
-        return self._one(pb.GetCampaignResponse(), found)
+        return self._read(pb.GetCampaignResponse(), found)
 
     @unary
     async def ListCampaigns(
@@ -69,21 +74,21 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         updated = await self._campaigns.update(
             draft, list(request.update_mask.paths), request.campaign.etag
         )
-        return self._one(pb.UpdateCampaignResponse(), updated)
+        return self._written(pb.UpdateCampaignResponse(), updated)
 
     @unary
     async def DeleteCampaign(
         self, request: pb.DeleteCampaignRequest, context: Context
     ) -> pb.DeleteCampaignResponse:
         deleted = await self._campaigns.delete(request.customer_id, request.id, request.etag)
-        return self._one(pb.DeleteCampaignResponse(), deleted)
+        return self._written(pb.DeleteCampaignResponse(), deleted)
 
     @unary
     async def UndeleteCampaign(
         self, request: pb.UndeleteCampaignRequest, context: Context
     ) -> pb.UndeleteCampaignResponse:
         restored = await self._campaigns.undelete(request.customer_id, request.id)
-        return self._one(pb.UndeleteCampaignResponse(), restored)
+        return self._written(pb.UndeleteCampaignResponse(), restored)
 
     @unary
     async def UpdateCampaignStatus(
@@ -92,14 +97,14 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         changed = await self._campaigns.set_status(
             request.customer_id, request.id, request.status, request.force
         )
-        return self._one(pb.UpdateCampaignStatusResponse(), changed)
+        return self._written(pb.UpdateCampaignStatusResponse(), changed)
 
     @unary
     async def ReportOutdialExhausted(
         self, request: pb.ReportOutdialExhaustedRequest, context: Context
     ) -> pb.ReportOutdialExhaustedResponse:
         reported = await self._campaigns.report_outdial_exhausted(request.customer_id, request.id)
-        return self._one(pb.ReportOutdialExhaustedResponse(), reported)
+        return self._written(pb.ReportOutdialExhaustedResponse(), reported)
 
     @streaming
     async def WatchStatus(
