@@ -157,7 +157,9 @@ async def test_health_turns_not_serving_when_stop_begins(
     start_server: Callable[..., Any], settings: Settings
 ) -> None:
     # A long grace: an idle health watch must not hold the stop once no unary call is left.
-    server: App = await start_server(settings, shutdown_grace=60)
+    # No database check meanwhile: one slower than its interval on a busy machine would turn
+    # the status NOT_SERVING before the stop does.
+    server: App = await start_server(settings, shutdown_grace=60, health_interval=3600)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     health = health_pb2_grpc.HealthStub(channel)
     statuses: asyncio.Queue[int] = asyncio.Queue()
