@@ -222,6 +222,25 @@ async def test_a_call_in_flight_when_stop_begins_still_completes(
         assert await get(stub, customer, created.id) == created
 
 
+# -- database threads -----------------------------------------------------------------------
+
+
+def read_threads() -> int:
+    return sum(t.name.startswith("db-reader") for t in threading.enumerate())
+
+
+async def test_reads_get_one_thread_on_sqlite_and_four_on_postgresql_unless_told(
+    start_server: Callable[..., Any], settings: Settings, database_url: str
+) -> None:
+    before = read_threads()
+    await start_server(settings)
+    assert read_threads() - before == (1 if database_url.startswith("sqlite") else 4)
+
+    before = read_threads()
+    await start_server(settings, read_threads=3)
+    assert read_threads() - before == 3
+
+
 # -- the command ------------------------------------------------------------------------------
 
 

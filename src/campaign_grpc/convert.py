@@ -84,8 +84,8 @@ def _set_time(target: timestamp_pb2.Timestamp, us: int) -> None:
 
 
 def fill_campaign(m: pb.Campaign, c: Campaign) -> None:
-    """Writes c into the empty message m where it lies, as a field of its response: no
-    message of its own to build, copy in and free."""
+    """Writes c into the empty message m where it lies, a field of its response, say: no
+    message of its own to build, then copy in."""
     m.id = c.id
     m.customer_id = c.customer_id
     m.type = cast(pb.Campaign.Type.ValueType, int(c.type))
@@ -131,13 +131,6 @@ class CampaignWire:
 
     def fill(self, target: pb.Campaign, c: Campaign) -> None:
         target.MergeFromString(self.serialized(c))
-
-    def fill_written(self, target: pb.Campaign, c: Campaign) -> None:
-        """A version just written: built in place and not kept, its first read keeps it.
-
-        Under 16 concurrent creates, building, serializing and keeping each new version
-        cost the event loop more than a tenth of a create."""
-        fill_campaign(target, c)
 
 
 def _status(value: Status) -> pb.Campaign.Status.ValueType:

@@ -34,8 +34,9 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         return response
 
     def _written(self, response: R, c: Campaign) -> R:
-        """The response with its campaign field filled with a version just written."""
-        self._wire.fill_written(cast(Any, response).campaign, c)
+        """The response with its campaign field filled with a version just written: built in
+        place, not encoded for the wire cache and decoded back; its first read caches it."""
+        convert.fill_campaign(cast(Any, response).campaign, c)
         return response
 
     @unary
