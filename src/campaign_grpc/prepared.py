@@ -6,6 +6,7 @@ never changes is built once, with markers where its parameters go, and then only
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,8 @@ _MARK = "\x00campaign-param:"
 # Turns a DB-API error into Peewee's class for it (IntegrityError and the rest), as
 # execute_sql does; Peewee's stubs do not declare it.
 _as_peewee_errors: Any = vars(pw)["__exception_wrapper__"]
+# Where Peewee logs the statements it runs, at DEBUG: ours are logged there too.
+_peewee_log = logging.getLogger("peewee")
 
 
 def param(index: int) -> Any:
@@ -26,8 +29,8 @@ class Prepared:
     def __init__(self, db: pw.Database, query: Any) -> None:
         self._db = db
         # On SQLite a statement runs on the thread's connection directly: Peewee's
-        # execute_sql (a cursor object, a logging check, hooks) costs more than SQLite takes
-        # to run most of ours. Its errors are translated to Peewee's all the same.
+        # execute_sql (a cursor object, its query hooks, layers of calls) costs more than
+        # SQLite takes to run most of ours. Its errors and its DEBUG log are kept.
         self._on_connection = isinstance(db, pw.SqliteDatabase)
         self.sql, params = query.sql()
         # Each bound value is either a parameter given at execution or a constant of the shape.
@@ -48,8 +51,11 @@ class Prepared:
         db = self._db
         if not self._on_connection:
             return db.execute_sql(self.sql, self._bind(args))
+        params = self._bind(args)
+        if _peewee_log.isEnabledFor(logging.DEBUG):
+            _peewee_log.debug((self.sql, params))
         with _as_peewee_errors:
-            return db.connection().execute(self.sql, self._bind(args))
+            return db.connection().execute(self.sql, params)
 
     def one(self, *args: Any) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self.execute(*args).fetchone()
