@@ -63,6 +63,7 @@ def test_check_config_prints_each_setting_with_its_source_and_creates_nothing(
     assert lines["metrics_listen"].split() == ["127.0.0.1:9464", "(flag", "--metrics-listen)"]
     assert lines["stop_grace"].split() == ["30.0", "(env", "CAMPAIGN_GRPC_STOP_GRACE)"]
     assert lines["database_url"].split() == ["sqlite:///campaigns.db", "(default)"]
+    assert lines["read_threads"].split() == ["1", "(by", "database)", "(default)"]
     assert "does not exist yet" in lines["database:"]
     assert out.rstrip().endswith("configuration OK")
     assert list(tmp_path.iterdir()) == []

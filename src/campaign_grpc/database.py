@@ -110,12 +110,12 @@ def is_postgresql(db: pw.Database) -> bool:
     return isinstance(db, pw.PostgresqlDatabase)
 
 
-def default_read_threads(db: pw.Database) -> int:
+def default_read_threads(database_url: str) -> int:
     """One on SQLite: its reads take microseconds, and more threads only take turns with the
     event loop for the interpreter (on two cores, four read threads served 15% fewer
     GetCampaign and a third fewer ListCampaigns calls a second than one). Four on
     PostgreSQL, whose reads spend most of their time waiting on the network."""
-    return 1 if is_sqlite(db) else 4
+    return 1 if urlsplit(database_url).scheme == "sqlite" else 4
 
 
 @dataclass(slots=True)

@@ -131,7 +131,7 @@ class App:
             sqlite_synchronous=settings.sqlite_synchronous,
             pool_size=settings.database_pool_size,
         )
-        read_threads = settings.read_threads or default_read_threads(self._db)
+        read_threads = settings.read_threads or default_read_threads(settings.database_url)
         if not is_sqlite(self._db) and settings.database_pool_size < read_threads + 1:
             raise UnsupportedDatabase(
                 f"--database-pool-size {settings.database_pool_size} is too small: the writer "
