@@ -21,6 +21,7 @@ from .errors import (
     FailedPrecondition,
     PreconditionViolation,
 )
+from .json_text import compact_json
 from .pg_notify import CHANNEL
 from .prepared import Prepared, Statements, param
 from .schema import Tables, bind_tables, migrate
@@ -37,11 +38,9 @@ from .types import (
 )
 from .versions import VersionCache
 
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
 
 def _actions_to_json(actions: Iterable[Action]) -> str:
-    return _COMPACT_JSON.encode(
+    return compact_json(
         [{"id": a.id, "next_id": a.next_id, "type": a.type, "option": a.option} for a in actions]
     )
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import enum
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
 
 from .errors import FieldViolation, InvalidArgument
+from .json_text import compact_json
 from .types import (
     UPDATABLE_FIELD_ORDER,
     UPDATABLE_FIELDS,
@@ -141,11 +141,8 @@ def _all_finite(value: object) -> bool:
     return True
 
 
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
 def option_size(option: object) -> int:
-    return len(_COMPACT_JSON.encode(option).encode())
+    return len(compact_json(option).encode())
 
 
 def check_actions(path: str, actions: Sequence[Action]) -> list[FieldViolation]:
