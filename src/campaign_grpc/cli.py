@@ -14,7 +14,7 @@ from pathlib import Path
 import peewee as pw
 
 from . import logs, security, settings
-from .database import UnsupportedDatabase, close_database, default_read_threads, open_database
+from .database import UnsupportedDatabase, close_database, open_database
 from .schema import SCHEMA_VERSION, SchemaTooNew, bind_tables, current_version
 from .settings import Settings
 from .store import Store
@@ -191,7 +191,7 @@ def check_config(config: Settings, argv: Sequence[str]) -> int:
             source = "default"
         value = settings.shown(getattr(config, f.name))
         if f.name == "read_threads" and config.read_threads is None:
-            value = f"{default_read_threads(config.database_url)} ({value})"
+            value = f"{config.read_thread_count} ({value})"
         rows.append((f.name, value, source))
     name_width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)

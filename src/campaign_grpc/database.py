@@ -1,8 +1,9 @@
 """Opening a database by URL, and running work on it off the event loop.
 
 Writes go through one thread that commits every write waiting at that moment in one
-transaction (group commit), each in its own savepoint, and answers each caller only after
-the commit. Reads run on a small pool of threads, each with its own connection.
+transaction (group commit), where a write that fails takes back its own changes and no
+other's, and answers each caller only after the commit. Reads run on a small pool of
+threads, each with its own connection.
 """
 
 from __future__ import annotations
@@ -108,14 +109,6 @@ def is_sqlite(db: pw.Database) -> bool:
 
 def is_postgresql(db: pw.Database) -> bool:
     return isinstance(db, pw.PostgresqlDatabase)
-
-
-def default_read_threads(database_url: str) -> int:
-    """One on SQLite: its reads take microseconds, and more threads only take turns with the
-    event loop for the interpreter (on two cores, four read threads served 15% fewer
-    GetCampaign and a third fewer ListCampaigns calls a second than one). Four on
-    PostgreSQL, whose reads spend most of their time waiting on the network."""
-    return 1 if urlsplit(database_url).scheme == "sqlite" else 4
 
 
 @dataclass(slots=True)

@@ -22,7 +22,6 @@ from .database import (
     UnsupportedDatabase,
     Writer,
     close_database,
-    default_read_threads,
     is_sqlite,
     open_database,
 )
@@ -131,7 +130,7 @@ class App:
             sqlite_synchronous=settings.sqlite_synchronous,
             pool_size=settings.database_pool_size,
         )
-        read_threads = settings.read_threads or default_read_threads(settings.database_url)
+        read_threads = settings.read_thread_count
         if not is_sqlite(self._db) and settings.database_pool_size < read_threads + 1:
             raise UnsupportedDatabase(
                 f"--database-pool-size {settings.database_pool_size} is too small: the writer "

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "CAMPAIGN_GRPC_"
 
@@ -171,6 +172,17 @@ class Settings:
     insecure: bool = _switch_setting(
         False, "serve beyond loopback with neither TLS nor tokens (the flag alone turns it on)"
     )
+
+    @property
+    def read_thread_count(self) -> int:
+        """read_threads, or by database when not given. One on SQLite: its reads take
+        microseconds, and more threads only take turns with the event loop for the
+        interpreter (on two cores, four read threads served 15% fewer GetCampaign and a third
+        fewer ListCampaigns calls a second than one). Four on PostgreSQL, whose reads spend
+        most of their time waiting on the network."""
+        if self.read_threads is not None:
+            return self.read_threads
+        return 1 if urlsplit(self.database_url).scheme == "sqlite" else 4
 
 
 _METAVARS: dict[Callable[[str], Any], str] = {
