@@ -20,8 +20,8 @@ import grpc
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc as pb_grpc
-from campaign_grpc.database import open_database
-from campaign_grpc.store import Store
+from campaign_grpc.storage.database import open_database
+from campaign_grpc.storage.store import Store
 
 ACTIONS = json.dumps(
     [

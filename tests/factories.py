@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from campaign.v1 import campaign_pb2 as pb
-from campaign_grpc.types import Action, Campaign, CampaignType
+from campaign_grpc.domain.types import Action, Campaign, CampaignType
 
 
 def new_id() -> str:

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.client import AsyncCampaignClient, CampaignClient, Retry, exceptions
-from campaign_grpc.server import App
+from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
 from client_helpers import Reader, ServerThread
 from e2e_helpers import (

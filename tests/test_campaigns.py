@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from campaign_grpc.campaigns import Campaigns
-from campaign_grpc.database import Readers, Writer, open_database
-from campaign_grpc.errors import (
+from campaign_grpc.domain.campaigns import Campaigns
+from campaign_grpc.domain.errors import (
     Aborted,
     AlreadyExists,
     CampaignError,
@@ -18,8 +17,7 @@ from campaign_grpc.errors import (
     InvalidArgument,
     NotFound,
 )
-from campaign_grpc.store import Store
-from campaign_grpc.types import (
+from campaign_grpc.domain.types import (
     Action,
     Campaign,
     CampaignType,
@@ -29,6 +27,8 @@ from campaign_grpc.types import (
     Reason,
     Status,
 )
+from campaign_grpc.storage.database import Readers, Writer, open_database
+from campaign_grpc.storage.store import Store
 from conftest import FakeClock
 from factories import new_id, runnable_draft
 

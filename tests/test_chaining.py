@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from campaign_grpc.campaigns import Campaigns
-from campaign_grpc.errors import FailedPrecondition, InvalidArgument
-from campaign_grpc.types import Campaign, EndHandle, Event, Reason, Status
+from campaign_grpc.domain.campaigns import Campaigns
+from campaign_grpc.domain.errors import FailedPrecondition, InvalidArgument
+from campaign_grpc.domain.types import Campaign, EndHandle, Event, Reason, Status
 from conftest import FakeClock
 from factories import runnable_draft
 

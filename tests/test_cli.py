@@ -6,8 +6,8 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
-from campaign_grpc.schema import SCHEMA_VERSION
 from campaign_grpc.settings import Settings, env_name
+from campaign_grpc.storage.schema import SCHEMA_VERSION
 from e2e_helpers import run
 
 

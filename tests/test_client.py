@@ -25,7 +25,7 @@ from campaign_grpc.client import (
     SnapshotReset,
     exceptions,
 )
-from campaign_grpc.server import App
+from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
 from client_helpers import Reader, ServerThread, wait_serving
 from e2e_helpers import Process, free_port

@@ -12,15 +12,15 @@ import pytest
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
-from campaign_grpc.campaigns import Campaigns
-from campaign_grpc.compaction import Compactor
-from campaign_grpc.database import Readers, Writer, close_database, open_database
-from campaign_grpc.errors import OutOfRange
-from campaign_grpc.server import App
+from campaign_grpc.domain.campaigns import Campaigns
+from campaign_grpc.domain.errors import OutOfRange
+from campaign_grpc.domain.types import Campaign, Status
+from campaign_grpc.ops.compaction import Compactor
+from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
-from campaign_grpc.store import Store
-from campaign_grpc.types import Campaign, Status
-from campaign_grpc.watch import Hub, Item, Kind
+from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
+from campaign_grpc.storage.store import Store
+from campaign_grpc.watch.hub import Hub, Item, Kind
 from conftest import FakeClock
 from e2e_helpers import create, details_of, eventually, set_status, watch
 from factories import runnable_campaign, runnable_draft

@@ -6,14 +6,14 @@ import logging
 
 import pytest
 
-from campaign_grpc import database
+from campaign_grpc.storage import database
 
 
 def test_an_outage_logs_one_traceback_and_a_line_for_each_failure(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(database, "_last_traceback", -database.TRACEBACK_EVERY_S)
-    caplog.set_level(logging.ERROR, logger="campaign_grpc.database")
+    caplog.set_level(logging.ERROR, logger="campaign_grpc.storage.database")
     errors = [database.database_error(OSError("connection refused")) for _ in range(50)]
 
     assert {e.code for e in errors} == {"UNAVAILABLE"}

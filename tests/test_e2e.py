@@ -10,10 +10,10 @@ from google.protobuf import field_mask_pb2
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
-from campaign_grpc.database import close_database, open_database
+from campaign_grpc.domain.types import Status
 from campaign_grpc.settings import Settings
-from campaign_grpc.store import Store
-from campaign_grpc.types import Status
+from campaign_grpc.storage.database import close_database, open_database
+from campaign_grpc.storage.store import Store
 from e2e_helpers import W, create, eventually, fails, get, set_status, watch
 from factories import new_id, runnable_campaign
 

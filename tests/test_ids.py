@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from campaign_grpc.ids import new_id
-from campaign_grpc.validation import is_uuid
+from campaign_grpc.domain.ids import new_id
+from campaign_grpc.domain.validation import is_uuid
 
 
 def test_ids_are_canonical_version_7_uuids() -> None:

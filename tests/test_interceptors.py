@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from campaign_grpc.interceptors import Call, DeadlineGate, UnaryCallsInFlight
+from campaign_grpc.api.interceptors import Call, DeadlineGate, UnaryCallsInFlight
 
 GET = Call(
     "/campaign.v1.CampaignService/GetCampaign", "campaign.v1.CampaignService", "Get", "unary"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from campaign_grpc import lifecycle
-from campaign_grpc.errors import FailedPrecondition
-from campaign_grpc.types import Action, Campaign, CampaignType, Reason, Status
+from campaign_grpc.domain import lifecycle
+from campaign_grpc.domain.errors import FailedPrecondition
+from campaign_grpc.domain.types import Action, Campaign, CampaignType, Reason, Status
 from factories import new_id, runnable_draft
 
 NOW = 1_800_000_000_000_000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from campaign_grpc.errors import LimitExceeded
-from campaign_grpc.limits import (
+from campaign_grpc.domain.errors import LimitExceeded
+from campaign_grpc.ops.limits import (
     WatchStreamCounts,
     receive_ceiling,
     request_too_large,

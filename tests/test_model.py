@@ -26,17 +26,15 @@ from hypothesis.stateful import (
     rule,
 )
 
-from campaign_grpc.campaigns import Campaigns
-from campaign_grpc.database import Readers, Writer, close_database, open_database
-from campaign_grpc.errors import (
+from campaign_grpc.domain.campaigns import Campaigns
+from campaign_grpc.domain.errors import (
     Aborted,
     AlreadyExists,
     CampaignError,
     FailedPrecondition,
     NotFound,
 )
-from campaign_grpc.store import Store
-from campaign_grpc.types import (
+from campaign_grpc.domain.types import (
     Action,
     Campaign,
     CampaignType,
@@ -45,6 +43,8 @@ from campaign_grpc.types import (
     Reason,
     Status,
 )
+from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
+from campaign_grpc.storage.store import Store
 
 T = TypeVar("T")
 

@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from campaign_grpc import page_token
-from campaign_grpc.errors import InvalidArgument
-from campaign_grpc.types import CampaignType, ListFilter, Status
+from campaign_grpc.domain import page_token
+from campaign_grpc.domain.errors import InvalidArgument
+from campaign_grpc.domain.types import CampaignType, ListFilter, Status
 from factories import new_id
 
 

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
-from campaign_grpc import page_token
+from campaign_grpc.domain import page_token
+from campaign_grpc.domain.types import UPDATABLE_FIELD_ORDER, CampaignType, ListFilter, Status
+from campaign_grpc.domain.validation import ACTION_TYPES
 from campaign_grpc.settings import Settings
-from campaign_grpc.types import UPDATABLE_FIELD_ORDER, CampaignType, ListFilter, Status
-from campaign_grpc.validation import ACTION_TYPES
 from e2e_helpers import details_of
 
 Code = grpc.StatusCode

@@ -7,8 +7,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from campaign_grpc import errors
-from campaign_grpc.errors import (
+from campaign_grpc.api.rpc_errors import DOMAIN, as_campaign_error, to_status
+from campaign_grpc.domain import errors
+from campaign_grpc.domain.errors import (
     Aborted,
     AlreadyExists,
     CampaignError,
@@ -26,7 +27,6 @@ from campaign_grpc.errors import (
     Unauthenticated,
     Unavailable,
 )
-from campaign_grpc.rpc_errors import DOMAIN, as_campaign_error, to_status
 
 Code = grpc.StatusCode
 

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from campaign_grpc.database import close_database, open_database
-from campaign_grpc.schema import SCHEMA_VERSION, SchemaTooNew, current_version
-from campaign_grpc.store import Store
+from campaign_grpc.storage.database import close_database, open_database
+from campaign_grpc.storage.schema import SCHEMA_VERSION, SchemaTooNew, current_version
+from campaign_grpc.storage.store import Store
 from factories import runnable_draft
 
 V2_COLUMNS = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_grpc import security
-from campaign_grpc.server import App
+from campaign_grpc.ops import security
+from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
 from e2e_helpers import run
 

@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from aio_testing import Harness
 from campaign.v1 import campaign_pb2 as pb
-from campaign_grpc.campaigns import Campaigns
+from campaign_grpc.domain.campaigns import Campaigns
 from factories import new_id, runnable_campaign
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from campaign_grpc.database import close_database, open_database
-from campaign_grpc.errors import AlreadyExists
-from campaign_grpc.store import Store
+from campaign_grpc.domain.errors import AlreadyExists
+from campaign_grpc.storage.database import close_database, open_database
+from campaign_grpc.storage.store import Store
 from factories import new_id, runnable_draft
 
 

@@ -7,9 +7,9 @@ from typing import Any, cast
 
 import pytest
 
-from campaign_grpc import validation
-from campaign_grpc.errors import InvalidArgument
-from campaign_grpc.types import Action, Campaign, CampaignType, EndHandle, Status
+from campaign_grpc.domain import validation
+from campaign_grpc.domain.errors import InvalidArgument
+from campaign_grpc.domain.types import Action, Campaign, CampaignType, EndHandle, Status
 from factories import new_id, runnable_draft
 
 # The 44 action types of the reference system, written out here on purpose: the test checks

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from campaign_grpc.versions import VersionCache
+from campaign_grpc.storage.versions import VersionCache
 
 
 def key(n: int) -> tuple[str, str, int]:

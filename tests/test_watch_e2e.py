@@ -10,7 +10,7 @@ import pytest
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
-from campaign_grpc.server import App
+from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
 from e2e_helpers import (
     Stream,

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from campaign_grpc.campaigns import Campaigns
-from campaign_grpc.errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
-from campaign_grpc.server import App
+from campaign_grpc.domain.campaigns import Campaigns
+from campaign_grpc.domain.errors import NotFound, OutOfRange, ResourceExhausted, Unavailable
+from campaign_grpc.domain.types import Campaign, Reason, Status
+from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
-from campaign_grpc.types import Campaign, Reason, Status
-from campaign_grpc.watch import Hub, Item, Kind
+from campaign_grpc.watch.hub import Hub, Item, Kind
 from factories import new_id, runnable_draft
 
 WAIT = 5.0  # an upper bound for something that must happen; never reached when all is well

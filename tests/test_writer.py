@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from campaign_grpc.database import Readers, Writer, close_database, open_database
-from campaign_grpc.store import Store
-from campaign_grpc.types import Campaign, CampaignType, Event, Reason, Status
+from campaign_grpc.domain.types import Campaign, CampaignType, Event, Reason, Status
+from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
+from campaign_grpc.storage.store import Store
 
 
 @dataclasses.dataclass

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import peewee as pw
 
-from . import logs, security, settings
-from .database import UnsupportedDatabase, close_database, open_database
-from .schema import SCHEMA_VERSION, SchemaTooNew, bind_tables, current_version
+from . import settings
+from .ops import logs, security
 from .settings import Settings
-from .store import Store
+from .storage.database import UnsupportedDatabase, close_database, open_database
+from .storage.schema import SCHEMA_VERSION, SchemaTooNew, bind_tables, current_version
+from .storage.store import Store
 
 PROG = "campaign-grpc"
 MIGRATE_SETTINGS = ("database_url", "sqlite_synchronous", "log_format", "log_level")
@@ -224,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_format, config.log_level)
     try:
         if args.command == "serve":
-            from .server import serve  # grpc and the rest are needed only to serve
+            from .ops.server import serve  # grpc and the rest are needed only to serve
 
             asyncio.run(serve(config))
         elif args.command == "migrate":

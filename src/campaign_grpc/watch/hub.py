@@ -16,10 +16,10 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
-from .campaigns import Campaigns
-from .errors import CampaignError, NotFound, OutOfRange, ResourceExhausted, Unavailable
-from .limits import WatchStreamCounts
-from .types import Campaign, Event
+from ..domain.campaigns import Campaigns
+from ..domain.errors import CampaignError, NotFound, OutOfRange, ResourceExhausted, Unavailable
+from ..domain.types import Campaign, Event
+from ..ops.limits import WatchStreamCounts
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import peewee as pw
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_columns
 
-from .types import Status
+from ..domain.types import Status
 
 SCHEMA_VERSION = 2
 

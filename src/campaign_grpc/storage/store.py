@@ -13,19 +13,15 @@ from typing import Any, cast
 
 import peewee as pw
 
-from .database import is_postgresql
-from .errors import (
+from ..domain.errors import (
     Aborted,
     AlreadyExists,
     CampaignError,
     FailedPrecondition,
     PreconditionViolation,
 )
-from .json_text import compact_json
-from .pg_notify import CHANNEL
-from .prepared import Prepared, Statements, param
-from .schema import Tables, bind_tables, migrate
-from .types import (
+from ..domain.json_text import compact_json
+from ..domain.types import (
     Action,
     Campaign,
     CampaignType,
@@ -36,6 +32,10 @@ from .types import (
     Snapshot,
     Status,
 )
+from .database import is_postgresql
+from .pg_notify import CHANNEL
+from .prepared import Prepared, Statements, param
+from .schema import Tables, bind_tables, migrate
 from .versions import VersionCache
 
 

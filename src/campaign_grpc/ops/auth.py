@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PermissionDenied, Unauthenticated
-from .validation import is_uuid
+from ..domain.errors import PermissionDenied, Unauthenticated
+from ..domain.validation import is_uuid
 
 log = logging.getLogger(__name__)
 

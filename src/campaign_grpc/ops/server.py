@@ -13,19 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
-from . import convert, reflection, security
-from .auth_gate import Authorize
-from .campaigns import Campaigns
-from .compaction import Compactor
-from .database import (
-    Readers,
-    UnsupportedDatabase,
-    Writer,
-    close_database,
-    is_sqlite,
-    open_database,
-)
-from .interceptors import (
+from ..api import convert, reflection
+from ..api.auth_gate import Authorize
+from ..api.interceptors import (
     AccessLog,
     Call,
     DeadlineGate,
@@ -34,14 +24,25 @@ from .interceptors import (
     Observer,
     UnaryCallsInFlight,
 )
+from ..api.servicer import CampaignServicer
+from ..domain.campaigns import Campaigns
+from ..settings import Settings
+from ..storage.database import (
+    Readers,
+    UnsupportedDatabase,
+    Writer,
+    close_database,
+    is_sqlite,
+    open_database,
+)
+from ..storage.pg_notify import Listener
+from ..storage.store import Store
+from ..watch.hub import Hub
+from . import security
+from .compaction import Compactor
 from .limits import WatchStreamCounts, receive_ceiling
 from .metrics import Metrics
-from .pg_notify import Listener
-from .servicer import CampaignServicer
-from .settings import Settings
 from .stop_timer import StopTimer
-from .store import Store
-from .watch import Hub
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from ..domain.campaigns import Campaigns
 from .background import Repeating
-from .campaigns import Campaigns
 
 log = logging.getLogger(__name__)
 

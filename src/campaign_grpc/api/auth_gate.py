@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 
-from .auth import TokenFile, authenticate, authorize
-from .errors import CampaignError
+from ..domain.errors import CampaignError
+from ..ops.auth import TokenFile, authenticate, authorize
 from .interceptors import Call
 
 Context = grpc.aio.ServicerContext[Any, Any]

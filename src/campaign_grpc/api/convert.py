@@ -8,9 +8,9 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from campaign.v1 import campaign_pb2 as pb
 
-from .types import Action, Campaign, CampaignType, EndHandle, Event, ListFilter, Status
-from .versions import VersionCache
-from .watch import Item, Kind
+from ..domain.types import Action, Campaign, CampaignType, EndHandle, Event, ListFilter, Status
+from ..storage.versions import VersionCache
+from ..watch.hub import Item, Kind
 
 
 def _timestamp(us: int) -> timestamp_pb2.Timestamp:

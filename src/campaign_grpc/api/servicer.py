@@ -11,12 +11,12 @@ import grpc
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc as pb_grpc
 
+from ..domain.campaigns import Campaigns
+from ..domain.types import Campaign
+from ..domain.validation import validate_watch
+from ..watch.hub import Hub, Item
 from . import convert
-from .campaigns import Campaigns
 from .rpc_errors import streaming, unary
-from .types import Campaign
-from .validation import validate_watch
-from .watch import Hub, Item
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R")

@@ -10,8 +10,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..settings import Settings, split_address
 from .auth import TokenFile, TokenFileError
-from .settings import Settings, split_address
 
 
 class Refused(Exception):

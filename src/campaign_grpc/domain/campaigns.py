@@ -10,11 +10,11 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
+from ..storage.database import Readers, Writer
+from ..storage.store import Store
 from . import lifecycle, page_token, validation
-from .database import Readers, Writer
 from .errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, PreconditionViolation
 from .ids import new_id
-from .store import Store
 from .types import (
     Action,
     Campaign,

@@ -22,12 +22,12 @@ from prometheus_client.registry import Collector
 
 from campaign.v1 import campaign_pb2 as pb
 
-from . import database
-from .database import Readers
-from .interceptors import Call
-from .settings import split_address
-from .store import Store
-from .watch import Hub, Kind
+from ..api.interceptors import Call
+from ..settings import split_address
+from ..storage import database
+from ..storage.database import Readers
+from ..storage.store import Store
+from ..watch.hub import Hub, Kind
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from ..storage.database import Writer
+from ..storage.store import Store
 from .background import Repeating
-from .database import Writer
-from .store import Store
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import peewee as pw
 from playhouse.postgres_ext import PooledPsycopg3Database
 
-from .errors import CampaignError, Unavailable
+from ..domain.errors import CampaignError, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import LimitExceeded, QuotaViolation
+from ..domain.errors import LimitExceeded, QuotaViolation
 
 # gRPC core reads a message length into a C int.
 _MAX_CORE_LENGTH = 2**31 - 1

@@ -21,8 +21,8 @@ from typing import Any, Protocol, TypeAlias, cast
 
 import grpc
 
-from .errors import CampaignError, DeadlineExceeded, FieldViolation, InvalidArgument
-from .limits import request_too_large, too_many_calls_in_flight
+from ..domain.errors import CampaignError, DeadlineExceeded, FieldViolation, InvalidArgument
+from ..ops.limits import request_too_large, too_many_calls_in_flight
 from .rpc_errors import abort
 
 access_log = logging.getLogger("campaign_grpc.access")

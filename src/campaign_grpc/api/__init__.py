@@ -1,0 +1,1 @@
+"""The gRPC layer: the servicer, conversion, the error table, interceptors and gates."""

@@ -1,0 +1,1 @@
+"""The domain: campaigns, their lifecycle and validation; no gRPC, no SQL."""

@@ -1,0 +1,1 @@
+"""Storage: the store on Peewee, its schema, the database threads."""

@@ -1,0 +1,1 @@
+"""The watch: the event-log hub and the streams it feeds."""
