@@ -46,3 +46,33 @@ def runnable_campaign(customer_id: str, **changes: Any) -> pb.Campaign:
         else:
             setattr(m, key, value)
     return m
+
+
+def big_actions(count: int = 1000) -> list[Action]:
+    """The README's sizing of a large campaign: 1,000 actions with options of about 170 bytes
+    of JSON each, some 225 KB encoded."""
+    return [
+        Action(
+            new_id(),
+            "",
+            "talk",
+            {
+                "text": f"Hello, this is a reminder of your appointment number {n:04d} for "
+                "tomorrow at ten sharp.",
+                "language": "en-US",
+                "gender": "female",
+                "digits_terminator": "#",
+                "timeout": 5000,
+            },
+        )
+        for n in range(count)
+    ]
+
+
+def big_campaign(customer_id: str, count: int = 1000) -> pb.Campaign:
+    """big_actions as a campaign.v1 message that meets every run condition."""
+    m = runnable_campaign(customer_id, actions=[])
+    for action in big_actions(count):
+        added = m.actions.add(type=action.type)
+        added.option.update(action.option)
+    return m

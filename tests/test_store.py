@@ -9,10 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from campaign_grpc.api.convert import CampaignWire
 from campaign_grpc.domain.errors import AlreadyExists
+from campaign_grpc.domain.types import Campaign, ListFilter
 from campaign_grpc.storage.database import close_database, open_database
 from campaign_grpc.storage.store import Store
-from factories import new_id, runnable_draft
+from factories import big_actions, new_id, runnable_draft
 
 
 class RolledBack(Exception):
@@ -66,3 +68,64 @@ def test_statements_raise_peewees_errors_and_log_as_peewee_does(
     # turns into the domain's error.
     with pytest.raises(AlreadyExists), store.db.atomic():
         store.insert(dataclasses.replace(created, outdial_id=""), "")
+
+
+MIB = 1024 * 1024
+
+
+def insert_campaigns(store: Store, customer: str, actions: list[list[object]]) -> list[str]:
+    """Campaigns with these actions, oldest first; their ids."""
+    ids = []
+    with store.db.atomic():
+        for n, acts in enumerate(actions):
+            c = dataclasses.replace(
+                runnable_draft(customer), id=new_id(), tm_create=n + 1, actions=acts, outdial_id=""
+            )
+            store.insert(c, "")
+            ids.append(c.id)
+    return ids
+
+
+def walk(store: Store, customer: str, limit: int) -> list[list[Campaign]]:
+    pages, after = [], None
+    while True:
+        page, after = store.list_page(ListFilter(customer), after, limit)
+        pages.append(page)
+        if after is None:
+            return pages
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["read", "cached"])
+def test_pages_of_big_campaigns_stay_within_the_byte_budget_and_walk_them_all(
+    database_url: str, cached: bool
+) -> None:
+    wire = CampaignWire()
+    store = Store(open_database(database_url), page_bytes=MIB, encoded_size=wire.size)
+    store.migrate()
+    try:
+        customer = new_id()
+        ids = insert_campaigns(store, customer, [big_actions() for _ in range(11)])
+        if cached:
+            walk(store, customer, 50)
+        pages = walk(store, customer, 50)
+        assert [c.id for page in pages for c in page] == ids[::-1]
+        for page in pages:
+            assert sum(len(wire.serialized(c)) + 5 for c in page) <= MIB
+        # About 220 KB each: four to a page of 1 MiB, fewer than page_size asked for.
+        assert [len(page) for page in pages] == [4, 4, 3]
+    finally:
+        close_database(store.db)
+
+
+def test_a_campaign_larger_than_the_budget_is_a_page_of_its_own(database_url: str) -> None:
+    wire = CampaignWire()
+    store = Store(open_database(database_url), page_bytes=64 * 1024, encoded_size=wire.size)
+    store.migrate()
+    try:
+        customer = new_id()
+        small = runnable_draft(customer).actions
+        ids = insert_campaigns(store, customer, [small, big_actions(), small, small])
+        pages = walk(store, customer, 50)
+        assert [[c.id for c in page] for page in pages] == [ids[:1:-1], [ids[1]], [ids[0]]]
+    finally:
+        close_database(store.db)

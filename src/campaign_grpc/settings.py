@@ -26,6 +26,21 @@ def _count(text: str) -> int:
     return value
 
 
+# A default client receives 4 MiB at most: the largest page stays well under it, with room
+# for one campaign of a page being larger than the rest.
+MAX_LIST_PAGE_BYTES = 3 * 1024 * 1024
+MIN_LIST_PAGE_BYTES = 64 * 1024
+
+
+def _page_bytes(text: str) -> int:
+    value = int(text)
+    if not MIN_LIST_PAGE_BYTES <= value <= MAX_LIST_PAGE_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_LIST_PAGE_BYTES} and {MAX_LIST_PAGE_BYTES}, got {text}"
+        )
+    return value
+
+
 _SWITCH_VALUES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 
 
@@ -86,6 +101,23 @@ class Settings:
         "PostgreSQL connections of the database threads: the writer and each read thread "
         "take one (the LISTEN for other replicas' events holds one more)",
         _count,
+    )
+    cache_bytes: int = _setting(
+        48 * 1024 * 1024,
+        "memory the caches of campaigns read may hold, estimated in bytes: a third for "
+        "decoded campaigns, the rest for their encoded messages. A campaign of 1,000 actions "
+        "with 170-byte options costs about 660 KB decoded and 225 KB encoded; one of two "
+        "actions under 2 KB",
+        _count,
+        metavar="BYTES",
+    )
+    list_page_bytes: int = _setting(
+        1024 * 1024,
+        "most bytes of campaigns in one ListCampaigns page (at most 3 MiB: clients receive "
+        "4 MiB by default); a page holds fewer than page_size campaigns rather than more "
+        "bytes, and always at least one",
+        _page_bytes,
+        metavar="BYTES",
     )
     stop_grace: float = _setting(
         60.0, "seconds a campaign may stay STOPPING before it becomes STOP by itself", _positive
@@ -188,6 +220,7 @@ class Settings:
 _METAVARS: dict[Callable[[str], Any], str] = {
     _positive: "SECONDS",
     _count: "N",
+    _page_bytes: "BYTES",
     str: "VALUE",
     _address: "HOST:PORT",
     _switch: "on|off",

@@ -9,7 +9,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from campaign.v1 import campaign_pb2 as pb
 
 from ..domain.types import Action, Campaign, CampaignType, EndHandle, Event, ListFilter, Status
-from ..storage.versions import VersionCache
+from ..storage.versions import VersionCache, version_key
 from ..watch.hub import Item, Kind
 
 
@@ -118,16 +118,24 @@ def campaign_to_proto(c: Campaign) -> pb.Campaign:
     return m
 
 
-class CampaignWire:
-    """Campaign messages, serialized once per version of a campaign and reused after."""
+def _encoded(c: Campaign) -> tuple[bytes, int]:
+    data = campaign_to_proto(c).SerializeToString()
+    return data, len(data)
 
-    def __init__(self, capacity: int = 50_000) -> None:
-        self._bytes: VersionCache[bytes] = VersionCache(capacity)
+
+class CampaignWire:
+    """Campaign messages, serialized once per version of a campaign and reused after, in a
+    cache of budget_bytes. Any thread may use it."""
+
+    def __init__(self, budget_bytes: int = 32 * 1024 * 1024) -> None:
+        self.cache: VersionCache[bytes] = VersionCache(budget_bytes)
 
     def serialized(self, c: Campaign) -> bytes:
-        return self._bytes.get(
-            (c.customer_id, c.id, c.version), lambda: campaign_to_proto(c).SerializeToString()
-        )
+        return self.cache.get(version_key(c), lambda: _encoded(c))
+
+    def size(self, c: Campaign) -> int:
+        """The bytes of c's message (serializing it for later, if it was not)."""
+        return len(self.serialized(c))
 
     def fill(self, target: pb.Campaign, c: Campaign) -> None:
         target.MergeFromString(self.serialized(c))

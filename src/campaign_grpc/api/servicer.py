@@ -23,10 +23,13 @@ R = TypeVar("R")
 
 
 class CampaignServicer(pb_grpc.CampaignServiceServicer):
-    def __init__(self, campaigns: Campaigns, hub: Hub) -> None:
+    def __init__(
+        self, campaigns: Campaigns, hub: Hub, wire: convert.CampaignWire | None = None
+    ) -> None:
         self._campaigns = campaigns
         self._hub = hub
-        self._wire = convert.CampaignWire()
+        # Shared with the store, which weighs list pages by these messages' sizes.
+        self._wire = wire or convert.CampaignWire()
 
     def _read(self, response: R, c: Campaign) -> R:
         """The response with its campaign field filled from the wire cache."""

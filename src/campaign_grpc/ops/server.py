@@ -36,9 +36,10 @@ from ..storage.database import (
     open_database,
 )
 from ..storage.pg_notify import Listener
-from ..storage.store import Store
+from ..storage.store import DECODED_SHARE, Store
 from ..watch.hub import Hub
 from . import security
+from .caches import Caches
 from .compaction import Compactor
 from .limits import WatchStreamCounts, receive_ceiling
 from .metrics import Metrics
@@ -137,7 +138,17 @@ class App:
                 f"--database-pool-size {settings.database_pool_size} is too small: the writer "
                 f"and {read_threads} read threads need {read_threads + 1}"
             )
-        self.store = Store(self._db)
+        # The caches of campaigns read: decoded ones for the domain, encoded ones for the
+        # wire, which also weighs the campaigns of a list page.
+        decoded_bytes = int(settings.cache_bytes * DECODED_SHARE)
+        self.wire = convert.CampaignWire(settings.cache_bytes - decoded_bytes)
+        self.store = Store(
+            self._db,
+            cache_bytes=decoded_bytes,
+            page_bytes=settings.list_page_bytes,
+            encoded_size=self.wire.size,
+        )
+        self.caches = Caches([self.store.cache, self.wire.cache])
         self._readers = Readers(self._db, read_threads)
         self._writer = Writer(
             self._db,
@@ -208,11 +219,12 @@ class App:
             self._listener.start()
         self._stop_timer.start()
         self._compactor.start()
+        self.caches.start()
         if self.metrics is not None:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
             host = self.settings.metrics_listen.rsplit(":", 1)[0]
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
-        add_campaign_service(CampaignServicer(self.campaigns, self.hub), self.server)
+        add_campaign_service(CampaignServicer(self.campaigns, self.hub, self.wire), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self.settings.reflection:
             reflection.enable(self.server, [SERVICE_NAME, health.SERVICE_NAME])
@@ -296,6 +308,7 @@ class App:
         await stopping
         await self._stop_timer.close()
         await self._compactor.close()
+        await self.caches.close()
         if self._listener is not None:
             await self._listener.close()
         loop = asyncio.get_running_loop()

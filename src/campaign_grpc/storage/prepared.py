@@ -7,7 +7,7 @@ never changes is built once, with markers where its parameters go, and then only
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import peewee as pw
@@ -64,6 +64,17 @@ class Prepared:
     def all(self, *args: Any) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = self.execute(*args).fetchall()
         return rows
+
+    def rows(self, *args: Any) -> Iterator[tuple[Any, ...]]:
+        """The rows one at a time: on SQLite each is read only when asked for, so a caller
+        that stops early reads no more. The statement is closed however the loop ends: an
+        open one would hold SQLite's read snapshot."""
+        cursor = self.execute(*args)
+        try:
+            with _as_peewee_errors:
+                yield from cursor
+        finally:
+            cursor.close()
 
 
 class Statements:

@@ -8,8 +8,8 @@ several of them is atomic.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import peewee as pw
 
@@ -36,7 +36,16 @@ from .database import is_postgresql
 from .pg_notify import CHANNEL
 from .prepared import Prepared, Statements, param
 from .schema import Tables, bind_tables, migrate
-from .versions import VersionCache
+from .versions import Key, VersionCache
+
+# What a decoded campaign costs in memory, estimated from its actions' JSON text: measured
+# with tracemalloc at 2.7 times the text for options of a few strings (the README's sizing)
+# and 4.2 times for options that are lists of small numbers, plus 400 bytes of the rest.
+_DECODED_BASE = 512
+_DECODED_PER_JSON_BYTE = 4
+# The part of the memory budget of the caches that decoded campaigns get; the rest holds
+# their encoded messages (see api.convert.CampaignWire).
+DECODED_SHARE = 1 / 3
 
 
 def _actions_to_json(actions: Iterable[Action]) -> str:
@@ -145,6 +154,49 @@ def _campaign(row: tuple[Any, ...]) -> Campaign:
     )
 
 
+def _row_key(row: tuple[Any, ...]) -> Key:
+    """A campaign row's cache key: its customer, id, version and the time of that version."""
+    return (row[0], row[1], row[16], row[13] if row[14] is None else row[14])
+
+
+def _decoded_size(row: tuple[Any, ...]) -> int:
+    return _DECODED_BASE + _DECODED_PER_JSON_BYTE * len(row[8])
+
+
+# A campaign's message beyond its actions, for estimates: ids, times, etag, the small fields.
+_ENCODED_BASE = 400
+# A page's campaigns travel as field 1 of ListCampaignsResponse, each behind a tag byte and a
+# length of up to four; the next_page_token takes the reserve.
+_ENTRY_OVERHEAD = 5
+_PAGE_RESERVE = 64
+
+
+def _estimated_size(c: Campaign) -> int:
+    """What c's message weighs, about: its actions as JSON, its texts and the rest."""
+    return _ENCODED_BASE + len(_actions_to_json(c.actions)) + len(c.name) + len(c.detail)
+
+
+class _Page:
+    """The campaigns of a list page, added while they fit its budget in bytes."""
+
+    def __init__(self, budget: int, encoded_size: Callable[[Campaign], int]) -> None:
+        self._budget = budget
+        self._encoded_size = encoded_size
+        self.campaigns: list[Campaign] = []
+        self.last_seq: int | None = None
+        self.bytes = _PAGE_RESERVE
+
+    def add(self, c: Campaign, seq: int) -> bool:
+        """Adds c unless it would take the page past its budget; the first always goes in."""
+        size = self._encoded_size(c) + _ENTRY_OVERHEAD
+        if self.campaigns and self.bytes + size > self._budget:
+            return False
+        self.campaigns.append(c)
+        self.bytes += size
+        self.last_seq = seq
+        return True
+
+
 def _mutable_values(c: Campaign) -> tuple[Any, ...]:
     return (
         int(c.type),
@@ -187,9 +239,20 @@ class Store:
     """Reads (get, list_page, snapshot) may share the Campaign objects they return between
     callers: treat them as read-only. Writes start from load(), which always reads afresh."""
 
-    def __init__(self, db: pw.Database, *, cache_size: int = 50_000) -> None:
+    def __init__(
+        self,
+        db: pw.Database,
+        *,
+        cache_bytes: int = 16 * 1024 * 1024,
+        page_bytes: int = 1024 * 1024,
+        encoded_size: Callable[[Campaign], int] | None = None,
+    ) -> None:
+        """cache_bytes bounds the decoded campaigns kept for reads; page_bytes the campaigns
+        of a list page, each weighed by encoded_size (the size of its message)."""
         self.db = db
-        self._versions: VersionCache[Campaign] = VersionCache(cache_size)
+        self.page_bytes = page_bytes
+        self._encoded_size = encoded_size or _estimated_size
+        self.cache: VersionCache[Campaign] = VersionCache(cache_bytes)
         # The events written by the writer's transaction in progress (see database.Journal).
         self._journal: list[Event] = []
         # The log's revision when that transaction began: its events take the next ones, and
@@ -290,7 +353,7 @@ class Store:
             # Read by the writer, the row may be one of its own writes, which can still roll
             # back: sharing it would serve that version to readers long after it vanished.
             return _campaign(row)
-        return self._versions.get((row[0], row[1], row[16]), lambda: _campaign(row))
+        return self.cache.get(_row_key(row), lambda: (_campaign(row), _decoded_size(row)))
 
     def get(self, customer_id: str, campaign_id: str) -> Campaign | None:
         row = self._get.one(customer_id, campaign_id)
@@ -316,7 +379,15 @@ class Store:
         self, after: bool, status: bool, type_: bool, show_deleted: bool, keys_only: bool
     ) -> Any:
         C = self.t.campaign
-        columns = (C.customer_id, C.id, C.version, C.seq) if keys_only else self._campaign_fields
+        columns: tuple[Any, ...] = tuple(self._campaign_fields)
+        if keys_only:
+            columns = (C.customer_id, C.id, C.version, C.tm_create, C.tm_update, C.seq)
+            if self._postgresql:
+                # The stored size of the actions, read from the value's header without
+                # fetching it: what a page of them will weigh (SQLite's length() would read
+                # every byte, as dear as the rows themselves; there the rows are read one by
+                # one instead, see _page_rows).
+                columns += (pw.fn.OCTET_LENGTH(C.actions),)
         cond = C.customer_id == param(0)
         if after:
             cond &= C.seq < param(1)
@@ -331,22 +402,52 @@ class Store:
     def list_page(
         self, f: ListFilter, after_seq: int | None, limit: int
     ) -> tuple[list[Campaign], int | None]:
-        """Up to limit campaigns newest first, and the seq to continue after (None at the end)."""
+        """Up to limit campaigns newest first, no more than page_bytes of them encoded (but
+        at least one, so that a walk always moves on), and the seq to continue after (None
+        at the end)."""
         shape = (after_seq is not None, bool(f.status), bool(f.type), f.show_deleted)
         args = (f.customer_id, after_seq, int(f.status), int(f.type), limit + 1)
         # Most pages are of campaigns read before: their keys and versions alone find them
         # in the cache, at a fraction of the cost of fetching every column.
         keys = self._q.get(("list-keys", shape), lambda: self._list_query(*shape, True)).all(*args)
-        found = [self._versions.peek((k[0], k[1], k[2])) for k in keys[:limit]]
-        if all(c is not None for c in found):
-            campaigns = cast(list[Campaign], found)
-            last = keys[limit - 1][3] if len(keys) > limit else None
-            return campaigns, last
-        full = self._q.get(("list", shape), lambda: self._list_query(*shape, False))
-        rows = full.all(*args)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return [self._shared(r) for r in rows], (rows[-1][-1] if more and rows else None)
+        more = len(keys) > limit
+        keys = keys[:limit]
+        page = _Page(self.page_bytes, self._encoded_size)
+        for k in keys:
+            found = self.cache.peek((k[0], k[1], k[2], k[3] if k[4] is None else k[4]))
+            if found is None:
+                break
+            if not page.add(found, k[5]):
+                return page.campaigns, page.last_seq
+        else:
+            return page.campaigns, page.last_seq if more else None
+        # From the first campaign not in the cache on, the rows themselves.
+        rest = keys[len(page.campaigns) :]
+        wanted = self._rows_worth(rest, self.page_bytes - page.bytes)
+        after = page.last_seq if page.campaigns else after_seq
+        full = self._q.get(
+            ("list", (after is not None, *shape[1:])),
+            lambda: self._list_query(after is not None, *shape[1:], False),
+        )
+        for row in full.rows(f.customer_id, after, int(f.status), int(f.type), wanted):
+            if not page.add(self._shared(row), row[-1]):
+                return page.campaigns, page.last_seq
+        more = more or wanted < len(rest)
+        return page.campaigns, page.last_seq if more else None
+
+    def _rows_worth(self, keys: list[tuple[Any, ...]], budget: int) -> int:
+        """How many of these rows to fetch for a page with budget bytes left. On PostgreSQL,
+        which sends a query's every row at once, as many as their stored sizes say fit, and
+        one more (the sizes are of the JSON text, a little off the encoded size either way);
+        on SQLite all of them, read one at a time until the page is full."""
+        if not self._postgresql:
+            return len(keys)
+        total = 0
+        for n, k in enumerate(keys, 1):
+            total += _ENCODED_BASE + int(k[6] or 0)
+            if total > budget:
+                return n
+        return len(keys)
 
     def head_revision(self) -> int:
         row = self._head.one()
