@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +55,14 @@ async def create(campaigns: Campaigns, customer: str, **changes: Any) -> Campaig
 
 async def events(campaigns: Campaigns, customer: str, campaign_id: str = "") -> list[Event]:
     return await campaigns.events_after(0, customer, campaign_id, 1000)
+
+
+def copy_sqlite(source: str, target: str) -> None:
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
 
 
 def transitions(evs: list[Event]) -> list[tuple[Status, Status, Reason]]:
@@ -528,6 +539,25 @@ async def test_update_with_a_stale_etag_is_aborted_and_changes_nothing(
     assert stored == v1
     assert stored.name == "v1"
     assert stored.detail == c.detail
+
+
+async def test_an_etag_names_what_a_version_holds_not_only_its_number(
+    campaigns: Campaigns, customer: str, sqlite_url: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A database restored from an older backup gives version numbers out again, to other
+    contents: an etag read before the restore must match none of them."""
+    live, backup = sqlite_url.removeprefix("sqlite:///"), str(tmp_path / "backup.db")
+    c = await create(campaigns, customer, name="v1")
+    copy_sqlite(live, backup)
+    clock.advance(1)
+    read = await campaigns.update(dataclasses.replace(c, name="read"), ["name"], c.etag)
+    copy_sqlite(backup, live)  # the restore: version 1 again
+    clock.advance(1)
+    again = await campaigns.update(dataclasses.replace(c, name="again"), ["name"], "")
+    assert again.version == read.version
+    with pytest.raises(Aborted):
+        await campaigns.update(dataclasses.replace(c, name="lost"), ["name"], read.etag)
+    assert (await campaigns.get(customer, c.id)).name == "again"
 
 
 async def test_update_with_the_current_etag_succeeds(campaigns: Campaigns, customer: str) -> None:

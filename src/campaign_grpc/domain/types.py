@@ -84,8 +84,12 @@ class Campaign:
 
     @property
     def etag(self) -> str:
-        # Opaque on purpose: clients compare it, they never compute with it.
-        key = f"{self.customer_id}/{self.id}/{self.version}".encode()
+        # Opaque on purpose: clients compare it, they never compute with it. It names one
+        # content: a version and the microsecond it was written at. A database restored from
+        # an older backup, or made anew, may give the same version number to other contents,
+        # but not at the same microsecond, so an etag read before never matches them.
+        written = self.tm_create if self.tm_update is None else self.tm_update
+        key = f"{self.customer_id}/{self.id}/{self.version}/{written}".encode()
         return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
