@@ -166,6 +166,9 @@ class App:
             streams=WatchStreamCounts(
                 settings.max_watch_streams, settings.max_watch_streams_per_customer
             ),
+            log_state=lambda revision: self._readers.run(lambda: self.store.log_state(revision)),
+            identity=self.store.identity,
+            on_reset=self.caches.clear,
         )
         self._writer.on_commit = self.hub.publish
         # Other replicas' events: on PostgreSQL a notification wakes the hub at once; the

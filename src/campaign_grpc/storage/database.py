@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Generic, Protocol, TypeVar, cast
+from urllib.parse import quote, urlsplit
 
 import peewee as pw
 from playhouse.postgres_ext import PooledPsycopg3Database
@@ -47,7 +47,7 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
             raise UnsupportedDatabase(f"a SQLite URL names a file: sqlite:///FILE, got {url!r}")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         _switch_to_wal(path)
-        return pw.SqliteDatabase(
+        return SqliteFile(
             path,
             pragmas={
                 "journal_mode": "wal",
@@ -61,6 +61,82 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
     if parts.scheme in ("postgresql", "postgres"):
         return _open_postgresql(url, pool_size)
     raise UnsupportedDatabase(f"unsupported database URL scheme {parts.scheme!r}")
+
+
+FileId = tuple[int, int]
+
+
+def _file_id(path: str) -> FileId | None:
+    """The device and inode of the file at path; None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class SqliteFile(pw.SqliteDatabase):
+    """SQLite on one file, whose connections remember which file they opened.
+
+    SQLite goes on reading and writing a file that was deleted, or replaced by another (a
+    backup put in its place), through the connections it has open: writes are acknowledged
+    into a file that no longer exists. Each batch of database work first checks the file
+    at the path against the one its thread's connection has open (file_problem), and a
+    write batch checks again once it has committed (committed_in_place).
+    """
+
+    def __init__(self, path: str, **kwargs: Any) -> None:
+        self.path = path
+        # mode=rw: a file that has gone is an error, not a new, empty database.
+        super().__init__(f"file:{quote(path)}?mode=rw", uri=True, **kwargs)
+
+    def _connect(self) -> Any:
+        opened = _file_id(self.path)
+        conn = super()._connect()  # type: ignore[misc]  # Peewee's stubs omit it
+        self._thread_state().file = opened
+        return conn
+
+    def _thread_state(self) -> Any:
+        """Peewee's state of this thread's connection, where the file it opened is kept."""
+        return cast(Any, self)._state
+
+    def _open_file(self) -> FileId | None:
+        return getattr(self._thread_state(), "file", None) if not self.is_closed() else None
+
+    def file_problem(self) -> CampaignError | None:
+        """Why this thread cannot use the database file now, if it cannot. A connection to a
+        file no longer at the path is closed, so that the next statement opens the one there
+        now; whether that is the same database the log's identity tells (see identity.py)."""
+        now = _file_id(self.path)
+        if now is None:
+            _drop_connection(self)
+            return Unavailable(
+                f"the database file {self.path} is gone; restore it, or restart the server "
+                "to make a new one",
+                reason="DATABASE_FILE_MISSING",
+            )
+        opened = self._open_file()
+        if opened is not None and opened != now:
+            log.warning("the database file %s was replaced; opening the new one", self.path)
+            _drop_connection(self)
+        return None
+
+    def committed_in_place(self) -> bool:
+        """Whether the file this thread's connection committed to is still the one at the
+        path."""
+        opened = self._open_file()
+        return opened is None or opened == _file_id(self.path)
+
+
+def _refused_for_file(db: pw.Database, jobs: list[_Job[Any]]) -> bool:
+    """Fails the jobs when the database file is gone (see SqliteFile); whether it did."""
+    problem = db.file_problem() if isinstance(db, SqliteFile) else None
+    if problem is None:
+        return False
+    error = database_error(problem)
+    for job in jobs:
+        job.outcome = (False, error)
+    return True
 
 
 def _switch_to_wal(path: str, within: float = 10.0) -> None:
@@ -142,13 +218,28 @@ _last_traceback = -TRACEBACK_EVERY_S
 
 
 def database_error(exc: BaseException) -> CampaignError:
+    """The error a call gets for a failed database operation, logged (and so counted, by
+    its reason, see metrics)."""
     global _last_traceback
+    error = exc if isinstance(exc, CampaignError) else None
+    if error is not None:
+        # Causes the message names in full: no traceback would say more.
+        log.error(
+            "database error: %s: %s", error.reason, error.message, extra={"reason": error.reason}
+        )
+        return error
     now = time.monotonic()
+    extra = {"reason": "DATABASE_UNAVAILABLE"}
     if now - _last_traceback >= TRACEBACK_EVERY_S:
         _last_traceback = now
-        log.error("database error: %s", exc, exc_info=exc)
+        log.error("database error: %s", exc, exc_info=exc, extra=extra)
     else:
-        log.error("database error: %s (traceback logged within %.0f s)", exc, TRACEBACK_EVERY_S)
+        log.error(
+            "database error: %s (traceback logged within %.0f s)",
+            exc,
+            TRACEBACK_EVERY_S,
+            extra=extra,
+        )
     return Unavailable("the database is not available; retry later", reason="DATABASE_UNAVAILABLE")
 
 
@@ -317,6 +408,8 @@ class Writer(_BatchingThreads):
         super().__init__("db-writer", 1, max_batch)
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> Callable[[], None] | None:
+        if _refused_for_file(self._db, jobs):
+            return None
         # A connection lost before COMMIT was sent leaves nothing written, so the batch runs
         # once more on a new one: a connection that died while idle (the database restarted
         # meanwhile) fails no call. One lost at COMMIT is not retried: that commit may stand.
@@ -358,6 +451,21 @@ class Writer(_BatchingThreads):
                 log.info("the database connection was lost; running the writes again")
                 return _Again.CONNECTION_LOST
             error = database_error(exc)
+            for job in jobs:
+                job.outcome = (False, error)
+            return []
+        if isinstance(self._db, SqliteFile) and not self._db.committed_in_place():
+            # Deleted or replaced while the batch ran: what it committed went into a file
+            # that is no longer the database, and must not be acknowledged, nor announced.
+            journal.journal_take()
+            _drop_connection(self._db)
+            error = database_error(
+                Unavailable(
+                    f"the database file {self._db.path} was replaced or removed while this "
+                    "write committed: it may be lost; retry",
+                    reason="DATABASE_FILE_REPLACED",
+                )
+            )
             for job in jobs:
                 job.outcome = (False, error)
             return []
@@ -446,6 +554,8 @@ class Readers(_BatchingThreads):
         _drop_connection(self._db)
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> None:
+        if _refused_for_file(self._db, jobs):
+            return
         for job in jobs:
             job.outcome = self._read(job.fn)
 

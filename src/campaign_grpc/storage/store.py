@@ -33,6 +33,7 @@ from ..domain.types import (
     Status,
 )
 from .database import is_postgresql
+from .identity import LogIdentity, LogState, database_changed, fingerprint, new_epoch
 from .pg_notify import CHANNEL
 from .prepared import Prepared, Statements, param
 from .schema import Tables, bind_tables, migrate
@@ -286,15 +287,22 @@ class Store:
             .limit(1),
         )
         self._head = Prepared(db, M.select(M.value).where(M.key == "revision"))
+        self._meta = Prepared(
+            db, M.select(M.key, M.value).where(M.key.in_(["revision", "epoch", "compacted"]))
+        )
         self._postgresql = is_postgresql(db)
+        self.identity = LogIdentity()
         # On SQLite a statement refused by a unique index undoes only itself, so insert() may
         # be left to find a taken outdial: the transaction goes on, and the campaign holding
         # it can be looked up then. On PostgreSQL the refusal spoils the transaction.
         self.insert_refuses_taken_outdial = not self._postgresql
-        self._lock_revision = (
-            Prepared(db, M.select(M.value).where(M.key == "revision").for_update())
-            if self._postgresql
-            else self._head
+        # The revision, and in the same statement the epoch, which every write checks.
+        epoch = M.alias("epoch")
+        head_and_epoch = M.select(
+            M.value, epoch.select(epoch.value).where(epoch.key == "epoch")
+        ).where(M.key == "revision")
+        self._lock_revision = Prepared(
+            db, head_and_epoch.for_update(of=M) if self._postgresql else head_and_epoch
         )
         self._set_revision = Prepared(db, M.update(value=param(0)).where(M.key == "revision"))
         self._insert_event = Prepared(
@@ -344,7 +352,14 @@ class Store:
         )
 
     def migrate(self) -> int:
-        return migrate(self.db, self.t)
+        """Brings the schema up to date, and gives a database its epoch if it has none: at
+        its creation, or on the first start of this release on an older one (see
+        identity.py). Two servers migrating at once keep whichever epoch came first."""
+        version = migrate(self.db, self.t)
+        with self.db.atomic():
+            M = self.t.meta
+            M.insert(key="epoch", value=new_epoch()).on_conflict_ignore().execute()
+        return version
 
     # -- reads (any thread) -----------------------------------------------------------
 
@@ -454,6 +469,22 @@ class Store:
         assert row is not None, "the schema is not migrated"
         return int(row[0])
 
+    def log_state(self, revision: int) -> LogState:
+        """The log's epoch, head and compaction point, with the events at revision and at
+        the head (see identity.py)."""
+        meta = dict(self._meta.all())
+        head = int(meta.get("revision", 0))
+        epoch = meta.get("epoch")
+        at = self.event_at(revision) if revision else None
+        last = at if head == revision else (self.event_at(head) if head else None)
+        return LogState(
+            epoch=None if epoch is None else int(epoch),
+            head=head,
+            compacted=int(meta.get("compacted", 0)),
+            at=None if at is None else fingerprint(at),
+            last=None if last is None else fingerprint(last),
+        )
+
     def snapshot(self, customer_id: str, campaign_id: str) -> Snapshot:
         """The live campaigns (or the one campaign) and the revision they reflect, consistently."""
         # PostgreSQL's default READ COMMITTED gives each statement its own snapshot; the
@@ -525,7 +556,15 @@ class Store:
         """
         row = self._lock_revision.one()
         assert row is not None, "the schema is not migrated"
-        self._revision_at_begin = int(row[0])
+        revision, epoch = int(row[0]), None if row[1] is None else int(row[1])
+        # Nothing is decided on a database the server has not recognised yet: the hub looks
+        # at the log at once, and once it has (streams ended, caches dropped), the retry
+        # writes.
+        why = self.identity.mismatch(epoch, revision)
+        if why:
+            self.identity.on_mismatch()
+            raise database_changed(why)
+        self._revision_at_begin = revision
 
     def journal_end(self) -> None:
         """Last in a write transaction, after the writes that rolled back: stores the

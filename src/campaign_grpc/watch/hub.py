@@ -13,13 +13,14 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ..domain.campaigns import Campaigns
 from ..domain.errors import CampaignError, NotFound, OutOfRange, ResourceExhausted, Unavailable
 from ..domain.types import Campaign, Event
 from ..ops.limits import WatchStreamCounts
+from ..storage.identity import Fingerprint, LogIdentity, LogState, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ def _too_slow() -> CampaignError:
     return ResourceExhausted(
         "the stream fell too far behind; resume from the last revision received",
         reason="WATCH_TOO_SLOW",
+    )
+
+
+def _database_changed(why: str, head: int, sent: int) -> OutOfRange:
+    return OutOfRange(
+        f"the database changed under this server: {why}; its log is at revision {head}, "
+        f"and changes up to revision {sent} were sent from the one before; start again "
+        "from a snapshot",
+        reason="DATABASE_CHANGED",
+        metadata={"head_revision": str(head), "last_revision": str(sent)},
     )
 
 
@@ -151,8 +162,22 @@ class Hub:
         poll_interval: float = 0.5,
         encode: Encode | None = None,
         streams: WatchStreamCounts | None = None,
+        log_state: Callable[[int], Awaitable[LogState]] | None = None,
+        identity: LogIdentity | None = None,
+        on_reset: Callable[[], None] = lambda: None,
     ) -> None:
+        """log_state(revision) reads the log's identity (see storage.identity); without it
+        the hub knows only the log's head and compaction point. identity is kept up to date
+        for the writes to check; on_reset runs when the database changed (caches to drop)."""
         self._campaigns = campaigns
+        self._log_state = log_state or self._head_and_compaction
+        self.identity = identity or LogIdentity()
+        self._on_reset = on_reset
+        # The database's epoch, and the event at head (None: not known), as last seen.
+        self._epoch: int | None = None
+        self._at_head: Fingerprint | None = None
+        self._checked_at = 0.0
+        self._check_now = False
         self._encode = encode
         # Taken by each stream before it reads anything, so that a refused one costs nothing.
         self.streams = streams or WatchStreamCounts()
@@ -172,7 +197,10 @@ class Hub:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.head = await self._campaigns.head_revision()
+        state = await self._log_state(0)
+        self.head, self._at_head, self._epoch = state.head, state.last, state.epoch
+        self.identity.set(state.epoch, state.head)
+        self.identity.on_mismatch = self.check_log_soon
         self._tasks = [
             asyncio.create_task(self._tail(), name="watch-hub"),
             asyncio.create_task(self._beat(), name="watch-heartbeats"),
@@ -213,6 +241,17 @@ class Hub:
         for event in fresh:
             self._dispatch(event)
         self.head = fresh[-1].revision
+        self._at_head = fingerprint(fresh[-1])
+
+    def check_log_soon(self) -> None:
+        """Checks the log's identity now rather than at the next poll; from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._request_check)
+
+    def _request_check(self) -> None:
+        self._check_now = True
+        self._wake.set()
 
     @property
     def subscriber_count(self) -> int:
@@ -291,30 +330,93 @@ class Hub:
             self._wake.clear()
             try:
                 await self._catch_up()
+                # A busy log is read without pause, but its identity is checked at least
+                # once a poll interval all the same.
+                due = self._checked_at + self._poll_interval
+                if self._check_now or asyncio.get_running_loop().time() >= due:
+                    await self._check_log()
             except Exception:
                 log.warning("reading the event log failed; retrying", exc_info=True)
 
     async def _catch_up(self) -> None:
         while True:
             after = self.head
-            events = await self._campaigns.events_after(after, "", "", _READ_BATCH)
+            # With the event at head known, the read starts with it: a log that holds
+            # another event there is not the one this hub followed (see storage.identity).
+            known = self._at_head if self._at_head and self._at_head[0] == after else None
+            events = await self._campaigns.events_after(
+                after - 1 if known else after, "", "", _READ_BATCH
+            )
+            full = len(events) == _READ_BATCH
+            if known:
+                if not events or events[0].revision != after or fingerprint(events[0]) != known:
+                    # Another event, or none (removed by compaction, or a log that went back).
+                    await self._check_log()
+                    if (self.head, self._at_head) == (after, known):
+                        return  # nothing learnt: the next poll reads again
+                    continue
+                events = events[1:]
             if not events or events[0].revision != after + 1:
                 # Revisions have no holes: the next one is not written yet, or compaction
                 # removed it before this hub read it.
-                await self._check_compaction()
+                await self._check_log()
             # What this process published while the read was under way is out already.
             fresh = [e for e in events if e.revision > self.head]
             for event in fresh:
                 self._dispatch(event)
             if fresh:
                 self.head = fresh[-1].revision
-            if len(events) < _READ_BATCH:
+                self._at_head = fingerprint(fresh[-1])
+            if not full:
                 return
 
-    async def _check_compaction(self) -> None:
+    async def _head_and_compaction(self, revision: int) -> LogState:
+        """All a hub without log_state learns of the log: no epoch, no events."""
         compacted = await self._campaigns.compacted_revision()
-        if compacted <= self.head:
+        head = await self._campaigns.head_revision()
+        return LogState(epoch=None, head=head, compacted=compacted, at=None, last=None)
+
+    async def _check_log(self) -> None:
+        """Ends every stream when the database is not the one this hub followed, or when
+        compaction removed events it never handed out; keeps the identity up to date."""
+        self._check_now = False
+        head = self.head
+        state = await self._log_state(head)
+        self._checked_at = asyncio.get_running_loop().time()
+        known = self._at_head if self._at_head and self._at_head[0] == head else None
+        why = ""
+        if self._epoch is not None and state.epoch != self._epoch:
+            why = "its epoch differs (the database was made anew, or is another one)"
+        elif state.head < head:
+            why = (
+                f"its log went back from revision {head} (restored from an older backup, or "
+                "a lagging standby promoted)"
+            )
+        elif known and state.at and state.at != known:
+            why = f"its log holds another change at revision {head} (restored, then written)"
+        if why:
+            self._reset(state, why, head)
             return
+        if known and state.at is None:
+            self._at_head = None  # compacted away: nothing left to compare with
+        if state.compacted > self.head:
+            self._fell_behind_compaction(state.compacted)
+        self.identity.set(self._epoch, self.head)
+
+    def _reset(self, state: LogState, why: str, sent: int) -> None:
+        log.warning(
+            "the database changed under this server: %s; its log is at revision %d; "
+            "ending %d streams and dropping the caches",
+            why,
+            state.head,
+            self.subscriber_count,
+        )
+        self._end_all(lambda: _database_changed(why, state.head, sent))
+        self.head, self._at_head, self._epoch = state.head, state.last, state.epoch
+        self.identity.set(state.epoch, state.head)
+        self._on_reset()
+
+    def _fell_behind_compaction(self, compacted: int) -> None:
         # Events this hub never handed out are gone: every stream it feeds would skip them,
         # so each ends as a resume from before the compaction point does.
         log.warning(
@@ -330,6 +432,7 @@ class Hub:
         )
         self._end_all(lambda: _compacted(compacted, lost))
         self.head = compacted
+        self._at_head = None
 
     async def watch(
         self, customer_id: str, campaign_id: str, after_revision: int
