@@ -26,6 +26,7 @@ from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
 from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
 from campaign_grpc.storage.store import Store
+from e2e_helpers import Process
 
 
 class FakeClock:
@@ -141,6 +142,23 @@ async def channel(server: App) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> campaign_pb2_grpc.CampaignServiceStub:
     return campaign_pb2_grpc.CampaignServiceStub(channel)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Starts `campaign-grpc serve` subprocesses; kills whatever is left at the end."""
+    started: list[Process] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Process:
+        proc = Process(list(args), tmp_path / f"server-{len(started)}.log", env)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.kill()
 
 
 @contextlib.contextmanager

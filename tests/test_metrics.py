@@ -127,7 +127,8 @@ async def test_database_errors_are_counted(
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         stub = campaign_pb2_grpc.CampaignServiceStub(channel)
         created = await create(stub, runnable_campaign(customer))
-        assert value(await scrape(app), "campaign_grpc_database_errors_total") == 0
+        unavailable = {"reason": "DATABASE_UNAVAILABLE"}
+        assert value(await scrape(app), "campaign_grpc_database_errors_total", **unavailable) == 0
 
         # The table goes away under the server: its reads fail.
         db = open_database(settings.database_url)
@@ -135,7 +136,7 @@ async def test_database_errors_are_counted(
         close_database(db)
         await fails(get(stub, customer, created.id), grpc.StatusCode.UNAVAILABLE)
 
-    errors = value(await scrape(app), "campaign_grpc_database_errors_total")
+    errors = value(await scrape(app), "campaign_grpc_database_errors_total", **unavailable)
     assert errors is not None
     assert errors >= 1
 

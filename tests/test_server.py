@@ -8,7 +8,7 @@ import json
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -242,23 +242,6 @@ async def test_reads_get_one_thread_on_sqlite_and_four_on_postgresql_unless_told
 
 
 # -- the command ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """Starts `campaign-grpc serve` subprocesses; kills whatever is left at the end."""
-    started: list[Process] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Process:
-        proc = Process(list(args), tmp_path / f"server-{len(started)}.log", env)
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.kill()
 
 
 def serve_args(port: int, database: Path, *extra: str) -> list[str]:

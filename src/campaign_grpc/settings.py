@@ -102,6 +102,19 @@ class Settings:
         "take one (the LISTEN for other replicas' events holds one more)",
         _count,
     )
+    database_lock_timeout: float = _setting(
+        5.0,
+        "seconds a statement waits for a lock another session holds (PostgreSQL's "
+        "lock_timeout, SQLite's busy_timeout) before it fails with UNAVAILABLE "
+        "(DATABASE_LOCK_TIMEOUT), nothing written",
+        _positive,
+    )
+    database_statement_timeout: float = _setting(
+        30.0,
+        "seconds a PostgreSQL statement may run (statement_timeout) before it is cancelled "
+        "and fails with UNAVAILABLE (DATABASE_STATEMENT_TIMEOUT), nothing written",
+        _positive,
+    )
     cache_bytes: int = _setting(
         48 * 1024 * 1024,
         "memory the caches of campaigns read may hold, estimated in bytes: a third for "

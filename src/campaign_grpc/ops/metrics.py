@@ -36,6 +36,15 @@ STATUSES = [pb.Campaign.Status.Name(v) for v in pb.Campaign.Status.values() if v
 # How long a scrape waits for the count of campaigns before it leaves that metric out.
 COUNT_TIMEOUT = 5.0
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# Shown at 0 from the start, so that a rate over them needs no first error.
+DATABASE_ERROR_REASONS = (
+    "DATABASE_UNAVAILABLE",
+    "DATABASE_LOCK_TIMEOUT",
+    "DATABASE_STATEMENT_TIMEOUT",
+    "DATABASE_CHANGED",
+    "DATABASE_FILE_MISSING",
+    "DATABASE_FILE_REPLACED",
+)
 
 
 def count_by_status(store: Store) -> dict[str, int]:
@@ -77,9 +86,13 @@ class Metrics:
         )
         self.database_errors = Counter(
             "campaign_grpc_database_errors",
-            "Database operations that failed (a call answered UNAVAILABLE, or a check retried).",
+            "Database operations that failed (a call answered UNAVAILABLE, or a check retried), "
+            "by the reason given.",
+            ["reason"],
             registry=r,
         )
+        for reason in DATABASE_ERROR_REASONS:
+            self.database_errors.labels(reason)
         self._state = _StateCollector(hub, store, readers)
         r.register(self._state)
         self.calls = CallMetrics(self)
@@ -129,12 +142,14 @@ def _serve_http(host: str, port: int, app: Any) -> tuple[WSGIServer, threading.T
 
 
 class _CountErrors(logging.Handler):
+    """Counts the database errors logged, by the reason each was answered with."""
+
     def __init__(self, counter: Counter) -> None:
         super().__init__(logging.ERROR)
         self._counter = counter
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._counter.inc()
+        self._counter.labels(getattr(record, "reason", "DATABASE_UNAVAILABLE")).inc()
 
 
 class _StateCollector(Collector):

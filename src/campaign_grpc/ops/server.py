@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -26,6 +29,7 @@ from ..api.interceptors import (
 )
 from ..api.servicer import CampaignServicer
 from ..domain.campaigns import Campaigns
+from ..domain.errors import CampaignError
 from ..settings import Settings
 from ..storage.database import (
     Readers,
@@ -58,6 +62,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # that way: queue them instead; calls left unanswered there still end after 30 s
 # (grpc.server_max_unrequested_time_in_server).
 MAX_QUEUED_CALLS = 20_000
+# Health intervals a failed write holds the service NOT_SERVING (see App._watch_database).
+WRITE_FAILURE_HOLD = 5
 GRPC_OPTIONS = [
     ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
     ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
@@ -131,6 +137,8 @@ class App:
             settings.database_url,
             sqlite_synchronous=settings.sqlite_synchronous,
             pool_size=settings.database_pool_size,
+            lock_timeout=settings.database_lock_timeout,
+            statement_timeout=settings.database_statement_timeout,
         )
         read_threads = settings.read_thread_count
         if not is_sqlite(self._db) and settings.database_pool_size < read_threads + 1:
@@ -274,19 +282,48 @@ class App:
             await self.health.set(name, status)
 
     async def _watch_database(self) -> None:
-        serving = True
+        """Health tells a load balancer what the server can do: "" whether it can serve at
+        all (the database answers reads), the service's name whether it can serve every
+        call of it, writes included. A write that commits is the only proof that writes
+        work: a foreign lock, a full disk or no free connection all let reads through."""
+        interval = self.settings.health_interval
+        # A write may wait for a lock that long before it fails by itself.
+        write_within = interval + self.settings.database_lock_timeout
+        hold = WRITE_FAILURE_HOLD * interval
+        serving = {"": True, SERVICE_NAME: True}
         while True:
-            await asyncio.sleep(self.settings.health_interval)
-            try:
-                async with asyncio.timeout(self.settings.health_interval):
-                    await self.campaigns.ping()
-                ok = True
-            except Exception:
-                ok = False
-            if ok != serving:
-                serving = ok
-                log.warning("database %s", "answers again" if ok else "does not answer")
-                await self._set_health(SERVING if ok else NOT_SERVING)
+            await asyncio.sleep(interval)
+            reads = await _probe(self.campaigns.ping(), interval)
+            writes = reads if reads.failed else await _probe(self._probe_write(), write_within)
+            # The probe writes a few bytes: a disk with room for them and not for a campaign
+            # passes it. A write of the service that failed on the database's side holds
+            # the service NOT_SERVING for a while all the same, as a circuit breaker does,
+            # then the probe is believed again (and the next failure holds it once more).
+            failure = self._writer.last_failure
+            held = failure is not None and time.monotonic() - failure.at < hold
+            if failure is not None and held and not writes.failed:
+                writes = _Probe(True, failure.reason)
+            now_serving = {"": not reads.failed, SERVICE_NAME: not writes.failed}
+            if now_serving == serving:
+                continue
+            if reads.failed:
+                log.warning("the database does not answer (%s): NOT_SERVING", reads.reason)
+            elif writes.failed:
+                log.warning(
+                    "the database takes no writes (%s): %s NOT_SERVING, reads go on",
+                    writes.reason,
+                    SERVICE_NAME,
+                )
+            else:
+                log.warning("the database answers reads and writes again: SERVING")
+            for name, ok in now_serving.items():
+                if ok != serving[name]:
+                    await self.health.set(name, SERVING if ok else NOT_SERVING)
+            serving = now_serving
+
+    async def _probe_write(self) -> None:
+        now = self.campaigns.now()
+        await self._writer.run(lambda: self.store.probe_write(now))
 
     async def stop(self) -> None:
         """Health NOT_SERVING, no new calls, in-flight calls finish, watchers end, DB closes."""
@@ -297,6 +334,8 @@ class App:
             self._health_task.cancel()
         await self.health.enter_graceful_shutdown()
         grace = self.settings.shutdown_grace
+        loop = asyncio.get_running_loop()
+        grace_ends = loop.time() + grace
         stopping = asyncio.create_task(self.server.stop(grace))
         # Streams never finish by themselves: end them now so clients reconnect elsewhere.
         await self.hub.close()
@@ -314,13 +353,41 @@ class App:
         await self.caches.close()
         if self._listener is not None:
             await self._listener.close()
-        loop = asyncio.get_running_loop()
         if self.metrics is not None:
             await loop.run_in_executor(None, self.metrics.close)
-        await loop.run_in_executor(None, self._writer.close)
-        await loop.run_in_executor(None, self._readers.close)
-        close_database(self._db)
+
+        # A write stuck behind another session's lock holds its thread until its lock
+        # timeout: the grace is what it gets, and what it has not done by then is dropped
+        # (its caller heard CANCELLED already; nothing of it committed).
+        def left() -> float:
+            # At least a moment: threads with nothing to do still have to see the end.
+            return max(0.5, grace_ends - loop.time())
+
+        done = await loop.run_in_executor(None, self._writer.close, left())
+        done &= await loop.run_in_executor(None, self._readers.close, left())
+        if done:
+            close_database(self._db)
         log.info("stopped")
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    failed: bool
+    reason: str = ""
+
+
+async def _probe(check: Awaitable[Any], within: float) -> _Probe:
+    """Whether check completed within its time, and why not."""
+    try:
+        async with asyncio.timeout(within):
+            await check
+    except TimeoutError:
+        return _Probe(True, f"no answer within {within:g} s")
+    except CampaignError as exc:
+        return _Probe(True, exc.reason)
+    except Exception as exc:
+        return _Probe(True, type(exc).__name__)
+    return _Probe(False)
 
 
 def _describe_tls(tls: security.TLSFiles | None) -> str:

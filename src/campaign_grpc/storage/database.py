@@ -38,8 +38,19 @@ class UnsupportedDatabase(ValueError):
     pass
 
 
-def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 8) -> pw.Database:
-    """A database by URL: sqlite:///FILE, or postgresql://[USER@]HOST[:PORT]/NAME[?PARAMS]."""
+def open_database(
+    url: str,
+    *,
+    sqlite_synchronous: str = "FULL",
+    pool_size: int = 8,
+    lock_timeout: float = 5.0,
+    statement_timeout: float = 30.0,
+) -> pw.Database:
+    """A database by URL: sqlite:///FILE, or postgresql://[USER@]HOST[:PORT]/NAME[?PARAMS].
+
+    lock_timeout bounds how long a statement waits for a lock another session holds (on
+    SQLite the file's write lock); statement_timeout how long a PostgreSQL statement runs.
+    """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
@@ -52,15 +63,19 @@ def open_database(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int 
             pragmas={
                 "journal_mode": "wal",
                 "synchronous": sqlite_synchronous,
-                "busy_timeout": 10_000,
+                "busy_timeout": _ms(lock_timeout),
                 "cache_size": -32_000,
                 "temp_store": "memory",
             },
             check_same_thread=False,
         )
     if parts.scheme in ("postgresql", "postgres"):
-        return _open_postgresql(url, pool_size)
+        return _open_postgresql(url, pool_size, lock_timeout, statement_timeout)
     raise UnsupportedDatabase(f"unsupported database URL scheme {parts.scheme!r}")
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 FileId = tuple[int, int]
@@ -128,15 +143,28 @@ class SqliteFile(pw.SqliteDatabase):
         return opened is None or opened == _file_id(self.path)
 
 
-def _refused_for_file(db: pw.Database, jobs: list[_Job[Any]]) -> bool:
-    """Fails the jobs when the database file is gone (see SqliteFile); whether it did."""
+def _refused_for_file(db: pw.Database, jobs: list[_Job[Any]]) -> CampaignError | None:
+    """Fails the jobs when the database file is gone (see SqliteFile); with what."""
     problem = db.file_problem() if isinstance(db, SqliteFile) else None
     if problem is None:
-        return False
+        return None
     error = database_error(problem)
+    _fail(jobs, error)
+    return error
+
+
+def _first_failure(exc: BaseException) -> BaseException:
+    """The failure a transaction's ROLLBACK covered: SQLite rolls back by itself on some
+    errors (a full disk, an I/O error), and the ROLLBACK that follows then fails with "no
+    transaction is active", which says nothing of why."""
+    while "no transaction is active" in str(exc) and exc.__context__ is not None:
+        exc = exc.__context__
+    return exc
+
+
+def _fail(jobs: list[_Job[Any]], error: CampaignError) -> None:
     for job in jobs:
         job.outcome = (False, error)
-    return True
 
 
 def _switch_to_wal(path: str, within: float = 10.0) -> None:
@@ -159,7 +187,9 @@ def _switch_to_wal(path: str, within: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-def _open_postgresql(url: str, pool_size: int) -> pw.Database:
+def _open_postgresql(
+    url: str, pool_size: int, lock_timeout: float, statement_timeout: float
+) -> pw.Database:
     # libpq parses the URL (host, port, user, password, sslmode, options...), so every
     # parameter a PostgreSQL user knows works unchanged.
     from psycopg.conninfo import conninfo_to_dict
@@ -171,6 +201,13 @@ def _open_postgresql(url: str, pool_size: int) -> pw.Database:
     name = params.pop("dbname", None)
     if not name:
         raise UnsupportedDatabase(f"a PostgreSQL URL names a database: {url!r}")
+    # Every session of the service waits for a lock, and runs a statement, for a bounded
+    # time: a write stuck behind another session's lock (an operator's open transaction on
+    # the revision row, say) fails and is retried by its client instead of holding the
+    # writer, and every write behind it, forever. Set at connection start, after the URL's
+    # own options, which they override.
+    timeouts = f"-c lock_timeout={_ms(lock_timeout)} -c statement_timeout={_ms(statement_timeout)}"
+    params["options"] = f"{params.get('options', '')} {timeouts}".strip()
     # Each database thread keeps one connection; the pool caps how many a server holds and
     # makes a thread that finds none free wait for one instead of failing at once.
     db: pw.Database = PooledPsycopg3Database(
@@ -217,11 +254,33 @@ TRACEBACK_EVERY_S = 10.0
 _last_traceback = -TRACEBACK_EVERY_S
 
 
+def _timed_out(exc: BaseException) -> CampaignError | None:
+    """The error for a statement that gave up waiting: for another session's lock, or on
+    PostgreSQL at statement_timeout. Either way its transaction rolled back whole, so the
+    call is safe to repeat as it is: UNAVAILABLE, which clients retry with backoff, rather
+    than ABORTED, which asks them to read again first and which no client retries."""
+    # Peewee raises its own class of error while handling the driver's.
+    cause = exc.__context__ if isinstance(exc, pw.PeeweeException) and exc.__context__ else exc
+    state = getattr(cause, "sqlstate", None)
+    text = str(cause)
+    if state == "55P03" or (isinstance(cause, sqlite3.OperationalError) and "locked" in text):
+        return Unavailable(
+            "the database is locked by another session; nothing was written, retry later",
+            reason="DATABASE_LOCK_TIMEOUT",
+        )
+    if state == "57014" and "statement timeout" in text:
+        return Unavailable(
+            "the database statement ran out of time; nothing was written, retry later",
+            reason="DATABASE_STATEMENT_TIMEOUT",
+        )
+    return None
+
+
 def database_error(exc: BaseException) -> CampaignError:
     """The error a call gets for a failed database operation, logged (and so counted, by
     its reason, see metrics)."""
     global _last_traceback
-    error = exc if isinstance(exc, CampaignError) else None
+    error = exc if isinstance(exc, CampaignError) else _timed_out(exc)
     if error is not None:
         # Causes the message names in full: no traceback would say more.
         log.error(
@@ -294,11 +353,34 @@ class _BatchingThreads:
     def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
         self._jobs.put(self._submitting.pop(loop))
 
-    def close(self) -> None:
+    def close(self, within: float | None = None) -> bool:
+        """Lets the threads finish the work they have; whether they all did. With within,
+        the statements still running after that many seconds are cancelled (on PostgreSQL:
+        on SQLite a wait for the file's lock ends at busy_timeout), and threads still busy
+        a second later are left behind: a write stuck behind another session's lock must
+        not hold a shutdown past its grace. What such a write did not commit rolls back
+        when the process ends, and its caller was answered already."""
         for _ in self._threads:
             self._jobs.put(None)
+        deadline = None if within is None else time.monotonic() + within
         for thread in self._threads:
-            thread.join()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        busy = [t for t in self._threads if t.is_alive()]
+        if not busy:
+            return True
+        log.warning(
+            "%s still running database work: cancelling it", ", ".join(t.name for t in busy)
+        )
+        self._cancel_statements()
+        for thread in busy:
+            thread.join(1.0)
+        busy = [t for t in busy if t.is_alive()]
+        if busy:
+            log.warning("left behind: %s", ", ".join(t.name for t in busy))
+        return not busy
+
+    def _cancel_statements(self) -> None:
+        """Cancels the statements running on the threads' connections, if it can."""
 
     def _loop(self) -> None:
         _no_wakeup_preemption()
@@ -379,6 +461,12 @@ class _NoJournal:
         return []
 
 
+@dataclass(frozen=True, slots=True)
+class WriteFailure:
+    at: float  # time.monotonic()
+    reason: str
+
+
 class Writer(_BatchingThreads):
     """One thread that owns every write, committing the writes waiting together.
 
@@ -405,10 +493,14 @@ class Writer(_BatchingThreads):
         # the rare failure that comes after a write runs the whole batch again with one
         # savepoint per job. On PostgreSQL a failed statement spoils the transaction.
         self._count_writes = is_sqlite(db)
+        # The last batch that failed on the database's side (see server health).
+        self.last_failure: WriteFailure | None = None
         super().__init__("db-writer", 1, max_batch)
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> Callable[[], None] | None:
-        if _refused_for_file(self._db, jobs):
+        refused = _refused_for_file(self._db, jobs)
+        if refused is not None:
+            self._failed(refused)
             return None
         # A connection lost before COMMIT was sent leaves nothing written, so the batch runs
         # once more on a new one: a connection that died while idle (the database restarted
@@ -443,7 +535,8 @@ class Writer(_BatchingThreads):
         except _WroteThenFailed:
             journal.journal_take()
             return _Again.WROTE_THEN_FAILED
-        except Exception as exc:
+        except Exception as failure:
+            exc = _first_failure(failure)
             journal.journal_take()
             retry = may_retry and not committing and _connection_lost(self._db)
             _drop_connection(self._db)
@@ -451,8 +544,8 @@ class Writer(_BatchingThreads):
                 log.info("the database connection was lost; running the writes again")
                 return _Again.CONNECTION_LOST
             error = database_error(exc)
-            for job in jobs:
-                job.outcome = (False, error)
+            _fail(jobs, error)
+            self._failed(error)
             return []
         if isinstance(self._db, SqliteFile) and not self._db.committed_in_place():
             # Deleted or replaced while the batch ran: what it committed went into a file
@@ -466,10 +559,16 @@ class Writer(_BatchingThreads):
                     reason="DATABASE_FILE_REPLACED",
                 )
             )
-            for job in jobs:
-                job.outcome = (False, error)
+            _fail(jobs, error)
+            self._failed(error)
             return []
         return journal.journal_take()
+
+    def _failed(self, error: CampaignError) -> None:
+        # A database that changed is recognised within moments, and is no reason to turn
+        # load away; any other failure is.
+        if error.reason != "DATABASE_CHANGED":
+            self.last_failure = WriteFailure(time.monotonic(), error.reason)
 
     def _run_jobs(self, jobs: list[_Job[Any]], *, savepoints: bool) -> bool:
         """Runs the jobs, each in a savepoint or with its writes counted; without savepoints,
@@ -506,6 +605,23 @@ class Writer(_BatchingThreads):
 
     def _thread_done(self) -> None:
         _drop_connection(self._db)
+
+    def _cancel_statements(self) -> None:
+        _cancel_statements(self._db)
+
+
+def _cancel_statements(db: pw.Database) -> None:
+    """Asks PostgreSQL to cancel what every connection in use is running (sqlite3 cannot
+    end a wait for a lock: busy_timeout does)."""
+    if not isinstance(db, PooledPsycopg3Database):
+        return
+    # Peewee's pool keeps the connections in use by key; psycopg's cancel_safe sends the
+    # request over a connection of its own, so any thread may call it.
+    for pooled in list(getattr(db, "_in_use", {}).values()):
+        try:
+            pooled.connection.cancel_safe(timeout=1.0)
+        except Exception:
+            log.debug("cancelling a statement failed", exc_info=True)
 
 
 class _WroteThenFailed(Exception):
@@ -553,8 +669,11 @@ class Readers(_BatchingThreads):
     def _thread_done(self) -> None:
         _drop_connection(self._db)
 
+    def _cancel_statements(self) -> None:
+        _cancel_statements(self._db)
+
     def _run_batch(self, jobs: list[_Job[Any]]) -> None:
-        if _refused_for_file(self._db, jobs):
+        if _refused_for_file(self._db, jobs) is not None:
             return
         for job in jobs:
             job.outcome = self._read(job.fn)

@@ -7,8 +7,9 @@ several of them is atomic.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import peewee as pw
@@ -326,6 +327,12 @@ class Store:
                 conflict_target=[M.key], update={M.value: param(0)}
             ),
         )
+        self._set_write_probe = Prepared(
+            db,
+            M.insert(key="write_probe", value=param(0)).on_conflict(
+                conflict_target=[M.key], update={M.value: param(0)}
+            ),
+        )
         inserted = [*self._campaign_fields[:-1], C.request_id]
         self._insert = Prepared(db, C.insert({f: param(i) for i, f in enumerate(inserted)}))
         self._save = Prepared(
@@ -355,11 +362,26 @@ class Store:
         """Brings the schema up to date, and gives a database its epoch if it has none: at
         its creation, or on the first start of this release on an older one (see
         identity.py). Two servers migrating at once keep whichever epoch came first."""
-        version = migrate(self.db, self.t)
-        with self.db.atomic():
-            M = self.t.meta
-            M.insert(key="epoch", value=new_epoch()).on_conflict_ignore().execute()
+        with self._without_timeouts():
+            version = migrate(self.db, self.t)
+            with self.db.atomic():
+                M = self.t.meta
+                M.insert(key="epoch", value=new_epoch()).on_conflict_ignore().execute()
         return version
+
+    @contextlib.contextmanager
+    def _without_timeouts(self) -> Iterator[None]:
+        """A migration may wait for another replica's, and an upgrade of a large table may
+        take long: the session's lock and statement timeouts do not apply to it."""
+        if not self._postgresql:
+            yield
+            return
+        self.db.execute_sql("SET lock_timeout = 0; SET statement_timeout = 0")
+        try:
+            yield
+        finally:
+            # Back to the session's own values: the connection goes back to the pool.
+            self.db.execute_sql("RESET lock_timeout; RESET statement_timeout")
 
     # -- reads (any thread) -----------------------------------------------------------
 
@@ -650,6 +672,11 @@ class Store:
         c.revision = event.revision
         self._journal.append(event)
         return event
+
+    def probe_write(self, now: int) -> None:
+        """A write nobody reads, committed like any other: whether the database takes
+        writes now (its lock free, its disk not full, a connection to be had)."""
+        self._set_write_probe.execute(now)
 
     def compact(self, older_than: int, batch: int) -> int:
         """Removes up to batch of the oldest events logged before older_than; returns how many.
