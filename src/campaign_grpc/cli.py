@@ -21,7 +21,13 @@ from .storage.schema import SCHEMA_VERSION, SchemaTooNew, bind_tables, current_v
 from .storage.store import Store
 
 PROG = "campaign-grpc"
-MIGRATE_SETTINGS = ("database_url", "sqlite_synchronous", "log_format", "log_level")
+MIGRATE_SETTINGS = (
+    "database_url",
+    "sqlite_synchronous",
+    "log_format",
+    "log_level",
+    "log_buffer",
+)
 
 DESCRIPTION = "A gRPC service for outbound dialing campaigns (campaign.v1.CampaignService)."
 EPILOG = f"""\
@@ -222,7 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(args_list)
     config = settings.from_namespace(args)
-    logs.configure(config.log_format, config.log_level)
+    logs.configure(config.log_format, config.log_level, buffer=config.log_buffer)
+    try:
+        return _run(args, args_list, config)
+    finally:
+        logs.close()
+
+
+def _run(args: argparse.Namespace, args_list: list[str], config: Settings) -> int:
     try:
         if args.command == "serve":
             from .ops.server import serve  # grpc and the rest are needed only to serve

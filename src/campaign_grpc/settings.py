@@ -171,6 +171,12 @@ class Settings:
     )
     log_format: str = _setting("plain", "log line format", choices=("plain", "json"))
     log_level: str = _setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_buffer: int = _setting(
+        10_000,
+        "log lines held for a log destination that does not keep up (stderr a pipe read "
+        "slowly, or not at all); more are dropped and counted, never waited for",
+        _count,
+    )
     metrics_listen: str = _setting(
         "", "address of the Prometheus /metrics endpoint over HTTP; off unless given", _address
     )

@@ -28,6 +28,7 @@ from ..storage import database
 from ..storage.database import Readers
 from ..storage.store import Store
 from ..watch.hub import Hub, Kind
+from . import logs
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,13 @@ class _StateCollector(Collector):
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def describe(self) -> Iterable[Metric]:
-        return [self._written(0), self._campaigns({})]
+        return [self._written(0), self._dropped(), self._campaigns({})]
 
     def collect(self) -> Iterable[Metric]:
         # The hub has read the log up to head: every event written by this server or another
         # sharing the database. A counter that survives restarts, as the log does.
         yield self._written(self._hub.head)
+        yield self._dropped()
         counts = self._count()
         if counts is not None:
             yield self._campaigns(counts)
@@ -178,6 +180,14 @@ class _StateCollector(Collector):
             "campaign_grpc_events_written",
             "Status events written to the event log (its head revision, as this server read it).",
             value=head,
+        )
+
+    @staticmethod
+    def _dropped() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "campaign_grpc_log_lines_dropped",
+            "Log lines dropped because the log destination did not keep up.",
+            value=logs.dropped_lines(),
         )
 
     @staticmethod
