@@ -155,7 +155,7 @@ class SyncServicer:
     def _unary(self, fn: Callable[..., Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                return self._loop.run(fn(request, AioContext(context)), timeout=None)
+                return _as_sent(self._loop.run(fn(request, AioContext(context)), timeout=None))
             except grpc.aio.AbortError:
                 return None  # the status is set on the context
 
@@ -187,10 +187,13 @@ class SyncServicer:
 
 
 def _as_sent(response: Any) -> Any:
-    """A WatchStatus item as the client receives it: encoded by the serializer that the real
-    server registers for WatchStatus (grpc_testing does not serialize), then decoded."""
+    """A WatchStatus item or a ListCampaigns page as the client receives it: encoded by the
+    serializer that the real server registers for it (grpc_testing does not serialize),
+    then decoded."""
     if isinstance(response, Item):
         return campaign_pb2.WatchStatusResponse.FromString(convert.item_to_wire(response))
+    if isinstance(response, convert.EncodedPage):
+        return campaign_pb2.ListCampaignsResponse.FromString(convert.page_to_wire(response))
     return response
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -139,6 +140,46 @@ class CampaignWire:
 
     def fill(self, target: pb.Campaign, c: Campaign) -> None:
         target.MergeFromString(self.serialized(c))
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPage:
+    """A ListCampaignsResponse made of its campaigns' encoded messages (as CampaignWire
+    keeps them) and the token: page_to_wire sends them as they are, where building the
+    message would decode a page of up to a megabyte on the event loop only to encode it
+    again (5 ms for four of the largest campaigns)."""
+
+    campaigns: list[bytes]
+    next_page_token: str
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _length_delimited_tag(field_number: int) -> bytes:
+    return _varint(field_number << 3 | 2)
+
+
+_CAMPAIGNS_TAG = _length_delimited_tag(pb.ListCampaignsResponse.CAMPAIGNS_FIELD_NUMBER)
+_TOKEN_TAG = _length_delimited_tag(pb.ListCampaignsResponse.NEXT_PAGE_TOKEN_FIELD_NUMBER)
+
+
+def page_to_wire(page: EncodedPage) -> bytes:
+    """ListCampaigns' response serializer: the page's bytes, as protobuf encodes the message
+    (a repeated message field is each element's bytes behind its tag and length)."""
+    parts: list[bytes] = []
+    for data in page.campaigns:
+        parts += (_CAMPAIGNS_TAG, _varint(len(data)), data)
+    if page.next_page_token:
+        token = page.next_page_token.encode()
+        parts += (_TOKEN_TAG, _varint(len(token)), token)
+    return b"".join(parts)
 
 
 def _status(value: Status) -> pb.Campaign.Status.ValueType:

@@ -64,11 +64,13 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         page = await self._campaigns.list_page(
             convert.list_filter_from_proto(request), request.page_size, request.page_token
         )
-        response = pb.ListCampaignsResponse(next_page_token=page.next_page_token)
-        add = response.campaigns.add
-        for c in page.campaigns:
-            self._wire.fill(add(), c)
-        return response
+        # Sent as the cached encodings of its campaigns (see convert.EncodedPage): the store
+        # weighed the page by them, and server.add_campaign_service registers
+        # convert.page_to_wire as the serializer.
+        encoded = convert.EncodedPage(
+            [self._wire.serialized(c) for c in page.campaigns], page.next_page_token
+        )
+        return cast(pb.ListCampaignsResponse, encoded)
 
     @unary
     async def UpdateCampaign(
