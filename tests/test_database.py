@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -21,3 +24,36 @@ def test_an_outage_logs_one_traceback_and_a_line_for_each_failure(
     assert len(caplog.records) == 50
     assert [r for r in caplog.records if r.exc_info] == caplog.records[:1]
     assert all("connection refused" in r.getMessage() for r in caplog.records)
+
+
+def burn(seconds: float) -> str:
+    """A read that keeps the CPU busy (a page of large campaigns decoded, say)."""
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        pass
+    return "heavy"
+
+
+async def test_a_quick_read_does_not_wait_behind_heavy_ones(sqlite_url: str) -> None:
+    db = database.open_database(sqlite_url)
+    readers = database.Readers(db, 1)
+    try:
+
+        def heavy() -> str:
+            return burn(0.02)
+
+        def quick() -> str:
+            return "quick"
+
+        await readers.run(heavy)  # learnt: this call site's reads are heavy
+        finished: list[str] = []
+
+        async def read(fn: Callable[[], str]) -> None:
+            finished.append(await readers.run(fn))
+
+        # Four heavy reads queued first: on one queue the quick one would be answered last.
+        await asyncio.gather(*(read(heavy) for _ in range(4)), read(quick))
+        assert finished[0] == "quick"
+    finally:
+        readers.close()
+        database.close_database(db)

@@ -148,10 +148,12 @@ class App:
             statement_timeout=settings.database_statement_timeout,
         )
         read_threads = settings.read_thread_count
-        if not is_sqlite(self._db) and settings.database_pool_size < read_threads + 1:
+        # The writer, the read threads and the one of the bulk reads hold a connection each.
+        needed = read_threads + 2
+        if not is_sqlite(self._db) and settings.database_pool_size < needed:
             raise UnsupportedDatabase(
-                f"--database-pool-size {settings.database_pool_size} is too small: the writer "
-                f"and {read_threads} read threads need {read_threads + 1}"
+                f"--database-pool-size {settings.database_pool_size} is too small: the writer, "
+                f"{read_threads} read threads and the bulk read thread need {needed}"
             )
         # The caches of campaigns read: decoded ones for the domain, encoded ones for the
         # wire, which also weighs the campaigns of a list page.
