@@ -68,6 +68,8 @@ clean:
 	rm -rf $(VENV) $(GEN_DIR) node_modules
 
 # Quick by default; BENCH_MODE=full for longer runs and the 1,000,000-campaign scale run.
+# bench/big.py: 500 campaigns of the largest sizing, read every way at once.
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/big.py

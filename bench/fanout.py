@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -35,74 +34,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+from common import free_port, percentile, rss_bytes, server_process, write_results
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-CLI = Path(sys.executable).parent / "campaign-grpc"
 # Streams share a few HTTP/2 connections, as a client fleet behind a proxy would.
 STREAMS_PER_CONNECTION = 100
 TARGETS = {"memory_per_stream_kib": 16.0, "delivery_p99_s": 1.0, "unary_p99_ratio": 1.5}
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @contextlib.contextmanager
 def server(
     port: int, database: Path, heartbeat: float, streams: int
 ) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [
-            str(CLI),
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--database-url",
-            f"sqlite:///{database}",
-            "--heartbeat-interval",
-            str(heartbeat),
-            "--log-level",
-            "WARNING",
-            # Every stream watches the one customer: the caps must let them all in.
-            "--max-watch-streams",
-            str(streams),
-            "--max-watch-streams-per-customer",
-            str(streams),
-            *os.environ.get("FANOUT_SERVER_ARGS", "").split(),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
+    args = ["--heartbeat-interval", str(heartbeat)]
+    # Every stream watches the one customer: the caps must let them all in.
+    args += ["--max-watch-streams", str(streams), "--max-watch-streams-per-customer", str(streams)]
+    with server_process(
+        port, database, [*args, *os.environ.get("FANOUT_SERVER_ARGS", "").split()]
+    ) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_serving(target: str, within: float = 30.0) -> None:
@@ -303,18 +257,7 @@ def main() -> None:
     # A run stopped with SIGTERM (timeout, CI) still stops its server: the finally blocks run.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = asyncio.run(measure_each(args.streams or [1000, 10_000], args))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"fanout-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "targets": TARGETS,
-                "results": results,
-            },
-            indent=2,
-        )
-    )
+    out = write_results("fanout", TARGETS, results=results)
     print(f"written to {out}")
 
 
