@@ -57,3 +57,28 @@ async def test_a_quick_read_does_not_wait_behind_heavy_ones(sqlite_url: str) -> 
     finally:
         readers.close()
         database.close_database(db)
+
+
+async def test_reads_of_a_bulk_operation_never_hold_up_quick_ones_from_the_first(
+    sqlite_url: str,
+) -> None:
+    db = database.open_database(sqlite_url)
+    readers = database.Readers(db, 1, bulk=("snapshot",))
+    try:
+
+        class Store:
+            def snapshot(self) -> str:
+                return burn(0.05)
+
+        store = Store()
+        finished: list[str] = []
+
+        async def read(fn: Callable[[], str]) -> None:
+            finished.append(await readers.run(fn))
+
+        # Never run before, and eight at once, as watchers reconnecting to a new server.
+        await asyncio.gather(*(read(lambda: store.snapshot()) for _ in range(8)), read(str))
+        assert finished[0] == ""
+    finally:
+        readers.close()
+        database.close_database(db)

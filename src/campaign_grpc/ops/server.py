@@ -166,7 +166,7 @@ class App:
             encoded_size=self.wire.size,
         )
         self.caches = Caches([self.store.cache, self.wire.cache])
-        self._readers = Readers(self._db, read_threads)
+        self._readers = Readers(self._db, read_threads, bulk=Store.BULK_READS)
         self._writer = Writer(
             self._db,
             journal=self.store,

@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -672,12 +672,15 @@ HEAVY_READ_S = 0.005
 
 
 class _ReadCosts:
-    """The CPU time of the reads made at each call site (the code of the function handed to
-    Readers.run), as a moving average: cheap to keep, and what tells a page of the largest
-    campaigns (40 ms of decoding) from a GetCampaign (50 us) without the caller saying."""
+    """Which reads are heavy: those of the operations declared bulk (see Readers), and those
+    from a call site (the code of the function handed to Readers.run) whose reads have
+    averaged HEAVY_READ_S of CPU time or more, which catches what nobody declared (a count
+    of every campaign, say) after a few of its reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, bulk: Collection[str]) -> None:
+        self._bulk = tuple(bulk)
         self._average: dict[Any, float] = {}
+        self._declared: dict[Any, bool] = {}
 
     @staticmethod
     def site(fn: Callable[[], Any]) -> Any:
@@ -687,7 +690,13 @@ class _ReadCosts:
         return code if code is not None else type(fn)
 
     def heavy(self, site: Any) -> bool:
-        return self._average.get(site, 0.0) >= HEAVY_READ_S
+        declared = self._declared.get(site)
+        if declared is None:
+            # The domain hands its reads over as closures that call one store operation,
+            # `lambda: self._store.list_page(...)`: the operation's name is in the code's.
+            names = (*getattr(site, "co_names", ()), getattr(site, "co_name", ""))
+            declared = self._declared[site] = any(n.startswith(self._bulk) for n in names)
+        return declared or self._average.get(site, 0.0) >= HEAVY_READ_S
 
     def add(self, site: Any, seconds: float) -> None:
         # Each thread writes its own sites' averages mostly; a race loses one sample.
@@ -757,16 +766,24 @@ class Readers:
     """Threads for reads, in two lanes; each thread keeps its own connection.
 
     A read that costs the CPU a lot (a page of the largest campaigns: tens of milliseconds of
-    decoding and encoding) must not make the quick ones wait behind it, as one queue did: with
-    four walks of such pages under way, another customer's GetCampaign waited 160 ms at the
-    99th percentile. Reads go to the quick lane, and those from a call site whose reads have
-    averaged HEAVY_READ_S of CPU or more to the bulk lane, one thread of its own.
+    decoding and encoding; a snapshot of hundreds of them, seconds) must not make the quick
+    ones wait behind it, as one queue did: with four walks of such pages under way, another
+    customer's GetCampaign waited 160 ms at the 99th percentile, and with eight snapshots
+    under way health checks timed out. Reads go to the quick lane; heavy ones (see
+    _ReadCosts: the operations named in bulk, whose names start so, from the first, and any
+    whose reads turn out dear) to the bulk lane, a thread of its own.
     """
 
     def __init__(
-        self, db: pw.Database, threads: int, *, max_batch: int = 64, bulk_threads: int = 1
+        self,
+        db: pw.Database,
+        threads: int,
+        *,
+        max_batch: int = 64,
+        bulk_threads: int = 1,
+        bulk: Collection[str] = (),
     ) -> None:
-        self._costs = _ReadCosts()
+        self._costs = _ReadCosts(bulk)
         self._quick = _ReadLane(db, self._costs, "db-reader", threads, max_batch)
         self._bulk = _ReadLane(
             db, self._costs, "db-bulk-reader", bulk_threads, max_batch, BULK_PAGE_CACHE_KIB

@@ -241,6 +241,10 @@ class Store:
     """Reads (get, list_page, snapshot) may share the Campaign objects they return between
     callers: treat them as read-only. Writes start from load(), which always reads afresh."""
 
+    # The reads that may take many rows and much CPU (those whose names start so): the
+    # database threads run them apart from the quick ones (see database.Readers).
+    BULK_READS = ("list_page", "snapshot")
+
     def __init__(
         self,
         db: pw.Database,
