@@ -101,6 +101,15 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         return self._written(pb.UpdateCampaignStatusResponse(), changed)
 
     @unary
+    async def ConfirmDrained(
+        self, request: pb.ConfirmDrainedRequest, context: Context
+    ) -> pb.ConfirmDrainedResponse:
+        confirmed = await self._campaigns.confirm_drained(
+            request.customer_id, request.id, request.stop_revision
+        )
+        return self._written(pb.ConfirmDrainedResponse(), confirmed)
+
+    @unary
     async def ReportOutdialExhausted(
         self, request: pb.ReportOutdialExhaustedRequest, context: Context
     ) -> pb.ReportOutdialExhaustedResponse:

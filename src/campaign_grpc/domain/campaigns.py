@@ -329,6 +329,11 @@ class Campaigns:
         unmet = lifecycle.run_violations(nxt, after)
         return nxt, "; ".join(f"{v.subject}: {v.description}" for v in unmet)
 
+    async def confirm_drained(
+        self, customer_id: str, campaign_id: str, stop_revision: int
+    ) -> Campaign:
+        raise NotImplementedError("ConfirmDrained")
+
     async def report_outdial_exhausted(self, customer_id: str, campaign_id: str) -> Campaign:
         validation.validate_key(customer_id, campaign_id)
         return await self._writer.run(
