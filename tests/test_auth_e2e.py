@@ -124,6 +124,9 @@ def unary_calls(stub: Stub, customer: str, campaign_id: str) -> dict[str, Callab
         "ConfirmDrained": pb.ConfirmDrainedRequest(
             customer_id=customer, id=campaign_id, stop_revision=1
         ),
+        "ListCampaignEvents": pb.ListCampaignEventsRequest(
+            customer_id=customer, campaign_id=campaign_id
+        ),
         "DeleteCampaign": pb.DeleteCampaignRequest(customer_id=customer, id=campaign_id),
         "UndeleteCampaign": pb.UndeleteCampaignRequest(customer_id=customer, id=campaign_id),
     }

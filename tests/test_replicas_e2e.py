@@ -237,18 +237,20 @@ async def test_racing_stops_and_confirmations_on_two_replicas_never_skip_the_dra
                     for stub in (a, b) * 4
                 )
             )
-            assert {(c.status, c.etag) for c in confirmed} == {
-                (C.STATUS_STOP, confirmed[0].etag)
-            }
+            assert {(c.status, c.etag) for c in confirmed} == {(C.STATUS_STOP, confirmed[0].etag)}
         seen = await next_changes(live, 5 * 4)
         await live.nothing_but_heartbeats(0.5)
     finally:
         await live.close()
     steps = [(m.previous_status, m.status, m.reason) for m in seen]
-    assert steps == [
-        (C.STATUS_UNSPECIFIED, C.STATUS_STOP, W.REASON_CREATED),
-        (C.STATUS_STOP, C.STATUS_RUN, W.REASON_REQUESTED),
-        (C.STATUS_RUN, C.STATUS_STOPPING, W.REASON_REQUESTED),
-        (C.STATUS_STOPPING, C.STATUS_STOP, W.REASON_DRAINED),
-    ] * 5
+    assert (
+        steps
+        == [
+            (C.STATUS_UNSPECIFIED, C.STATUS_STOP, W.REASON_CREATED),
+            (C.STATUS_STOP, C.STATUS_RUN, W.REASON_REQUESTED),
+            (C.STATUS_RUN, C.STATUS_STOPPING, W.REASON_REQUESTED),
+            (C.STATUS_STOPPING, C.STATUS_STOP, W.REASON_DRAINED),
+        ]
+        * 5
+    )
     assert [m.revision for m in seen] == list(range(start + 1, start + 1 + len(seen)))

@@ -33,6 +33,7 @@ V3_COLUMNS = {
         "unmet_run_conditions",
     ],
 }
+V4_COLUMNS = {"event": ["principal", "traceparent"]}
 V3_INDEXES = [
     "campaign_id",
     "campaign_customer_id_revision",
@@ -49,7 +50,7 @@ def test_a_new_database_gets_the_current_schema(database_url: str) -> None:
     store = Store(open_database(database_url))
     assert store.migrate() == SCHEMA_VERSION
     assert store.migrate() == SCHEMA_VERSION  # again: nothing to do
-    for table, names in {**V2_COLUMNS, **V3_COLUMNS}.items():
+    for table, names in [*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items()]:
         assert set(names) <= columns(store, table)
     assert store.db.table_exists("campaign_body")
     close_database(store.db)
@@ -107,8 +108,17 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
     close_database(upgraded.db)
 
 
+def back_to_version_3(store: Store) -> None:
+    """Takes a current database back to what version 3 wrote."""
+    for table, names in V4_COLUMNS.items():
+        for name in names:
+            store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
+    store.db.execute_sql("UPDATE meta SET value = 3 WHERE key = 'schema_version'")
+
+
 def back_to_version_2(store: Store) -> None:
     """Takes a current database back to what version 2 wrote."""
+    back_to_version_3(store)
     for index in V3_INDEXES:
         store.db.execute_sql(f'DROP INDEX "{index}"')
     store.db.execute_sql('DROP TABLE "campaign_body"')
@@ -162,6 +172,25 @@ def test_a_version_2_database_is_upgraded_with_its_stops_confirmable(
     assert [e.stop_revision for e in events] == [0, 0, 3]
     # Events from before the upgrade cannot show whole campaigns; the log says from where.
     assert upgraded.full_history_from() == 3
+    close_database(upgraded.db)
+
+
+def test_a_version_3_database_is_upgraded_and_its_events_name_no_one(
+    database_url: str, customer: str
+) -> None:
+    store = Store(open_database(database_url))
+    store.migrate()
+    c = runnable_draft(customer, id=new_id(), tm_create=1)
+    log_events(store, (c, Status.UNSPECIFIED, Reason.CREATED))
+    back_to_version_3(store)
+    close_database(store.db)
+
+    upgraded = Store(open_database(database_url))
+    assert current_version(upgraded.db, upgraded.t) == 3
+    assert upgraded.migrate() == SCHEMA_VERSION
+    (event,) = upgraded.events_after(0, customer, "", 10)
+    # Who made a change before the upgrade is not known: nothing is made up.
+    assert (event.principal, event.traceparent) == ("", "")
     close_database(upgraded.db)
 
 

@@ -61,6 +61,7 @@ RPCS = {
     "ConfirmDrained",
     "ReportOutdialExhausted",
     "WatchStatus",
+    "ListCampaignEvents",
 }
 
 

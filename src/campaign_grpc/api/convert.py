@@ -141,27 +141,33 @@ def _status(value: Status) -> pb.Campaign.Status.ValueType:
 _NEXT_RESULT = pb.WatchStatusResponse.NextCampaignResult
 
 
-def event_to_proto(e: Event, *, full: bool = False) -> pb.WatchStatusResponse:
-    m = pb.WatchStatusResponse(
-        kind=pb.WatchStatusResponse.KIND_CHANGE,
-        customer_id=e.customer_id,
-        campaign_id=e.campaign_id,
-        status=_status(e.status),
-        previous_status=_status(e.previous_status),
-        deleted=e.deleted,
-        revision=e.revision,
-        tm_event=_timestamp(e.tm_event),
-        reason=cast(pb.WatchStatusResponse.Reason.ValueType, int(e.reason)),
-        next_campaign_id=e.next_campaign_id,
-        chained_from_campaign_id=e.chained_from,
-        detail=e.detail,
-        stop_revision=e.stop_revision,
-        next_campaign_result=cast(_NEXT_RESULT.ValueType, int(e.next_campaign_result)),
-        unmet_run_conditions=e.unmet_run_conditions,
-    )
+def fill_event(m: pb.WatchStatusResponse, e: Event, *, full: bool = False) -> None:
+    """Writes e, a KIND_CHANGE, into the empty message m (with its campaign, with full)."""
+    m.kind = pb.WatchStatusResponse.KIND_CHANGE
+    m.customer_id = e.customer_id
+    m.campaign_id = e.campaign_id
+    m.status = _status(e.status)
+    m.previous_status = _status(e.previous_status)
+    m.deleted = e.deleted
+    m.revision = e.revision
+    _set_time(m.tm_event, e.tm_event)
+    m.reason = cast(pb.WatchStatusResponse.Reason.ValueType, int(e.reason))
+    m.next_campaign_id = e.next_campaign_id
+    m.chained_from_campaign_id = e.chained_from
+    m.detail = e.detail
+    m.stop_revision = e.stop_revision
+    m.next_campaign_result = cast(_NEXT_RESULT.ValueType, int(e.next_campaign_result))
+    m.unmet_run_conditions.extend(e.unmet_run_conditions)
+    m.principal = e.principal
+    m.traceparent = e.traceparent
     if full:
         assert e.campaign is not None, "a full-view change is read with its campaign"
         fill_campaign(m.campaign, e.campaign)
+
+
+def event_to_proto(e: Event, *, full: bool = False) -> pb.WatchStatusResponse:
+    m = pb.WatchStatusResponse()
+    fill_event(m, e, full=full)
     return m
 
 

@@ -17,13 +17,18 @@ from . import lifecycle, page_token, validation
 from .errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, PreconditionViolation
 from .ids import new_id
 from .types import (
+    ANONYMOUS,
+    SERVICE,
     Action,
     Campaign,
     CampaignState,
     EndHandle,
     Event,
+    EventFilter,
+    EventPage,
     ListFilter,
     NextCampaignResult,
+    Origin,
     Page,
     Reason,
     Status,
@@ -125,6 +130,23 @@ class Campaigns:
         campaigns, last = await self._readers.run(lambda: self._store.list_page(f, after, limit))
         return Page(campaigns, "" if last is None else page_token.encode(f, last))
 
+    async def list_events(
+        self, f: EventFilter, page_size: int, token: str, *, full: bool
+    ) -> EventPage:
+        """A page of events, newest first: what happened to one campaign or a customer's."""
+        limit = validation.validate_list_events(f.customer_id, f.campaign_id, page_size)
+        before = page_token.decode(token, f) if token else None
+        if f.campaign_id and not token:
+            await self.get(f.customer_id, f.campaign_id)
+        events = await self._readers.run(
+            lambda: self._store.events_before(
+                before, f.customer_id, f.campaign_id, limit + 1, full=full
+            )
+        )
+        more = len(events) > limit
+        events = events[:limit]
+        return EventPage(events, page_token.encode(f, events[-1].revision) if more else "")
+
     async def snapshot_page(
         self, customer_id: str, after: int, upto: int, limit: int, *, full: bool
     ) -> list[Campaign] | list[CampaignState]:
@@ -163,11 +185,13 @@ class Campaigns:
 
     # -- writes ----------------------------------------------------------------------
 
-    async def create(self, draft: Campaign, request_id: str) -> Campaign:
+    async def create(
+        self, draft: Campaign, request_id: str, *, origin: Origin = ANONYMOUS
+    ) -> Campaign:
         validation.validate_create(draft, request_id)
-        return await self._writer.run(lambda: self._create(draft, request_id))
+        return await self._writer.run(lambda: self._create(draft, request_id, origin))
 
-    def _create(self, draft: Campaign, request_id: str) -> Campaign:
+    def _create(self, draft: Campaign, request_id: str, origin: Origin) -> Campaign:
         store, now = self._store, self._clock()
         if request_id:
             earlier = store.get_by_request(draft.customer_id, request_id)
@@ -201,7 +225,7 @@ class Campaigns:
         by_insert = store.insert_refuses_taken_outdial and not c.next_campaign_id
         if not by_insert:
             self._check_references(c, {"next_campaign_id", "outdial_id"})
-        store.append_event(c, Status.UNSPECIFIED, Reason.CREATED, now, new_body=True)
+        store.append_event(c, Status.UNSPECIFIED, Reason.CREATED, now, new_body=True, origin=origin)
         try:
             store.insert(c, request_id)
         except FailedPrecondition as refused:
@@ -239,11 +263,18 @@ class Campaigns:
         c.version += 1
         c.tm_update = now
 
-    async def update(self, draft: Campaign, paths: Sequence[str], etag: str = "") -> Campaign:
+    async def update(
+        self,
+        draft: Campaign,
+        paths: Sequence[str],
+        etag: str = "",
+        *,
+        origin: Origin = ANONYMOUS,
+    ) -> Campaign:
         validation.validate_update(draft, paths)
-        return await self._writer.run(lambda: self._update(draft, set(paths), etag))
+        return await self._writer.run(lambda: self._update(draft, set(paths), etag, origin))
 
-    def _update(self, draft: Campaign, paths: set[str], etag: str) -> Campaign:
+    def _update(self, draft: Campaign, paths: set[str], etag: str, origin: Origin) -> Campaign:
         c = self._load(draft.customer_id, draft.id, etag)
         lifecycle.require_not_deleted(c, "updated")
         before = dataclasses.replace(c)
@@ -264,17 +295,21 @@ class Campaigns:
             lifecycle.require_update_keeps_runnable(before, c, next_before, next_campaign)
         now = self._clock()
         self._touch(c, now)
-        event = self._store.append_event(c, c.status, Reason.UPDATED, now, new_body=True)
+        event = self._store.append_event(
+            c, c.status, Reason.UPDATED, now, new_body=True, origin=origin
+        )
         # The events written with the body being replaced still show it in the full view.
         self._store.supersede_body(c, event.revision)
         self._store.save(c)
         return c
 
-    async def delete(self, customer_id: str, campaign_id: str, etag: str) -> Campaign:
+    async def delete(
+        self, customer_id: str, campaign_id: str, etag: str, *, origin: Origin = ANONYMOUS
+    ) -> Campaign:
         validation.validate_key(customer_id, campaign_id)
-        return await self._writer.run(lambda: self._delete(customer_id, campaign_id, etag))
+        return await self._writer.run(lambda: self._delete(customer_id, campaign_id, etag, origin))
 
-    def _delete(self, customer_id: str, campaign_id: str, etag: str) -> Campaign:
+    def _delete(self, customer_id: str, campaign_id: str, etag: str, origin: Origin) -> Campaign:
         c = self._load(customer_id, campaign_id, etag)
         if c.deleted:
             return c
@@ -295,15 +330,17 @@ class Campaigns:
         now = self._clock()
         c.tm_delete = now
         self._touch(c, now)
-        self._store.append_event(c, c.status, Reason.DELETED, now)
+        self._store.append_event(c, c.status, Reason.DELETED, now, origin=origin)
         self._store.save_state(c)
         return c
 
-    async def undelete(self, customer_id: str, campaign_id: str) -> Campaign:
+    async def undelete(
+        self, customer_id: str, campaign_id: str, *, origin: Origin = ANONYMOUS
+    ) -> Campaign:
         validation.validate_key(customer_id, campaign_id)
-        return await self._writer.run(lambda: self._undelete(customer_id, campaign_id))
+        return await self._writer.run(lambda: self._undelete(customer_id, campaign_id, origin))
 
-    def _undelete(self, customer_id: str, campaign_id: str) -> Campaign:
+    def _undelete(self, customer_id: str, campaign_id: str, origin: Origin) -> Campaign:
         c = self._load(customer_id, campaign_id)
         if not c.deleted:
             return c
@@ -314,21 +351,34 @@ class Campaigns:
         self._check_references(c, {"outdial_id"})
         now = self._clock()
         self._touch(c, now)
-        self._store.append_event(c, previous, Reason.UNDELETED, now)
+        self._store.append_event(c, previous, Reason.UNDELETED, now, origin=origin)
         self._store.save_state(c)
         return c
 
     async def set_status(
-        self, customer_id: str, campaign_id: str, status: int, force: bool, etag: str = ""
+        self,
+        customer_id: str,
+        campaign_id: str,
+        status: int,
+        force: bool,
+        etag: str = "",
+        *,
+        origin: Origin = ANONYMOUS,
     ) -> Campaign:
         validation.validate_status_request(customer_id, campaign_id, status)
         requested = Status(status)
         return await self._writer.run(
-            lambda: self._set_status(customer_id, campaign_id, requested, force, etag)
+            lambda: self._set_status(customer_id, campaign_id, requested, force, etag, origin)
         )
 
     def _set_status(
-        self, customer_id: str, campaign_id: str, requested: Status, force: bool, etag: str
+        self,
+        customer_id: str,
+        campaign_id: str,
+        requested: Status,
+        force: bool,
+        etag: str,
+        origin: Origin,
     ) -> Campaign:
         c = self._load(customer_id, campaign_id, etag)
         next_campaign = None
@@ -344,10 +394,10 @@ class Campaigns:
             stop_grace_us=self._stop_grace_us,
         )
         if transition is not None:
-            self._apply(c, transition, now)
+            self._apply(c, transition, now, origin)
         return c
 
-    def _apply(self, c: Campaign, t: lifecycle.Transition, now: int) -> None:
+    def _apply(self, c: Campaign, t: lifecycle.Transition, now: int, origin: Origin) -> None:
         """Writes a transition and its event; completes the chain when it finishes a campaign.
 
         Every event makes a new version of the campaign (a new etag), so that a version
@@ -364,7 +414,13 @@ class Campaigns:
         self._touch(c, now)
         if chain is None:
             self._store.append_event(
-                c, previous, t.reason, now, detail=t.detail, begins_stop=begins_stop
+                c,
+                previous,
+                t.reason,
+                now,
+                detail=t.detail,
+                begins_stop=begins_stop,
+                origin=origin,
             )
             self._store.save_state(c)
             return
@@ -377,6 +433,7 @@ class Campaigns:
             detail=f"next campaign {c.next_campaign_id} {chain.detail}",
             next_campaign_result=chain.result,
             unmet_run_conditions=tuple(v.type for v in chain.unmet),
+            origin=origin,
         )
         self._store.save_state(c)
         nxt = chain.campaign
@@ -385,7 +442,10 @@ class Campaigns:
             nxt.status, nxt.stop_deadline, nxt.finishing = Status.RUN, None, False
             nxt.stop_revision = 0
             self._touch(nxt, now)
-            self._store.append_event(nxt, before, Reason.CHAINED, now, chained_from=c.id)
+            # The service starts it, in the transaction of whoever completed the first.
+            self._store.append_event(
+                nxt, before, Reason.CHAINED, now, chained_from=c.id, origin=SERVICE
+            )
             self._store.save_state(nxt)
 
     def _chain_target(self, c: Campaign) -> _Chain | None:
@@ -406,32 +466,43 @@ class Campaigns:
         return _Chain(nxt, NextCampaignResult.STARTED)
 
     async def confirm_drained(
-        self, customer_id: str, campaign_id: str, stop_revision: int
+        self,
+        customer_id: str,
+        campaign_id: str,
+        stop_revision: int,
+        *,
+        origin: Origin = ANONYMOUS,
     ) -> Campaign:
         validation.validate_confirm(customer_id, campaign_id, stop_revision)
         return await self._writer.run(
-            lambda: self._confirm_drained(customer_id, campaign_id, stop_revision)
+            lambda: self._confirm_drained(customer_id, campaign_id, stop_revision, origin)
         )
 
-    def _confirm_drained(self, customer_id: str, campaign_id: str, stop_revision: int) -> Campaign:
+    def _confirm_drained(
+        self, customer_id: str, campaign_id: str, stop_revision: int, origin: Origin
+    ) -> Campaign:
         c = self._load(customer_id, campaign_id)
         transition = lifecycle.plan_drained(c, stop_revision)
         if transition is not None:
-            self._apply(c, transition, self._clock())
+            self._apply(c, transition, self._clock(), origin)
         return c
 
-    async def report_outdial_exhausted(self, customer_id: str, campaign_id: str) -> Campaign:
+    async def report_outdial_exhausted(
+        self, customer_id: str, campaign_id: str, *, origin: Origin = ANONYMOUS
+    ) -> Campaign:
         validation.validate_key(customer_id, campaign_id)
         return await self._writer.run(
-            lambda: self._report_outdial_exhausted(customer_id, campaign_id)
+            lambda: self._report_outdial_exhausted(customer_id, campaign_id, origin)
         )
 
-    def _report_outdial_exhausted(self, customer_id: str, campaign_id: str) -> Campaign:
+    def _report_outdial_exhausted(
+        self, customer_id: str, campaign_id: str, origin: Origin
+    ) -> Campaign:
         c = self._load(customer_id, campaign_id)
         now = self._clock()
         t = lifecycle.plan_outdial_exhausted(c, now=now, stop_grace_us=self._stop_grace_us)
         if t is not None:
-            self._apply(c, t, now)
+            self._apply(c, t, now, origin)
         return c
 
     async def expire_stops(self, batch: int = 100) -> int:
@@ -446,6 +517,6 @@ class Campaigns:
             c = self._store.load(due.customer_id, due.id)
             if c is None or c.status != Status.STOPPING or c.stop_deadline != due.stop_deadline:
                 continue
-            self._apply(c, lifecycle.plan_grace_expired(c), now)
+            self._apply(c, lifecycle.plan_grace_expired(c), now, SERVICE)
             completed += 1
         return completed

@@ -127,6 +127,20 @@ UPDATABLE_FIELDS = frozenset(UPDATABLE_FIELD_ORDER)
 
 
 @dataclass(slots=True, frozen=True)
+class Origin:
+    """Who makes a change, and the trace context of the request that does (W3C traceparent,
+    empty when the server does not trace)."""
+
+    principal: str = "anonymous"
+    traceparent: str = ""
+
+
+ANONYMOUS = Origin()
+# What the service does by itself: a stop grace that runs out, a chained start.
+SERVICE = Origin("service")
+
+
+@dataclass(slots=True, frozen=True)
 class Event:
     """One committed change in the event log, with the campaign's state after it."""
 
@@ -151,6 +165,8 @@ class Event:
     body_revision: int = 0
     next_campaign_result: NextCampaignResult = NextCampaignResult.UNSPECIFIED
     unmet_run_conditions: tuple[str, ...] = ()
+    principal: str = ""
+    traceparent: str = ""
     # The whole campaign as of this revision, when it is at hand: attached by the writer to
     # the events it logs, or read back with them for the full view. Never stored as such.
     campaign: Campaign | None = field(default=None, compare=False, repr=False)
@@ -167,6 +183,20 @@ class ListFilter:
 @dataclass(slots=True, frozen=True)
 class Page:
     campaigns: list[Campaign]
+    next_page_token: str
+
+
+@dataclass(slots=True, frozen=True)
+class EventFilter:
+    """A listing of events: a customer's, or one campaign's of it."""
+
+    customer_id: str
+    campaign_id: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class EventPage:
+    events: list[Event]
     next_page_token: str
 
 

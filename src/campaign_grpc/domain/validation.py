@@ -275,6 +275,18 @@ def validate_confirm(customer_id: str, campaign_id: str, stop_revision: int) -> 
     raise_if(out)
 
 
+def validate_list_events(customer_id: str, campaign_id: str, page_size: int) -> int:
+    """Checks a listing of events and returns the effective page size."""
+    out = check_uuid("customer_id", customer_id, required=True)
+    out += check_uuid("campaign_id", campaign_id, required=False)
+    if page_size < 0:
+        out.append(FieldViolation("page_size", "must not be negative"))
+    raise_if(out)
+    if page_size == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(page_size, MAX_PAGE_SIZE)
+
+
 def validate_list(customer_id: str, page_size: int, status: int, type_: int) -> int:
     """Checks a list request and returns the effective page size."""
     out = check_uuid("customer_id", customer_id, required=True)
@@ -290,6 +302,11 @@ def validate_list(customer_id: str, page_size: int, status: int, type_: int) -> 
 
 # WatchStatusRequest.view: unspecified (the status view), status, full.
 WATCH_VIEWS = frozenset({0, 1, 2})
+
+
+def validate_view(view: int) -> None:
+    if view not in WATCH_VIEWS:
+        raise_if([FieldViolation("view", f"unknown value {int(view)}")])
 
 
 def validate_watch(customer_id: str, campaign_id: str, after_revision: int, view: int = 0) -> None:

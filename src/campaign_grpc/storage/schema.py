@@ -12,7 +12,7 @@ from playhouse.migrate import migrate as migrate_columns
 
 from ..domain.types import Status
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,9 @@ def bind_tables(db: pw.Database) -> Tables:
         next_campaign_result = pw.SmallIntegerField(default=0)
         # The types of the next campaign's unmet run conditions, comma-separated.
         unmet_run_conditions = pw.TextField(default="")
+        # Who made the change, and the trace context of the request that did.
+        principal = pw.TextField(default="")
+        traceparent = pw.TextField(default="")
 
         class Meta:
             table_name = "event"
@@ -246,8 +249,18 @@ def _v2_to_v3(db: pw.Database, tables: Tables) -> None:
     M.insert(key=FULL_HISTORY_FROM, value=head).on_conflict_ignore().execute()
 
 
+def _v3_to_v4(db: pw.Database, tables: Tables) -> None:
+    """Who made each change, and the trace of the request that did."""
+    m = SchemaMigrator.from_database(db)
+    E = tables.event
+    migrate_columns(
+        m.add_column("event", "principal", E.principal),
+        m.add_column("event", "traceparent", E.traceparent),
+    )
+
+
 # UPGRADES[i] takes an existing database from version i + 1 to i + 2; append, never edit.
-UPGRADES: list[Callable[[pw.Database, Tables], None]] = [_v1_to_v2, _v2_to_v3]
+UPGRADES: list[Callable[[pw.Database, Tables], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
 
 
 class SchemaTooNew(RuntimeError):

@@ -22,6 +22,7 @@ from ..domain.errors import (
 )
 from ..domain.json_text import compact_json
 from ..domain.types import (
+    ANONYMOUS,
     Action,
     Campaign,
     CampaignState,
@@ -30,6 +31,7 @@ from ..domain.types import (
     Event,
     ListFilter,
     NextCampaignResult,
+    Origin,
     Reason,
     Status,
 )
@@ -132,6 +134,8 @@ _EVENT = (
     "body_revision",
     "next_campaign_result",
     "unmet_run_conditions",
+    "principal",
+    "traceparent",
 )
 # What the status view of a snapshot reads of a campaign (see _state).
 _STATE_VIEW = (
@@ -239,6 +243,8 @@ def _event(row: tuple[Any, ...], campaign: Campaign | None = None) -> Event:
         body_revision=row[15],
         next_campaign_result=_RESULTS[row[16]],
         unmet_run_conditions=tuple(row[17].split(",")) if row[17] else (),
+        principal=row[18],
+        traceparent=row[19],
         campaign=campaign,
     )
 
@@ -552,34 +558,52 @@ class Store:
         return [_event(r) for r in rows]
 
     def _events_query(self, customer: bool, campaign: bool, full: bool) -> Any:
-        E, C, B = self.t.event, self.t.campaign, self.t.body
+        E = self.t.event
         cond = E.revision > param(0)
         if customer:
             cond &= E.customer_id == param(1)
         if campaign:
             cond &= E.campaign_id == param(2)
+        return self._event_select(full).where(cond).order_by(E.revision).limit(param(3))
+
+    def _event_select(self, full: bool) -> Any:
+        """Events' columns; with full, the campaign's body each was written with after them
+        (see _full_event)."""
+        E, C, B = self.t.event, self.t.campaign, self.t.body
         if not full:
-            query = E.select(*self._event_fields)
-        else:
-            body = [getattr(C, name) for name in BODY_COLUMNS]
-            superseded = [getattr(B, name) for name in BODY_COLUMNS]
-            query = (
-                E.select(
-                    *self._event_fields,
-                    C.tm_create,
-                    C.body_revision,
-                    *body,
-                    B.revision,
-                    *superseded,
-                )
-                .join(C, on=(C.id == E.campaign_id))
-                .join(
-                    B,
-                    pw.JOIN.LEFT_OUTER,
-                    on=(B.campaign_id == E.campaign_id) & (B.revision == E.body_revision),
-                )
+            return E.select(*self._event_fields)
+        body = [getattr(C, name) for name in BODY_COLUMNS]
+        superseded = [getattr(B, name) for name in BODY_COLUMNS]
+        return (
+            E.select(
+                *self._event_fields, C.tm_create, C.body_revision, *body, B.revision, *superseded
             )
-        return query.where(cond).order_by(E.revision).limit(param(3))
+            .join(C, on=(C.id == E.campaign_id))
+            .join(
+                B,
+                pw.JOIN.LEFT_OUTER,
+                on=(B.campaign_id == E.campaign_id) & (B.revision == E.body_revision),
+            )
+        )
+
+    def events_before(
+        self, before: int | None, customer_id: str, campaign_id: str, limit: int, *, full: bool
+    ) -> list[Event]:
+        """Up to limit events of the customer (or one campaign of it) before revision before
+        (None: the newest), newest first."""
+        shape = ("history", before is not None, bool(campaign_id), full)
+        query = self._q.get(shape, lambda: self._history_query(*shape[1:]))
+        rows = query.all(before, customer_id, campaign_id, limit)
+        return [_full_event(r) if full else _event(r) for r in rows]
+
+    def _history_query(self, bounded: bool, campaign: bool, full: bool) -> Any:
+        E = self.t.event
+        cond = E.customer_id == param(1)
+        if bounded:
+            cond &= E.revision < param(0)
+        if campaign:
+            cond &= E.campaign_id == param(2)
+        return self._event_select(full).where(cond).order_by(E.revision.desc()).limit(param(3))
 
     def full_history_from(self) -> int:
         """Events after this revision record the campaign's state for the full view."""
@@ -686,6 +710,7 @@ class Store:
         unmet_run_conditions: tuple[str, ...] = (),
         begins_stop: bool = False,
         new_body: bool = False,
+        origin: Origin = ANONYMOUS,
     ) -> Event:
         """Takes the next revision and logs the campaign's new state; sets c.revision and
         c.last_reason, and with begins_stop c.stop_revision, with new_body c.body_revision,
@@ -718,6 +743,8 @@ class Store:
             body_revision=c.body_revision,
             next_campaign_result=next_campaign_result,
             unmet_run_conditions=unmet_run_conditions,
+            principal=origin.principal,
+            traceparent=origin.traceparent,
             campaign=c,
         )
         self._insert_event.execute(
@@ -739,6 +766,8 @@ class Store:
             event.body_revision,
             int(next_campaign_result),
             ",".join(unmet_run_conditions),
+            origin.principal,
+            origin.traceparent,
         )
         self._journal.append(event)
         return event
