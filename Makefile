@@ -13,7 +13,7 @@ CONTRACT := contract/campaign-v1.binpb
 LISTEN ?= 127.0.0.1:50051
 DATABASE_URL ?= sqlite:///campaigns.db
 
-.PHONY: install proto run test lint format bench clean contract-release
+.PHONY: install proto run test lint format bench clean contract-release go-client java-client
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -44,6 +44,31 @@ run: install
 test: install $(NODE_DEPS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Clients in Go and Java, generated into gen/ (git ignores it) by buf from buf.gen.go.yaml and
+# buf.gen.java.yaml with the plugins on PATH. On Debian, Debian's own plugins: its
+# /usr/bin/protoc-gen-go (golang-goprotobuf-dev) is the old 1.3 generator, so the current one
+# is built from Debian's source of it (golang-google-protobuf-dev), and grpc_java_plugin
+# (protobuf-compiler-grpc-java-plugin) is linked under the name the template uses.
+DEBIAN_GOPATH := /usr/share/gocode
+PLUGINS := build/bin
+GO_PLUGINS := $(if $(wildcard $(DEBIAN_GOPATH)/src/google.golang.org/protobuf/cmd/protoc-gen-go),$(PLUGINS)/protoc-gen-go)
+JAVA_PLUGINS := $(if $(wildcard /usr/bin/grpc_java_plugin),$(PLUGINS)/protoc-gen-grpc-java)
+WITH_PLUGINS := PATH="$(CURDIR)/$(PLUGINS):$$PATH"
+
+go-client: $(NODE_DEPS) $(GO_PLUGINS)
+	$(WITH_PLUGINS) npx --no-install buf generate --template buf.gen.go.yaml
+
+java-client: $(NODE_DEPS) $(JAVA_PLUGINS)
+	$(WITH_PLUGINS) npx --no-install buf generate --template buf.gen.java.yaml
+
+$(PLUGINS)/protoc-gen-go:
+	GO111MODULE=off GOPATH=$(DEBIAN_GOPATH) GOCACHE="$(CURDIR)/build/go-cache" \
+		go build -o $@ google.golang.org/protobuf/cmd/protoc-gen-go
+
+$(PLUGINS)/protoc-gen-grpc-java:
+	mkdir -p $(@D)
+	ln -sf /usr/bin/grpc_java_plugin $@
+
 $(NODE_DEPS): package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
@@ -65,7 +90,7 @@ format: install
 	$(BIN)/ruff check --fix src tests bench
 
 clean:
-	rm -rf $(VENV) $(GEN_DIR) node_modules
+	rm -rf $(VENV) $(GEN_DIR) node_modules gen build
 
 # Quick by default; BENCH_MODE=full for longer runs and the 1,000,000-campaign scale run.
 bench: install
