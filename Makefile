@@ -13,7 +13,7 @@ CONTRACT := contract/campaign-v1.binpb
 LISTEN ?= 127.0.0.1:50051
 DATABASE_URL ?= sqlite:///campaigns.db
 
-.PHONY: install proto run test lint format bench clean contract-release go-client java-client
+.PHONY: install proto run test lint format bench clean contract-release go-client java-client python-client
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -36,6 +36,14 @@ $(GENERATED): $(PROTOS) $(INSTALLED)
 	touch $@
 
 proto: $(GENERATED)
+
+# The Python client alone (clients/python: campaign_grpc.client and the stubs, without the
+# server's dependencies) as a wheel in dist/, to publish or to install elsewhere.
+# setuptools builds in clients/python/build, whose leftovers would go into the next wheel.
+python-client: $(GENERATED)
+	rm -rf clients/python/build
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist clients/python
+	rm -rf clients/python/build
 
 run: install
 	$(BIN)/campaign-grpc serve --listen $(LISTEN) --database-url $(DATABASE_URL)
@@ -90,7 +98,7 @@ format: install
 	$(BIN)/ruff check --fix src tests bench
 
 clean:
-	rm -rf $(VENV) $(GEN_DIR) node_modules gen build
+	rm -rf $(VENV) $(GEN_DIR) node_modules gen build dist
 
 # Quick by default; BENCH_MODE=full for longer runs and the 1,000,000-campaign scale run.
 bench: install
