@@ -436,6 +436,100 @@ public class CampaignClientTest {
     w.nothingButHeartbeats(2_000);
   }
 
+  // -- the examples the README's Java section quotes ---------------------------------------
+
+  @Test
+  public void exampleCallsWithADeadlineAndReadsTheErrorDetails() throws Exception {
+    String address = shared.address, token = ServerProcess.TOKEN, customer = newId();
+    List<String> printed = new ArrayList<>();
+
+    ManagedChannel channel = CampaignClient.channel(address, token);
+    try {
+      CampaignServiceBlockingStub stub = CampaignServiceGrpc.newBlockingStub(channel);
+      // Every call gets a deadline of its own: withDeadlineAfter counts from now.
+      Campaign created = stub.withDeadlineAfter(10, TimeUnit.SECONDS)
+          .createCampaign(CreateCampaignRequest.newBuilder()
+              .setCampaign(Campaign.newBuilder()
+                  .setCustomerId(customer)
+                  .setType(Campaign.Type.TYPE_CALL)
+                  .setName("spring promo"))
+              .setRequestId(UUID.randomUUID().toString()) // the same on a retry: created once
+              .build())
+          .getCampaign();
+      try {
+        stub.withDeadlineAfter(10, TimeUnit.SECONDS)
+            .updateCampaignStatus(UpdateCampaignStatusRequest.newBuilder()
+                .setCustomerId(customer)
+                .setId(created.getId())
+                .setStatus(Campaign.Status.STATUS_RUN)
+                .build());
+      } catch (StatusRuntimeException e) {
+        CampaignClient.Details details = CampaignClient.Details.of(e);
+        printed.add(details.code + " " + details.info.getReason());
+        for (PreconditionFailure.Violation violation : details.precondition.getViolationsList()) {
+          printed.add(violation.getType() + " " + violation.getSubject());
+        }
+      }
+    } finally {
+      channel.shutdownNow();
+    }
+
+    assertEquals(
+        List.of(
+            "FAILED_PRECONDITION RUN_CONDITIONS_UNMET",
+            "OUTPLAN_MISSING outplan_id",
+            "OUTDIAL_MISSING outdial_id",
+            "NOTHING_TO_RUN actions"),
+        printed);
+  }
+
+  @Test
+  public void exampleTheDialerConfirmsEachStop() throws Exception {
+    CampaignServiceBlockingStub stub = connect(shared);
+    String customer = newId();
+    Campaign c = create(stub, runnable(customer));
+    setStatus(stub, c, Campaign.Status.STATUS_RUN);
+    setStatus(stub, c, Campaign.Status.STATUS_STOP);
+    BlockingQueue<WatchStatusResponse> drained = new LinkedBlockingQueue<>();
+
+    Thread dialer = new Thread(() -> {
+      // The dialer: it follows the campaigns and, once a stopping campaign's calls are
+      // drained, confirms that stop.
+      WatchStatusRequest request = WatchStatusRequest.newBuilder().setCustomerId(customer).build();
+      try {
+        CampaignClient.watch(stub, request, item -> {
+          if (item.getReason() == WatchStatusResponse.Reason.REASON_DRAINED) {
+            drained.add(item);
+          }
+          if (item.getStatus() != Campaign.Status.STATUS_STOPPING) {
+            return;
+          }
+          // ... the campaign's calls hang up, then:
+          stub.withDeadlineAfter(10, TimeUnit.SECONDS)
+              .confirmDrained(ConfirmDrainedRequest.newBuilder()
+                  .setCustomerId(item.getCustomerId())
+                  .setId(item.getCampaignId())
+                  .setStopRevision(item.getStopRevision())
+                  .build());
+        });
+      } catch (InterruptedException e) {
+        return; // the dialer is shutting down
+      }
+    });
+    dialer.start();
+    try {
+      WatchStatusResponse done = drained.poll(30, TimeUnit.SECONDS);
+      assertNotNull("no drained stop within 30 s", done);
+      assertEquals(c.getId(), done.getCampaignId());
+      assertEquals(Campaign.Status.STATUS_STOPPING, done.getPreviousStatus());
+      assertEquals(Campaign.Status.STATUS_STOP, done.getStatus());
+    } finally {
+      dialer.interrupt();
+      dialer.join(10_000);
+    }
+    assertTrue("the dialer did not stop when interrupted", !dialer.isAlive());
+  }
+
   // -- helpers ---------------------------------------------------------------------------
 
   /**
