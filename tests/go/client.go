@@ -6,6 +6,7 @@ package campaignclient
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	campaignv1 "campaign-grpc/gen/go/campaign/v1"
@@ -125,6 +126,9 @@ func follow(ctx context.Context, client campaignv1.CampaignServiceClient,
 	}
 	for {
 		item, err := stream.Recv()
+		if err == io.EOF { // the stream is not meant to end: call again
+			return handled, status.Error(codes.Unavailable, "the server ended the stream")
+		}
 		if err != nil {
 			return handled, err
 		}
