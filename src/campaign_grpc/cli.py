@@ -225,9 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(config.log_format, config.log_level)
     try:
         if args.command == "serve":
-            from .ops.server import serve  # grpc and the rest are needed only to serve
+            from .ops.server import ListenRefused, serve  # grpc is needed only to serve
 
-            asyncio.run(serve(config))
+            try:
+                asyncio.run(serve(config))
+            except ListenRefused as exc:
+                print(f"{PROG} serve: {exc}", file=sys.stderr)
+                return 2
         elif args.command == "migrate":
             return migrate(config)
         elif args.command == "check-config":

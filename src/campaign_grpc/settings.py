@@ -168,6 +168,11 @@ class Settings:
         "PEM CA certificates: clients must present a certificate signed by one (mutual TLS)",
         metavar="FILE",
     )
+    reuse_port: bool = _switch_setting(
+        False,
+        "share --listen with other processes that ask for it too (SO_REUSEPORT: the kernel "
+        "splits the connections between them); off, a port in use stops the server",
+    )
     reflection: bool = _switch_setting(True, "serve gRPC server reflection")
     insecure: bool = _switch_setting(
         False, "serve beyond loopback with neither TLS nor tokens (the flag alone turns it on)"

@@ -96,7 +96,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         self, request: pb.UpdateCampaignStatusRequest, context: Context
     ) -> pb.UpdateCampaignStatusResponse:
         changed = await self._campaigns.set_status(
-            request.customer_id, request.id, request.status, request.force
+            request.customer_id, request.id, request.status, request.force, request.etag
         )
         return self._written(pb.UpdateCampaignStatusResponse(), changed)
 
@@ -122,8 +122,15 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     ) -> AsyncGenerator[Item, None]:
         """Yields the hub's items: server.add_campaign_service registers convert.item_to_wire
         as the serializer, so that a change is encoded once for all the streams that send it."""
-        validate_watch(request.customer_id, request.campaign_id, request.after_revision)
-        items = self._hub.watch(request.customer_id, request.campaign_id, request.after_revision)
+        validate_watch(
+            request.customer_id, request.campaign_id, request.after_revision, request.view
+        )
+        items = self._hub.watch(
+            request.customer_id,
+            request.campaign_id,
+            request.after_revision,
+            full=request.view == pb.WATCH_VIEW_FULL,
+        )
         async with contextlib.aclosing(items):
             async for item in items:
                 yield item

@@ -63,6 +63,10 @@ GRPC_OPTIONS = [
 ]
 
 
+class ListenRefused(OSError):
+    """The address to serve on cannot be had: in use by another process, say."""
+
+
 def add_campaign_service(servicer: CampaignServicer, server: grpc.aio.Server) -> None:
     """Registers the service as the generated code does, but with WatchStatus serialized by
     convert.item_to_wire: a change sent to 10,000 streams is encoded once, not 10,000 times."""
@@ -194,6 +198,9 @@ class App:
             options=[
                 *GRPC_OPTIONS,
                 ("grpc.max_receive_message_length", receive_ceiling(settings.max_request_bytes)),
+                # grpc core sets SO_REUSEPORT by default: a second server on a port in use
+                # would start and take half of the connections, silently.
+                ("grpc.so_reuseport", int(settings.reuse_port)),
             ],
         )
 
@@ -202,6 +209,16 @@ class App:
         return self._in_flight.count
 
     async def start(self) -> int:
+        # The port first: a server that cannot have it touches nothing else.
+        try:
+            self.port = self._add_port()
+        except RuntimeError as exc:  # grpc's "Failed to bind to address"
+            raise ListenRefused(
+                f"cannot listen on {self.settings.listen}: the address is in use (another "
+                "server?) or not available here; --reuse-port shares a port on purpose"
+            ) from exc
+        if self.port == 0:
+            raise ListenRefused(f"cannot listen on {self.settings.listen}")
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)
         await self.hub.start()
         if self._listener is not None:
@@ -216,9 +233,6 @@ class App:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self.settings.reflection:
             reflection.enable(self.server, [SERVICE_NAME, health.SERVICE_NAME])
-        self.port = self._add_port()
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
         await self._set_health(SERVING)
         self._health_task = asyncio.create_task(self._watch_database(), name="health")
