@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(args_list)
     config = settings.from_namespace(args)
-    logs.configure(config.log_format, config.log_level)
+    logs.configure(config.log_format, config.log_level, traced=config.tracing)
     try:
         if args.command == "serve":
             from .ops.server import ListenRefused, serve  # grpc is needed only to serve

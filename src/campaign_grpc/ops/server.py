@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from ..api import convert, reflection
+from ..api.audit import AuditLog
 from ..api.auth_gate import Authorize
 from ..api.interceptors import (
     AccessLog,
@@ -43,6 +44,7 @@ from .compaction import Compactor
 from .limits import WatchStreamCounts, receive_ceiling
 from .metrics import Metrics
 from .stop_timer import StopTimer
+from .tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +123,14 @@ class WatchStreamsOpen:
 class App:
     """One running server. start() then stop(); port is known after start()."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracing: Tracing | None = None) -> None:
         self.settings = settings
         self.port = 0
         self.stopped = False
+        # Off unless --tracing (or given, as the tests do with an exporter of their own).
+        if tracing is None and settings.tracing:
+            tracing = Tracing.from_environment()
+        self.tracing = tracing
         protection = security.load(settings)
         self._tls = protection.tls
         self.tokens = protection.tokens
@@ -142,10 +148,11 @@ class App:
                 f"and {read_threads} read threads need {read_threads + 1}"
             )
         self.store = Store(self._db)
-        self._readers = Readers(self._db, read_threads)
+        self._readers = Readers(self._db, read_threads, tracing=tracing)
         self._writer = Writer(
             self._db,
             journal=self.store,
+            tracing=tracing,
         )
         self.campaigns = Campaigns(
             self.store, self._writer, self._readers, stop_grace_s=settings.stop_grace
@@ -192,7 +199,13 @@ class App:
         if self.tokens is not None:
             # First: a caller without a token is told so before anything else.
             gates.insert(0, Authorize(self.tokens, SERVICE))
-        observe = Observe(observers, gates=gates, max_request_bytes=settings.max_request_bytes)
+        observe = Observe(
+            observers,
+            gates=gates,
+            max_request_bytes=settings.max_request_bytes,
+            recorders=[AuditLog(SERVICE)],
+            tracing=tracing,
+        )
         self.server = grpc.aio.server(
             interceptors=[observe],
             options=[
@@ -318,6 +331,8 @@ class App:
         await loop.run_in_executor(None, self._writer.close)
         await loop.run_in_executor(None, self._readers.close)
         close_database(self._db)
+        if self.tracing is not None:
+            await loop.run_in_executor(None, self.tracing.shutdown)
         log.info("stopped")
 
 
