@@ -122,3 +122,4 @@ clean:
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/tracing.py
