@@ -92,6 +92,17 @@ def test_the_blocking_client_creates_reads_lists_updates_runs_stops_and_deletes(
     finished = client.report_outdial_exhausted(customer, other.id)  # END_HANDLE_STOP
     assert finished.status == C.STATUS_STOPPING
 
+    page = client.list_campaign_events(customer, created.id, page_size=3)
+    assert [e.reason for e in page.events] == [
+        W.REASON_UNDELETED,
+        W.REASON_DELETED,
+        W.REASON_DRAINED,
+    ]
+    assert {e.principal for e in page.events} == {"anonymous"}
+    older = client.list_campaign_events(customer, created.id, page_token=page.next_page_token)
+    assert older.events[-1].reason == W.REASON_CREATED
+    assert older.next_page_token == ""
+
 
 def test_errors_are_classes_by_code_with_the_decoded_details(
     client: CampaignClient, customer: str

@@ -253,6 +253,24 @@ class AsyncCampaignClient:
         response = await self._call(self._stub.ConfirmDrained, "ConfirmDrained", r, timeout, retry)
         return response.campaign
 
+    async def list_campaign_events(
+        self,
+        customer_id: str,
+        campaign_id: str = "",
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        view: requests.View = pb.WATCH_VIEW_STATUS,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.ListCampaignEventsResponse:
+        """One page of a campaign's (or a customer's) events, newest first: what happened,
+        and who did it (each event's principal)."""
+        r = requests.list_events(customer_id, campaign_id, page_size, page_token, view)
+        return await self._call(
+            self._stub.ListCampaignEvents, "ListCampaignEvents", r, timeout, retry
+        )
+
     async def report_outdial_exhausted(
         self,
         customer_id: str,

@@ -2,7 +2,7 @@
 
 A retry may repeat a request that the server already carried out (its reply was lost), so
 only requests whose repetition changes nothing more are retried:
-- reads: GetCampaign, ListCampaigns;
+- reads: GetCampaign, ListCampaigns, ListCampaignEvents;
 - CreateCampaign with a request_id: the client makes one when the caller gives none, so a
   repeat returns the first result;
 - UpdateCampaign and DeleteCampaign with an etag: a repeat of one that was carried out
@@ -55,6 +55,19 @@ def list_page(
         status=status,
         type=type,
         show_deleted=show_deleted,
+    )
+    return request, True
+
+
+def list_events(
+    customer_id: str, campaign_id: str, page_size: int, page_token: str, view: View
+) -> tuple[pb.ListCampaignEventsRequest, bool]:
+    request = pb.ListCampaignEventsRequest(
+        customer_id=customer_id,
+        campaign_id=campaign_id,
+        page_size=page_size,
+        page_token=page_token,
+        view=view,
     )
     return request, True
 

@@ -250,6 +250,22 @@ class CampaignClient:
         response = self._call(self._stub.ConfirmDrained, "ConfirmDrained", r, timeout, retry)
         return response.campaign
 
+    def list_campaign_events(
+        self,
+        customer_id: str,
+        campaign_id: str = "",
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        view: requests.View = pb.WATCH_VIEW_STATUS,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.ListCampaignEventsResponse:
+        """One page of a campaign's (or a customer's) events, newest first: what happened,
+        and who did it (each event's principal)."""
+        r = requests.list_events(customer_id, campaign_id, page_size, page_token, view)
+        return self._call(self._stub.ListCampaignEvents, "ListCampaignEvents", r, timeout, retry)
+
     def report_outdial_exhausted(
         self,
         customer_id: str,
