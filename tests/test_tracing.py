@@ -21,7 +21,7 @@ from campaign_grpc.ops.logs import JsonFormatter, TraceIds
 from campaign_grpc.ops.server import App
 from campaign_grpc.ops.tracing import Tracing
 from campaign_grpc.settings import Settings
-from e2e_helpers import W, read_snapshot, watch
+from e2e_helpers import W, eventually, read_snapshot, watch
 from factories import new_id, runnable_campaign
 
 Stub = campaign_pb2_grpc.CampaignServiceStub
@@ -100,6 +100,12 @@ async def test_a_call_without_a_trace_starts_one_and_its_status_code_is_recorded
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError):
         await traced.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=new_id()))
+
+    # An error's status goes out as the call aborts, before its span is closed.
+    async def ended() -> bool:
+        return bool(named(spans, f"{SERVICE}/GetCampaign"))
+
+    await eventually(ended)
     (span,) = named(spans, f"{SERVICE}/GetCampaign")
     assert span.parent is None
     assert span.attributes is not None
