@@ -198,6 +198,8 @@ class Tracing:
         # SDK's provider reads it.
         self._sampler = sampler or TracerProvider().sampler
         self._random = random.Random()
+        # The metadata keys the configured propagators read (traceparent, tracestate, ...).
+        self._fields = frozenset(propagate.get_global_textmap().fields)
 
     @classmethod
     def from_environment(cls) -> Tracing:
@@ -215,8 +217,10 @@ class Tracing:
     def server_span(self, service: str, method: str, metadata: Any) -> tuple[Any, object]:
         """Starts a call's span, continuing the caller's trace from its metadata, and makes it
         current; returns what end_server_span needs."""
-        carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
-        parent_context = propagate.extract(carrier)
+        # Most calls carry none of the propagators' fields: nothing to extract, then.
+        fields = self._fields
+        carrier = {k: v for k, v in metadata or () if k in fields and isinstance(v, str)}
+        parent_context = propagate.extract(carrier) if carrier else otel_context.Context()
         parent = get_current_span(parent_context).get_span_context()
         trace_id = parent.trace_id if parent.is_valid else self._random.getrandbits(128)
         name = f"{service}/{method}"
