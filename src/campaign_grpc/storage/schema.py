@@ -10,7 +10,7 @@ import peewee as pw
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_columns
 
-from ..domain.types import Status
+from ..domain.types import UPDATABLE_FIELD_ORDER, Status
 
 SCHEMA_VERSION = 4
 
@@ -28,18 +28,7 @@ class Tables:
 
 # The columns of a campaign that UpdateCampaign changes, its "body": kept for as long as the
 # log refers to them (see CampaignBody).
-BODY_COLUMNS = (
-    "type",
-    "name",
-    "detail",
-    "service_level",
-    "end_handle",
-    "actions",
-    "outplan_id",
-    "outdial_id",
-    "queue_id",
-    "next_campaign_id",
-)
+BODY_COLUMNS = UPDATABLE_FIELD_ORDER
 
 
 def bind_tables(db: pw.Database) -> Tables:

@@ -267,30 +267,25 @@ def _full_event(row: tuple[Any, ...]) -> Event:
         body = superseded
     else:
         raise AssertionError(f"event {row[0]} refers to a body the store no longer holds")
-    campaign = Campaign(
-        id=row[2],
-        customer_id=row[1],
-        type=_TYPES[body[0]],
-        name=body[1],
-        detail=body[2],
-        status=_STATUSES[row[3]],
-        service_level=body[3],
-        end_handle=_END_HANDLES[body[4]],
-        actions=_actions_from_json(body[5]),
-        outplan_id=body[6],
-        outdial_id=body[7],
-        queue_id=body[8],
-        next_campaign_id=body[9],
-        tm_create=tm_create,
-        tm_update=row[12],
-        tm_delete=row[13],
-        version=row[11],
-        revision=row[0],
-        stop_revision=row[14],
-        body_revision=body_revision,
-        last_reason=_REASONS[row[6]],
+    # As a campaign row reads (_CAMPAIGN), with the state the event recorded.
+    as_of = (
+        row[1],  # customer_id
+        row[2],  # id
+        *body[:3],  # type, name, detail
+        row[3],  # status
+        *body[3:],  # service_level ... next_campaign_id
+        tm_create,
+        row[12],  # tm_update
+        row[13],  # tm_delete
+        row[11],  # version
+        row[0],  # revision
+        None,  # stop_deadline
+        False,  # finishing
+        row[14],  # stop_revision
+        body_revision,
+        row[6],  # last_reason
     )
-    return _event(row, campaign)
+    return _event(row, _campaign(as_of))
 
 
 class Store:
