@@ -62,7 +62,7 @@ def wait_serving(target: str, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def server(database_url: str, extra: list[str]) -> Iterator[str]:
+def server(database_url: str, extra: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
     target = f"127.0.0.1:{port}"
     cmd = [
@@ -77,7 +77,7 @@ def server(database_url: str, extra: list[str]) -> Iterator[str]:
         *extra,
     ]
     log = open(Path(tempfile.gettempdir()) / f"campaign-bench-{port}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stderr=log, stdout=log)
+    proc = subprocess.Popen(cmd, stderr=log, stdout=log, env={**os.environ, **(env or {})})
     try:
         wait_serving(target)
         yield target

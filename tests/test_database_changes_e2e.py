@@ -43,7 +43,6 @@ from factories import new_id, runnable_campaign
 Code = grpc.StatusCode
 C = pb.Campaign
 Stub = campaign_pb2_grpc.CampaignServiceStub
-TABLES = ("meta", "campaign", "event")
 ON_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 ON_POSTGRESQL = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -69,9 +68,16 @@ def pg(url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def pg_backup(url: str) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """Every row of every table of the service, as pg_dump --data-only would."""
     saved = {}
     with pg(url) as conn:
-        for table in TABLES:
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        ]
+        for table in tables:
             cursor = conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
             assert cursor.description is not None
             saved[table] = ([d.name for d in cursor.description], cursor.fetchall())
@@ -80,10 +86,9 @@ def pg_backup(url: str) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
 
 def pg_restore(url: str, saved: dict[str, tuple[list[str], list[tuple[Any, ...]]]]) -> None:
     with pg(url) as conn:
-        for table in reversed(TABLES):
+        for table in saved:
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
-        for table in TABLES:
-            columns, rows = saved[table]
+        for table, (columns, rows) in saved.items():
             insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
                 sql.Identifier(table),
                 sql.SQL(", ").join(map(sql.Identifier, columns)),
@@ -194,23 +199,23 @@ async def restored_under_the_server(
     how) and checks what the server's clients see then."""
     a = await create(stub, runnable_campaign(customer, name="at the backup"))  # revision 1
     backup = take_backup()
-    # After the backup: a newer version of a, and two changes in the log.
-    read = await rename(stub, customer, a.id, "after the backup")
+    # After the backup: newer versions of a, and three changes in the log.
+    read = await rename(stub, customer, a.id, "after the backup")  # revision 2
     assert (await get(stub, customer, a.id)).name == "after the backup"  # cached now
-    await set_status(stub, customer, a.id, C.STATUS_RUN)  # revision 2
-    await set_status(stub, customer, a.id, C.STATUS_STOP, force=True)  # revision 3
+    await set_status(stub, customer, a.id, C.STATUS_RUN)  # revision 3
+    await set_status(stub, customer, a.id, C.STATUS_STOP, force=True)  # revision 4
     listed = await stub.ListCampaigns(pb.ListCampaignsRequest(customer_id=customer), timeout=10)
     assert [c.name for c in listed.campaigns] == ["after the backup"]
     stream = watch(stub, customer)
     _, at = await read_snapshot(stream)
-    assert at == 3
+    assert at == 4
 
     getattr(backup, how)()
 
     # The stream ends, telling the client to start again from a snapshot, instead of waiting
-    # silently until the restored log passes revision 3.
+    # silently until the restored log passes revision 4.
     metadata = await ends_with_database_changed(stream)
-    assert metadata == {"head_revision": "1", "last_revision": "3"}
+    assert metadata == {"head_revision": "1", "last_revision": "4"}
     await stream.close()
 
     # Nothing cached from before is served: the campaign is as the backup has it.
@@ -221,22 +226,22 @@ async def restored_under_the_server(
     # Another writer renames it: its second version again, as the one read before the
     # restore was, with other contents. The etag read before names those, and matches
     # nothing now.
-    again = await rename(stub, customer, a.id, "after the restore")
+    again = await rename(stub, customer, a.id, "after the restore")  # revision 2 again
     assert again.etag != read.etag
     err = await fails(rename(stub, customer, a.id, "lost update", etag=read.etag), Code.ABORTED)
     assert err.info.reason == "ETAG_MISMATCH"
     assert (await get(stub, customer, a.id)).name == "after the restore"
 
-    # A new stream starts from the restored log, and its heartbeats never claim revision 3.
+    # A new stream starts from the restored log, and its heartbeats never claim revision 4.
     stream = watch(stub, customer)
     _, at = await read_snapshot(stream)
-    assert at == 1
+    assert at == 2
     heartbeat = await stream.next(within=5)
     assert heartbeat.kind == W.KIND_HEARTBEAT
-    assert heartbeat.revision == 1
+    assert heartbeat.revision == 2
     b = await writes_again(stub, runnable_campaign(customer))
     change = await stream.next_change()
-    assert (change.campaign_id, change.revision) == (b.id, 2)
+    assert (change.campaign_id, change.revision) == (b.id, 3)
     await stream.close()
 
 

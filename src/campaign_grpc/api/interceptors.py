@@ -53,6 +53,25 @@ class MessageObserver(Observer, Protocol):
     def sent(self, call: Call, message: Any) -> None: ...
 
 
+class Recorder(Protocol):
+    """Sees each call of the methods it guards end, with its request and response (the
+    response is None unless it succeeded; the request may stand for one that did not parse)."""
+
+    def guards(self, call: Call) -> bool: ...
+
+    def record(
+        self, call: Call, request: Any, response: Any, code: str, context: Context
+    ) -> None: ...
+
+
+class CallTracing(Protocol):
+    """A span around each call (see ops.tracing.Tracing)."""
+
+    def server_span(self, service: str, method: str, metadata: Any) -> tuple[Any, object]: ...
+
+    def end_server_span(self, span: Any, token: object, code: str) -> None: ...
+
+
 class Gate(Protocol):
     """Refuses calls before their handler runs (the observers have seen them start)."""
 
@@ -197,9 +216,13 @@ class Observe(grpc.aio.ServerInterceptor):
         *,
         gates: Sequence[Gate] = (),
         max_request_bytes: int | None = None,
+        recorders: Sequence[Recorder] = (),
+        tracing: CallTracing | None = None,
     ) -> None:
         self._observers = tuple(observers)
         self._gates = tuple(gates)
+        self._recorders = tuple(recorders)
+        self._tracing = tracing
         self._max_request_bytes = max_request_bytes
         self._message_observers: tuple[MessageObserver, ...] = tuple(
             cast(MessageObserver, o) for o in observers if hasattr(o, "sent")
@@ -254,31 +277,47 @@ class Observe(grpc.aio.ServerInterceptor):
 
     def _finished(
         self, call: Call, context: Context, started: float, error: BaseException | None
-    ) -> None:
+    ) -> str:
         code = code_name(context, error)
         seconds = time.perf_counter() - started
         for observer in self._observers:
             observer.finished(call, code, seconds)
+        return code
+
+    def _span(self, call: Call, context: Context) -> tuple[Any, object] | None:
+        """The call's span, made current, when the server traces."""
+        if self._tracing is None:
+            return None
+        return self._tracing.server_span(call.service, call.name, context.invocation_metadata())
 
     def _awaited(self, call: Call, behavior: Callable[[Any, Context], Awaitable[Any]]) -> Any:
-        observers = self._observers
+        observers, tracing = self._observers, self._tracing
         gates = tuple(gate for gate in self._gates if gate.guards(call))
+        recorders = tuple(r for r in self._recorders if r.guards(call))
 
         async def observed(request: Any, context: Context) -> Any:
             for observer in observers:
                 observer.started(call)
             started = time.perf_counter()
+            span = self._span(call, context)
             error: BaseException | None = None
+            response = None
             try:
                 refusal = _refusal(gates, call, request, context)
                 if refusal is not None:
                     return await abort(context, refusal)
-                return await behavior(request, context)
+                response = await behavior(request, context)
+                return response
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                self._finished(call, context, started, error)
+                # The access log and the audit line while the span is current: theirs too.
+                code = self._finished(call, context, started, error)
+                for recorder in recorders:
+                    recorder.record(call, request, response, code, context)
+                if span is not None and tracing is not None:
+                    tracing.end_server_span(*span, code)
 
         return observed
 
@@ -287,13 +326,14 @@ class Observe(grpc.aio.ServerInterceptor):
         # grpc's own health Watch does); the latter is observed as a whole.
         if not inspect.isasyncgenfunction(behavior):
             return self._awaited(call, behavior)
-        observers, watchers = self._observers, self._message_observers
+        observers, watchers, tracing = self._observers, self._message_observers, self._tracing
         gates = tuple(gate for gate in self._gates if gate.guards(call))
 
         async def observed(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             for observer in observers:
                 observer.started(call)
             started = time.perf_counter()
+            span = self._span(call, context)
             error: BaseException | None = None
             try:
                 refusal = _refusal(gates, call, request, context)
@@ -308,6 +348,8 @@ class Observe(grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                self._finished(call, context, started, error)
+                code = self._finished(call, context, started, error)
+                if span is not None and tracing is not None:
+                    tracing.end_server_span(*span, code)
 
         return observed

@@ -25,6 +25,19 @@ DEFAULT_BUFFER = 10_000
 _WRITE_BATCH = 256
 
 
+class TraceIds(logging.Filter):
+    """Puts the trace id and span id of the current span on a record, when there is one: a
+    call's log lines (its access line, its errors) then lead to its trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from . import tracing
+
+        ids = tracing.current_ids()
+        if ids is not None and not hasattr(record, "trace_id"):
+            record.trace_id, record.span_id = ids
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -130,12 +143,15 @@ _handler: _Dropping | None = None
 _writer: _Writer | None = None
 
 
-def configure(fmt: str, level: str, *, buffer: int = DEFAULT_BUFFER) -> None:
+def configure(fmt: str, level: str, *, traced: bool = False, buffer: int = DEFAULT_BUFFER) -> None:
     """Logs to stderr through a queue of buffer lines (see the module's docstring)."""
     global _handler, _writer
     close()
     lines: queue.Queue[Any] = queue.Queue(buffer)
     handler = _Dropping(lines)
+    if traced:
+        # A filter of the handler runs where the record is logged, in the call's context.
+        handler.addFilter(TraceIds())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from ..api import convert, reflection
+from ..api.audit import AuditLog
 from ..api.auth_gate import Authorize
 from ..api.interceptors import (
     AccessLog,
@@ -48,6 +49,7 @@ from .compaction import Compactor
 from .limits import WatchStreamCounts, receive_ceiling
 from .metrics import Metrics
 from .stop_timer import StopTimer
+from .tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,10 @@ GRPC_OPTIONS = [
     ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
     ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
 ]
+
+
+class ListenRefused(OSError):
+    """The address to serve on cannot be had: in use by another process, say."""
 
 
 def add_campaign_service(servicer: CampaignServicer, server: grpc.aio.Server) -> None:
@@ -131,10 +137,14 @@ class WatchStreamsOpen:
 class App:
     """One running server. start() then stop(); port is known after start()."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracing: Tracing | None = None) -> None:
         self.settings = settings
         self.port = 0
         self.stopped = False
+        # Off unless --tracing (or given, as the tests do with an exporter of their own).
+        if tracing is None and settings.tracing:
+            tracing = Tracing.from_environment()
+        self.tracing = tracing
         protection = security.load(settings)
         self._tls = protection.tls
         self.tokens = protection.tokens
@@ -166,10 +176,11 @@ class App:
             encoded_size=self.wire.size,
         )
         self.caches = Caches([self.store.cache, self.wire.cache])
-        self._readers = Readers(self._db, read_threads, bulk=Store.BULK_READS)
+        self._readers = Readers(self._db, read_threads, bulk=Store.BULK_READS, tracing=tracing)
         self._writer = Writer(
             self._db,
             journal=self.store,
+            tracing=tracing,
         )
         self.campaigns = Campaigns(
             self.store, self._writer, self._readers, stop_grace_s=settings.stop_grace
@@ -219,12 +230,21 @@ class App:
         if self.tokens is not None:
             # First: a caller without a token is told so before anything else.
             gates.insert(0, Authorize(self.tokens, SERVICE))
-        observe = Observe(observers, gates=gates, max_request_bytes=settings.max_request_bytes)
+        observe = Observe(
+            observers,
+            gates=gates,
+            max_request_bytes=settings.max_request_bytes,
+            recorders=[AuditLog(SERVICE)],
+            tracing=tracing,
+        )
         self.server = grpc.aio.server(
             interceptors=[observe],
             options=[
                 *GRPC_OPTIONS,
                 ("grpc.max_receive_message_length", receive_ceiling(settings.max_request_bytes)),
+                # grpc core sets SO_REUSEPORT by default: a second server on a port in use
+                # would start and take half of the connections, silently.
+                ("grpc.so_reuseport", int(settings.reuse_port)),
             ],
         )
 
@@ -233,6 +253,16 @@ class App:
         return self._in_flight.count
 
     async def start(self) -> int:
+        # The port first: a server that cannot have it touches nothing else.
+        try:
+            self.port = self._add_port()
+        except RuntimeError as exc:  # grpc's "Failed to bind to address"
+            raise ListenRefused(
+                f"cannot listen on {self.settings.listen}: the address is in use (another "
+                "server?) or not available here; --reuse-port shares a port on purpose"
+            ) from exc
+        if self.port == 0:
+            raise ListenRefused(f"cannot listen on {self.settings.listen}")
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)
         await self.hub.start()
         if self._listener is not None:
@@ -248,9 +278,6 @@ class App:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self.settings.reflection:
             reflection.enable(self.server, [SERVICE_NAME, health.SERVICE_NAME])
-        self.port = self._add_port()
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
         await self._set_health(SERVING)
         self._health_task = asyncio.create_task(self._watch_database(), name="health")
@@ -376,6 +403,8 @@ class App:
         done &= await loop.run_in_executor(None, self._readers.close, left())
         if done:
             close_database(self._db)
+        if self.tracing is not None:
+            await loop.run_in_executor(None, self.tracing.shutdown)
         log.info("stopped")
 
 

@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -232,12 +232,39 @@ def is_postgresql(db: pw.Database) -> bool:
     return isinstance(db, pw.PostgresqlDatabase)
 
 
+def _system(db: pw.Database) -> str:
+    """The database's name as OpenTelemetry's db.system attribute has it."""
+    return "sqlite" if is_sqlite(db) else "postgresql"
+
+
 @dataclass(slots=True)
 class _Job(Generic[T]):
     fn: Callable[[], T]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
     outcome: tuple[bool, Any] = field(default=(False, None))
+    # With tracing: the span of the call that submitted the job, and when it did (ns).
+    parent: object | None = None
+    queued_ns: int = 0
+
+
+class BatchTracing(Protocol):
+    """Spans of the database work done for traced calls (see ops.tracing.Tracing)."""
+
+    def capture(self) -> object | None:
+        """The current call's span, to make children of; None when it is not traced."""
+        ...
+
+    def batch_spans(
+        self,
+        parents: Sequence[object | None],
+        *,
+        queued_ns: Sequence[int],
+        started_ns: int,
+        ended_ns: int,
+        name: str,
+        attributes: dict[str, Any],
+    ) -> None: ...
 
 
 def _resolve_all(jobs: list[_Job[Any]], first: Callable[[], None] | None = None) -> None:
@@ -334,8 +361,20 @@ class _BatchingThreads:
     threads cheap under load, which is when it matters.
     """
 
-    def __init__(self, name: str, threads: int, max_batch: int) -> None:
+    # What a traced job's span of the batch's work is called.
+    span_name = "db.batch"
+
+    def __init__(
+        self,
+        name: str,
+        threads: int,
+        max_batch: int,
+        tracing: BatchTracing | None = None,
+        system: str = "",
+    ) -> None:
         self._max_batch = max_batch
+        self._tracing = tracing
+        self._system = system
         self._jobs: queue.SimpleQueue[list[_Job[Any]] | None] = queue.SimpleQueue()
         # Jobs submitted during the current turn of each event loop, handed over together.
         self._submitting: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
@@ -349,6 +388,9 @@ class _BatchingThreads:
     async def run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(fn, loop, loop.create_future())
+        if self._tracing is not None:
+            job.parent = self._tracing.capture()
+            job.queued_ns = time.time_ns()
         # Each hand-over to a waiting thread costs a wake-up and a fight for the GIL: the
         # calls that arrive in one turn of the loop are handed over as one batch at its end.
         submitting = self._submitting.get(loop)
@@ -418,7 +460,10 @@ class _BatchingThreads:
             if live:
                 # One wake-up of each loop per batch: what the batch leaves to do on the loop
                 # (see Writer.on_commit) travels with the answers, once.
+                started_ns = time.time_ns() if self._tracing is not None else 0
                 then = self._run_batch(live)
+                if self._tracing is not None:
+                    then = self._traced(live, then, started_ns)
                 by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
                 for job in live:
                     by_loop.setdefault(job.loop, []).append(job)
@@ -433,6 +478,32 @@ class _BatchingThreads:
         """Runs the jobs, setting each one's outcome; returns what to run on the callers'
         event loop before they are answered, if anything."""
         raise NotImplementedError
+
+    def _batch_attributes(self, jobs: list[_Job[Any]]) -> dict[str, Any]:
+        return {"db.system": self._system, "db.batch.size": len(jobs)}
+
+    def _traced(
+        self, jobs: list[_Job[Any]], then: Callable[[], None] | None, started_ns: int
+    ) -> Callable[[], None]:
+        """then, and the spans of the batch's traced jobs: made on the event loop with the
+        answers, as no more work for the database thread."""
+        tracing, ended_ns = self._tracing, time.time_ns()
+        assert tracing is not None
+        attributes = self._batch_attributes(jobs)
+
+        def spans_then() -> None:
+            tracing.batch_spans(
+                [job.parent for job in jobs],
+                queued_ns=[job.queued_ns for job in jobs],
+                started_ns=started_ns,
+                ended_ns=ended_ns,
+                name=self.span_name,
+                attributes=attributes,
+            )
+            if then is not None:
+                then()
+
+        return spans_then
 
     def _thread_done(self) -> None:
         """Runs on each thread as it ends: a connection is its thread's own to close."""
@@ -484,6 +555,8 @@ class Writer(_BatchingThreads):
     they hear back.
     """
 
+    span_name = "db.transaction"
+
     def __init__(
         self,
         db: pw.Database,
@@ -491,6 +564,7 @@ class Writer(_BatchingThreads):
         max_batch: int = 256,
         journal: Journal | None = None,
         on_commit: Callable[[list[Any]], None] | None = None,
+        tracing: BatchTracing | None = None,
     ) -> None:
         self._db = db
         self._journal: Journal = journal or _NoJournal()
@@ -503,7 +577,7 @@ class Writer(_BatchingThreads):
         self._count_writes = is_sqlite(db)
         # The last batch that failed on the database's side (see server health).
         self.last_failure: WriteFailure | None = None
-        super().__init__("db-writer", 1, max_batch)
+        super().__init__("db-writer", 1, max_batch, tracing, _system(db))
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> Callable[[], None] | None:
         refused = _refused_for_file(self._db, jobs)
@@ -711,6 +785,8 @@ BULK_PAGE_CACHE_KIB = 2_000
 
 
 class _ReadLane(_BatchingThreads):
+    span_name = "db.read"
+
     def __init__(
         self,
         db: pw.Database,
@@ -719,11 +795,12 @@ class _ReadLane(_BatchingThreads):
         threads: int,
         max_batch: int,
         page_cache_kib: int | None = None,
+        tracing: BatchTracing | None = None,
     ) -> None:
         self._db = db
         self._costs = costs
         self._page_cache_kib = page_cache_kib
-        super().__init__(name, threads, max_batch)
+        super().__init__(name, threads, max_batch, tracing, _system(db))
 
     def _loop(self) -> None:
         if self._page_cache_kib is not None and isinstance(self._db, SqliteFile):
@@ -782,11 +859,18 @@ class Readers:
         max_batch: int = 64,
         bulk_threads: int = 1,
         bulk: Collection[str] = (),
+        tracing: BatchTracing | None = None,
     ) -> None:
         self._costs = _ReadCosts(bulk)
-        self._quick = _ReadLane(db, self._costs, "db-reader", threads, max_batch)
+        self._quick = _ReadLane(db, self._costs, "db-reader", threads, max_batch, tracing=tracing)
         self._bulk = _ReadLane(
-            db, self._costs, "db-bulk-reader", bulk_threads, max_batch, BULK_PAGE_CACHE_KIB
+            db,
+            self._costs,
+            "db-bulk-reader",
+            bulk_threads,
+            max_batch,
+            BULK_PAGE_CACHE_KIB,
+            tracing=tracing,
         )
 
     async def run(self, fn: Callable[[], T]) -> T:
