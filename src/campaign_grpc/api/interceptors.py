@@ -15,15 +15,18 @@ import inspect
 import logging
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 import grpc
 
 from ..domain.errors import CampaignError, DeadlineExceeded, FieldViolation, InvalidArgument
-from ..ops.limits import request_too_large, too_many_calls_in_flight
+from ..ops.limits import request_not_received, request_too_large
 from .rpc_errors import abort
+
+if TYPE_CHECKING:
+    from .admission import Admission, Ticket
 
 access_log = logging.getLogger("campaign_grpc.access")
 
@@ -96,13 +99,12 @@ class AccessLog:
 
 
 class UnaryCallsInFlight:
-    """Counts unary calls in flight, so that shutdown knows when they have all finished, and
-    as a gate refuses those past limit at once, except to the exempt services."""
+    """Counts unary calls from their start (before their request has arrived) to their end,
+    so that shutdown knows when they have all finished. Admission (admission.py) decides
+    which of them may run."""
 
-    def __init__(self, limit: int | None = None, exempt: Collection[str] = ()) -> None:
+    def __init__(self) -> None:
         self.count = 0
-        self.limit = limit
-        self._exempt = frozenset(exempt)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -119,15 +121,6 @@ class UnaryCallsInFlight:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
-
-    def guards(self, call: Call) -> bool:
-        return self.limit is not None and call.kind == "unary" and call.service not in self._exempt
-
-    def refusal(self, call: Call, request: Any | None, context: Context) -> CampaignError | None:
-        # This call is counted already: the limit calls may run alongside it.
-        if self.limit is not None and self.count > self.limit:
-            return too_many_calls_in_flight(self.limit)
-        return None
 
 
 class DeadlineGate:
@@ -158,22 +151,68 @@ def _malformed(error: str) -> InvalidArgument:
     )
 
 
-def _tolerant(
-    deserialize: Callable[[bytes], Any] | None, max_bytes: int | None
-) -> Callable[[bytes], Any] | None:
+def _parse(deserialize: Callable[[bytes], Any] | None, data: bytes, limit: int) -> Any | _Refused:
+    """The request, or why it is refused: too large, or bytes that do not parse."""
+    if len(data) > limit:
+        return _Refused(request_too_large(len(data), limit))
     if deserialize is None:
-        return None
-    limit = sys.maxsize if max_bytes is None else max_bytes
+        return data
+    try:
+        return deserialize(data)
+    except Exception as exc:  # DecodeError, or anything a parser can raise on bad bytes
+        return _Refused(_malformed(str(exc)))
 
-    def parse(data: bytes) -> Any:
-        if len(data) > limit:
-            return _Refused(request_too_large(len(data), limit))
+
+def _no_request() -> InvalidArgument:
+    return InvalidArgument(
+        [FieldViolation("request", "the call ended before its request message")],
+        reason="MALFORMED_REQUEST",
+    )
+
+
+class Receiving:
+    """Unary calls whose request message has not arrived yet, each with its time left.
+
+    grpc core hands a call to the server as soon as its headers arrive, and then waits as
+    long as the client likes for its message: a client that half-closes without one, sends
+    a part of one, or trickles it (slowloris) would hold the call, its buffers and its place
+    for the life of the connection. Here each one has a bounded time, and at most `limit`
+    wait at once: past it the one waiting longest is dropped to make room, so that calls
+    whose message is already there (every sound client's) always get their turn.
+    """
+
+    def __init__(self, timeout: float, limit: int) -> None:
+        self.timeout = timeout
+        self.limit = limit
+        self.dropped = 0
+        self._waiting: dict[int, asyncio.Timeout] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    async def receive(self, context: Context) -> bytes | CampaignError:
+        key = self._next
+        self._next += 1
         try:
-            return deserialize(data)
-        except Exception as exc:  # DecodeError, or anything a parser can raise on bad bytes
-            return _Refused(_malformed(str(exc)))
+            async with asyncio.timeout(self.timeout) as timeout:
+                if len(self._waiting) >= self.limit:
+                    _, oldest = self._pop_oldest()
+                    oldest.reschedule(asyncio.get_running_loop().time())
+                self._waiting[key] = timeout
+                message = await context.read()
+        except TimeoutError:
+            self.dropped += 1
+            return request_not_received(self.timeout)
+        finally:
+            self._waiting.pop(key, None)
+        if message is grpc.aio.EOF:
+            return _no_request()
+        return cast(bytes, message)
 
-    return parse
+    def _pop_oldest(self) -> tuple[int, asyncio.Timeout]:
+        key = next(iter(self._waiting))
+        return key, self._waiting.pop(key)
 
 
 def _refusal(
@@ -197,10 +236,14 @@ class Observe(grpc.aio.ServerInterceptor):
         *,
         gates: Sequence[Gate] = (),
         max_request_bytes: int | None = None,
+        admission: Admission | None = None,
+        receiving: Receiving | None = None,
     ) -> None:
         self._observers = tuple(observers)
         self._gates = tuple(gates)
-        self._max_request_bytes = max_request_bytes
+        self._max_request_bytes = sys.maxsize if max_request_bytes is None else max_request_bytes
+        self._admission = admission
+        self._receiving = receiving or Receiving(timeout=sys.maxsize, limit=sys.maxsize)
         self._message_observers: tuple[MessageObserver, ...] = tuple(
             cast(MessageObserver, o) for o in observers if hasattr(o, "sent")
         )
@@ -228,27 +271,28 @@ class Observe(grpc.aio.ServerInterceptor):
         unary_unary: Any = handler.unary_unary
         unary_stream: Any = handler.unary_stream
         stream_stream: Any = handler.stream_stream
-        # A single request is parsed where a bad one can still be answered properly.
-        single = {
-            "request_deserializer": _tolerant(
-                handler.request_deserializer, self._max_request_bytes
-            ),
-            "response_serializer": handler.response_serializer,
-        }
+        # A method with a single request is served as one with a stream of requests (the same
+        # on the wire), so that the wrapper runs from the call's start: it reads the request
+        # itself, within a bounded time, and parses it where a bad one can still be answered
+        # properly, after the request's bytes have been admitted.
+        deserialize = handler.request_deserializer
+        serialize = handler.response_serializer
         if unary_unary is not None:
             call = Call(method, service, name, "unary")
-            return grpc.unary_unary_rpc_method_handler(self._awaited(call, unary_unary), **single)
+            return grpc.stream_unary_rpc_method_handler(
+                self._awaited(call, unary_unary, deserialize), response_serializer=serialize
+            )
         if unary_stream is not None:
             call = Call(method, service, name, "server_stream")
-            return grpc.unary_stream_rpc_method_handler(
-                self._streamed(call, unary_stream), **single
+            return grpc.stream_stream_rpc_method_handler(
+                self._streamed(call, unary_stream, deserialize), response_serializer=serialize
             )
         if stream_stream is not None:
             call = Call(method, service, name, "bidi_stream")
             return grpc.stream_stream_rpc_method_handler(
-                self._streamed(call, stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                self._streamed(call, stream_stream, None),
+                request_deserializer=deserialize,
+                response_serializer=serialize,
             )
         return handler
 
@@ -260,20 +304,110 @@ class Observe(grpc.aio.ServerInterceptor):
         for observer in self._observers:
             observer.finished(call, code, seconds)
 
-    def _awaited(self, call: Call, behavior: Callable[[Any, Context], Awaitable[Any]]) -> Any:
+    async def _request(
+        self,
+        call: Call,
+        deserialize: Callable[[bytes], Any] | None,
+        gates: Sequence[Gate],
+        context: Context,
+        held: list[int],
+    ) -> Any:
+        """The call's request once received, admitted and parsed; or the refusal, raised as
+        an abort. held gets the request bytes taken from the admission's budget."""
+        received = await self._receiving.receive(context)
+        if isinstance(received, CampaignError):
+            await abort(context, received)
+        admission = self._admission
+        if admission is not None and admission.guards(call):
+            too_much = admission.take_bytes(len(received))
+            if too_much is not None:
+                # The gates first all the same: a caller without a token learns nothing else.
+                await abort(context, _refusal(gates, call, None, context) or too_much)
+            held.append(len(received))
+        request = _parse(deserialize, received, self._max_request_bytes)
+        refusal = _refusal(gates, call, request, context)
+        if refusal is not None:
+            await abort(context, refusal)
+        return request
+
+    async def _opened(
+        self,
+        call: Call,
+        deserialize: Callable[[bytes], Any] | None,
+        gates: Sequence[Gate],
+        requests: Any,
+        context: Context,
+        single: bool,
+    ) -> Any:
+        """What a streaming handler is given: its one request, or the stream of them."""
+        if single:
+            return await self._request(call, deserialize, gates, context, [])
+        refusal = _refusal(gates, call, None, context)
+        if refusal is not None:
+            await abort(context, refusal)
+        return requests
+
+    def _awaited(
+        self,
+        call: Call,
+        behavior: Callable[[Any, Context], Awaitable[Any]],
+        deserialize: Callable[[bytes], Any] | None,
+    ) -> Any:
         observers = self._observers
         gates = tuple(gate for gate in self._gates if gate.guards(call))
+        admission = self._admission if self._admission and self._admission.guards(call) else None
 
-        async def observed(request: Any, context: Context) -> Any:
+        async def observed(requests: Any, context: Context) -> Any:
+            for observer in observers:
+                observer.started(call)
+            started = time.perf_counter()
+            error: BaseException | None = None
+            held: list[int] = []
+            ticket: Ticket | None = None
+            try:
+                request = await self._request(call, deserialize, gates, context, held)
+                if admission is not None:
+                    admitted = admission.admit(call, request)
+                    if isinstance(admitted, CampaignError):
+                        return await abort(context, admitted)
+                    ticket = admitted
+                return await behavior(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                if admission is not None:
+                    if ticket is not None:
+                        admission.release(ticket)
+                    for size in held:
+                        admission.give_bytes(size)
+                self._finished(call, context, started, error)
+
+        return observed
+
+    def _streamed(
+        self, call: Call, behavior: Any, deserialize: Callable[[bytes], Any] | None
+    ) -> Any:
+        # A streaming handler either yields its messages or awaits context.write (as
+        # grpc's own health Watch does); the latter is observed as a whole.
+        single = call.kind != "bidi_stream"
+        if not inspect.isasyncgenfunction(behavior):
+            return self._awaited_stream(call, behavior, deserialize, single)
+        observers, watchers = self._observers, self._message_observers
+        gates = tuple(gate for gate in self._gates if gate.guards(call))
+
+        async def observed(requests: Any, context: Context) -> AsyncGenerator[Any, None]:
             for observer in observers:
                 observer.started(call)
             started = time.perf_counter()
             error: BaseException | None = None
             try:
-                refusal = _refusal(gates, call, request, context)
-                if refusal is not None:
-                    return await abort(context, refusal)
-                return await behavior(request, context)
+                request = await self._opened(call, deserialize, gates, requests, context, single)
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        for watcher in watchers:
+                            watcher.sent(call, response)
+                        yield response
             except BaseException as exc:
                 error = exc
                 raise
@@ -282,28 +416,24 @@ class Observe(grpc.aio.ServerInterceptor):
 
         return observed
 
-    def _streamed(self, call: Call, behavior: Any) -> Any:
-        # A streaming handler either yields its messages or awaits context.write (as
-        # grpc's own health Watch does); the latter is observed as a whole.
-        if not inspect.isasyncgenfunction(behavior):
-            return self._awaited(call, behavior)
-        observers, watchers = self._observers, self._message_observers
+    def _awaited_stream(
+        self,
+        call: Call,
+        behavior: Callable[[Any, Context], Awaitable[None]],
+        deserialize: Callable[[bytes], Any] | None,
+        single: bool,
+    ) -> Any:
+        observers = self._observers
         gates = tuple(gate for gate in self._gates if gate.guards(call))
 
-        async def observed(request: Any, context: Context) -> AsyncGenerator[Any, None]:
+        async def observed(requests: Any, context: Context) -> None:
             for observer in observers:
                 observer.started(call)
             started = time.perf_counter()
             error: BaseException | None = None
             try:
-                refusal = _refusal(gates, call, request, context)
-                if refusal is not None:
-                    await abort(context, refusal)
-                async with contextlib.aclosing(behavior(request, context)) as responses:
-                    async for response in responses:
-                        for watcher in watchers:
-                            watcher.sent(call, response)
-                        yield response
+                request = await self._opened(call, deserialize, gates, requests, context, single)
+                await behavior(request, context)
             except BaseException as exc:
                 error = exc
                 raise
