@@ -179,6 +179,13 @@ class Settings:
         "has none by then is ended with DEADLINE_EXCEEDED",
         _positive,
     )
+    max_aborted_calls: int = _setting(
+        100,
+        "calls one connection may end before their request arrives (reset at once, or "
+        "half-closed with none) within 10 s; past it the connection is closed (rapid reset, "
+        "CVE-2023-44487)",
+        _count,
+    )
     max_health_watches: int = _setting(
         1_000,
         "grpc.health.v1.Health/Watch streams open at once; more get RESOURCE_EXHAUSTED "

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeAlias, cast
 
 import grpc
 
@@ -181,10 +181,15 @@ class Receiving:
     whose message is already there (every sound client's) always get their turn.
     """
 
-    def __init__(self, timeout: float, limit: int) -> None:
+    def __init__(
+        self, timeout: float, limit: int, aborted: Callable[[str], None] | None = None
+    ) -> None:
         self.timeout = timeout
         self.limit = limit
         self.dropped = 0
+        # Told the peer of each call that ended before its request: reset by the client
+        # (rapid reset), or half-closed without a message.
+        self._aborted = aborted
         self._waiting: dict[int, asyncio.Timeout] = {}
         self._next = 0
 
@@ -204,9 +209,16 @@ class Receiving:
         except TimeoutError:
             self.dropped += 1
             return request_not_received(self.timeout)
+        except BaseException:
+            # The client reset the call (or the server is stopping, which ends it all).
+            if self._aborted is not None:
+                self._aborted(context.peer())
+            raise
         finally:
             self._waiting.pop(key, None)
         if message is grpc.aio.EOF:
+            if self._aborted is not None:
+                self._aborted(context.peer())
             return _no_request()
         return cast(bytes, message)
 
@@ -238,12 +250,16 @@ class Observe(grpc.aio.ServerInterceptor):
         max_request_bytes: int | None = None,
         admission: Admission | None = None,
         receiving: Receiving | None = None,
+        on_refusal: Callable[[CampaignError, str], None] | None = None,
     ) -> None:
         self._observers = tuple(observers)
         self._gates = tuple(gates)
         self._max_request_bytes = sys.maxsize if max_request_bytes is None else max_request_bytes
         self._admission = admission
-        self._receiving = receiving or Receiving(timeout=sys.maxsize, limit=sys.maxsize)
+        self._receiving = (
+            receiving if receiving is not None else Receiving(sys.maxsize, sys.maxsize)
+        )
+        self._on_refusal = on_refusal
         self._message_observers: tuple[MessageObserver, ...] = tuple(
             cast(MessageObserver, o) for o in observers if hasattr(o, "sent")
         )
@@ -304,6 +320,12 @@ class Observe(grpc.aio.ServerInterceptor):
         for observer in self._observers:
             observer.finished(call, code, seconds)
 
+    async def _refuse(self, context: Context, error: CampaignError) -> NoReturn:
+        """Ends a call its handler never saw, and tells on_refusal (with the peer)."""
+        if self._on_refusal is not None:
+            self._on_refusal(error, context.peer())
+        await abort(context, error)
+
     async def _request(
         self,
         call: Call,
@@ -316,18 +338,18 @@ class Observe(grpc.aio.ServerInterceptor):
         an abort. held gets the request bytes taken from the admission's budget."""
         received = await self._receiving.receive(context)
         if isinstance(received, CampaignError):
-            await abort(context, received)
+            await self._refuse(context, received)
         admission = self._admission
         if admission is not None and admission.guards(call):
             too_much = admission.take_bytes(len(received))
             if too_much is not None:
                 # The gates first all the same: a caller without a token learns nothing else.
-                await abort(context, _refusal(gates, call, None, context) or too_much)
+                await self._refuse(context, _refusal(gates, call, None, context) or too_much)
             held.append(len(received))
         request = _parse(deserialize, received, self._max_request_bytes)
         refusal = _refusal(gates, call, request, context)
         if refusal is not None:
-            await abort(context, refusal)
+            await self._refuse(context, refusal)
         return request
 
     async def _opened(
@@ -344,7 +366,7 @@ class Observe(grpc.aio.ServerInterceptor):
             return await self._request(call, deserialize, gates, context, [])
         refusal = _refusal(gates, call, None, context)
         if refusal is not None:
-            await abort(context, refusal)
+            await self._refuse(context, refusal)
         return requests
 
     def _awaited(
@@ -369,7 +391,7 @@ class Observe(grpc.aio.ServerInterceptor):
                 if admission is not None:
                     admitted = admission.admit(call, request)
                     if isinstance(admitted, CampaignError):
-                        return await abort(context, admitted)
+                        await self._refuse(context, admitted)
                     ticket = admitted
                 return await behavior(request, context)
             except BaseException as exc:

@@ -42,8 +42,10 @@ from ..storage.store import Store
 from ..watch.hub import Hub
 from . import security
 from .compaction import Compactor
+from .connections import AbortedCalls, shut_down
 from .limits import WatchStreamCounts, receive_ceiling
 from .metrics import Metrics
+from .peer_reports import PeerReports
 from .stop_timer import StopTimer
 
 log = logging.getLogger(__name__)
@@ -213,6 +215,7 @@ class App:
         )
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Future[bool]] = set()
         self._in_flight = UnaryCallsInFlight()
         # Load balancers must see the server healthy however busy it is: health is exempt.
         self.admission = Admission(
@@ -244,15 +247,43 @@ class App:
         if self.tokens is not None:
             # First: a caller without a token is told so before anything else.
             gates.insert(0, Authorize(self.tokens, SERVICE))
-        self.receiving = Receiving(settings.request_receive_timeout, settings.max_unary_in_flight)
+        self.peer_reports = PeerReports()
+        if self.metrics is not None:
+            counters = {
+                "refused": self.metrics.calls_refused,
+                "closed": self.metrics.connections_closed,
+            }
+            self.peer_reports.listeners.append(
+                lambda what, reason: counters[what].labels(reason).inc()
+            )
+        self.aborted_calls = AbortedCalls(settings.max_aborted_calls, self._close_connection)
+        self.receiving = Receiving(
+            settings.request_receive_timeout,
+            settings.max_unary_in_flight,
+            aborted=self.aborted_calls.count,
+        )
         observe = Observe(
             observers,
             gates=gates,
             max_request_bytes=settings.max_request_bytes,
             admission=self.admission,
             receiving=self.receiving,
+            on_refusal=lambda error, peer: self.peer_reports.refused(
+                error.reason, peer, error.message
+            ),
         )
         self.server = grpc.aio.server(interceptors=[observe], options=grpc_options(settings))
+
+    def _close_connection(self, peer: str) -> None:
+        self.peer_reports.closed(
+            "ABORTED_CALLS",
+            peer,
+            f"more than {self.settings.max_aborted_calls} calls ended before their request "
+            f"within {self.aborted_calls.window:g} s",
+        )
+        task = asyncio.get_running_loop().run_in_executor(None, shut_down, peer)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @property
     def unary_calls_in_flight(self) -> int:
