@@ -13,7 +13,7 @@ CONTRACT := contract/campaign-v1.binpb
 LISTEN ?= 127.0.0.1:50051
 DATABASE_URL ?= sqlite:///campaigns.db
 
-.PHONY: install proto run test lint format bench clean contract-release
+.PHONY: install proto run test lint format bench bench-abuse clean contract-release
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -71,3 +71,8 @@ clean:
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/abuse.py
+
+# Hostile peers against this server and a bare grpc.aio server, side by side.
+bench-abuse: install
+	$(BIN)/python bench/abuse.py
