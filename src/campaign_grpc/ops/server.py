@@ -44,6 +44,7 @@ from . import security
 from .compaction import Compactor
 from .connections import AbortedCalls, shut_down
 from .limits import WatchStreamCounts, receive_ceiling
+from .memory import MemoryTrimmer
 from .metrics import Metrics
 from .peer_reports import PeerReports
 from .stop_timer import StopTimer
@@ -213,6 +214,7 @@ class App:
             retention_s=settings.event_retention,
             interval_s=settings.compaction_interval,
         )
+        self._trimmer = MemoryTrimmer()
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Future[bool]] = set()
@@ -296,6 +298,7 @@ class App:
             self._listener.start()
         self._stop_timer.start()
         self._compactor.start()
+        self._trimmer.start()
         if self.metrics is not None:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
             host = self.settings.metrics_listen.rsplit(":", 1)[0]
@@ -384,6 +387,7 @@ class App:
         await stopping
         await self._stop_timer.close()
         await self._compactor.close()
+        await self._trimmer.close()
         if self._listener is not None:
             await self._listener.close()
         loop = asyncio.get_running_loop()
