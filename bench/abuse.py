@@ -62,6 +62,7 @@ def attacks() -> dict[str, Callable[[], hp.Attack]]:
         "rapid-reset GetCampaign": lambda: hp.rapid_reset(hp.GET_CAMPAIGN),
         "rapid-reset WatchStatus": lambda: hp.rapid_reset(hp.WATCH_STATUS),
         "rapid-reset unknown method": lambda: hp.rapid_reset(hp.UNKNOWN_METHOD),
+        "rapid-reset Health/Check": lambda: hp.rapid_reset(hp.HEALTH_CHECK),
         "PING flood": lambda: hp.ping_flood,
         "SETTINGS flood": lambda: hp.settings_flood,
         "WINDOW_UPDATE flood": lambda: hp.window_update_flood,
