@@ -98,10 +98,17 @@ class AccessLog:
             )
 
 
+class DoneObserver(Observer, Protocol):
+    """An observer also told when a call is over for grpc too: its status sent, or the call
+    cancelled. A handler's end comes before that: its response is still to be sent."""
+
+    def done(self, call: Call) -> None: ...
+
+
 class UnaryCallsInFlight:
-    """Counts unary calls from their start (before their request has arrived) to their end,
-    so that shutdown knows when they have all finished. Admission (admission.py) decides
-    which of them may run."""
+    """Counts unary calls from their start (before their request has arrived) until their
+    status has gone out, so that shutdown cancels none whose answer is still being sent.
+    Admission (admission.py) decides which of them may run."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -114,6 +121,9 @@ class UnaryCallsInFlight:
             self._idle.clear()
 
     def finished(self, call: Call, code: str, seconds: float) -> None:
+        pass
+
+    def done(self, call: Call) -> None:
         if call.kind == "unary":
             self.count -= 1
             if self.count == 0:
@@ -263,6 +273,9 @@ class Observe(grpc.aio.ServerInterceptor):
         self._message_observers: tuple[MessageObserver, ...] = tuple(
             cast(MessageObserver, o) for o in observers if hasattr(o, "sent")
         )
+        self._done_observers: tuple[DoneObserver, ...] = tuple(
+            cast(DoneObserver, o) for o in observers if hasattr(o, "done")
+        )
         # Per method: the handler as registered, and its wrapper.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
@@ -320,6 +333,20 @@ class Observe(grpc.aio.ServerInterceptor):
         for observer in self._observers:
             observer.finished(call, code, seconds)
 
+    def _started(self, call: Call, context: Context) -> float:
+        for observer in self._observers:
+            observer.started(call)
+        if self._done_observers:
+            done = self._done_observers
+
+            def over(_: Context) -> None:
+                for observer in done:
+                    observer.done(call)
+
+            # The stubs name the callback type as a class of their own: a function is one.
+            context.add_done_callback(over)  # type: ignore[arg-type]
+        return time.perf_counter()
+
     async def _refuse(self, context: Context, error: CampaignError) -> NoReturn:
         """Ends a call its handler never saw, and tells on_refusal (with the peer)."""
         if self._on_refusal is not None:
@@ -375,14 +402,11 @@ class Observe(grpc.aio.ServerInterceptor):
         behavior: Callable[[Any, Context], Awaitable[Any]],
         deserialize: Callable[[bytes], Any] | None,
     ) -> Any:
-        observers = self._observers
         gates = tuple(gate for gate in self._gates if gate.guards(call))
         admission = self._admission if self._admission and self._admission.guards(call) else None
 
         async def observed(requests: Any, context: Context) -> Any:
-            for observer in observers:
-                observer.started(call)
-            started = time.perf_counter()
+            started = self._started(call, context)
             error: BaseException | None = None
             held: list[int] = []
             ticket: Ticket | None = None
@@ -415,13 +439,11 @@ class Observe(grpc.aio.ServerInterceptor):
         single = call.kind != "bidi_stream"
         if not inspect.isasyncgenfunction(behavior):
             return self._awaited_stream(call, behavior, deserialize, single)
-        observers, watchers = self._observers, self._message_observers
+        watchers = self._message_observers
         gates = tuple(gate for gate in self._gates if gate.guards(call))
 
         async def observed(requests: Any, context: Context) -> AsyncGenerator[Any, None]:
-            for observer in observers:
-                observer.started(call)
-            started = time.perf_counter()
+            started = self._started(call, context)
             error: BaseException | None = None
             try:
                 request = await self._opened(call, deserialize, gates, requests, context, single)
@@ -445,13 +467,10 @@ class Observe(grpc.aio.ServerInterceptor):
         deserialize: Callable[[bytes], Any] | None,
         single: bool,
     ) -> Any:
-        observers = self._observers
         gates = tuple(gate for gate in self._gates if gate.guards(call))
 
         async def observed(requests: Any, context: Context) -> None:
-            for observer in observers:
-                observer.started(call)
-            started = time.perf_counter()
+            started = self._started(call, context)
             error: BaseException | None = None
             try:
                 request = await self._opened(call, deserialize, gates, requests, context, single)
