@@ -2,16 +2,21 @@
 
     python bench/fanout.py                  # N = 1,000 then N = 10,000 (make bench)
     python bench/fanout.py --streams 10000  # one N
+    python bench/fanout.py --view full      # one view (repeatable; both by default)
 
-For each N, in one run against one server (SQLite, a temporary file):
+For each N and each view (WATCH_VIEW_STATUS, WATCH_VIEW_FULL), in one run against one server
+(SQLite, a temporary file):
   - time to open all N streams (each until its SNAPSHOT_END),
   - server memory per idle stream: the server's RSS with the N streams open and idle minus
-    its RSS before they were opened, over N,
+    its RSS before they were opened, over N; and the same of a bare grpc.aio server whose
+    one method sends a message and waits (bench/bare_stream.py), measured in the same run,
+    as the baseline: the ratio is what the service adds to grpc.aio's own cost,
   - delivery latency of status changes to all N: from the request being sent to each
     subscriber receiving the change, p50 and p99 over every (change, subscriber) pair,
   - unary p99 (GetCampaign, one call at a time) with the N streams open, against unary p99
     with none open, measured before the streams are opened.
-Targets at N = 10,000: < 16 KiB per idle stream, delivery p99 < 1 s, unary p99 ratio <= 1.5.
+Targets at N = 10,000: memory per idle stream within 1.1x of the bare stream's, delivery p99
+< 1 s, unary p99 ratio <= 1.5.
 FANOUT_SERVER_ARGS adds flags to the server's command line, e.g. "--metrics-listen
 127.0.0.1:9466" to watch campaign_grpc_watch_streams while the streams open.
 """
@@ -45,7 +50,9 @@ RESULTS = HERE / "results"
 CLI = Path(sys.executable).parent / "campaign-grpc"
 # Streams share a few HTTP/2 connections, as a client fleet behind a proxy would.
 STREAMS_PER_CONNECTION = 100
-TARGETS = {"memory_per_stream_kib": 16.0, "delivery_p99_s": 1.0, "unary_p99_ratio": 1.5}
+TARGETS = {"memory_vs_bare": 1.1, "delivery_p99_s": 1.0, "unary_p99_ratio": 1.5}
+BARE = HERE / "bare_stream.py"
+VIEWS = {"status": pb.WATCH_VIEW_STATUS, "full": pb.WATCH_VIEW_FULL}
 
 
 def rss_bytes(pid: int) -> int:
@@ -133,9 +140,15 @@ async def unary_p99(
 class Subscribers:
     """N WatchStatus streams; records when each change arrives at each of them."""
 
-    def __init__(self, stubs: list[campaign_pb2_grpc.CampaignServiceStub], customer: str) -> None:
+    def __init__(
+        self,
+        stubs: list[campaign_pb2_grpc.CampaignServiceStub],
+        customer: str,
+        view: pb.WatchView.ValueType,
+    ) -> None:
         self._stubs = stubs
         self._customer = customer
+        self._view = view
         self.ready = 0
         self.all_ready = asyncio.Event()
         self.arrivals: dict[int, list[float]] = {}
@@ -147,7 +160,7 @@ class Subscribers:
 
     def open(self, n: int) -> None:
         self._n = n
-        request = pb.WatchStatusRequest(customer_id=self._customer)
+        request = pb.WatchStatusRequest(customer_id=self._customer, view=self._view)
         for i in range(n):
             stub = self._stubs[i % len(self._stubs)]
             self._tasks.append(asyncio.create_task(self._follow(stub, request)))
@@ -191,7 +204,51 @@ class Subscribers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def measure(n: int, changes: int, heartbeat: float, unary_calls: int) -> dict[str, object]:
+@contextlib.contextmanager
+def bare_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, str(BARE), str(port)])
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def measure_bare(n: int) -> float:
+    """Server memory per idle stream of a bare grpc.aio server, in KiB."""
+    port = free_port()
+    with bare_server(port) as proc:
+        return await _measure_bare(proc, f"127.0.0.1:{port}", n)
+
+
+async def _measure_bare(proc: subprocess.Popen[bytes], target: str, n: int) -> float:
+    connections = max(1, -(-n // STREAMS_PER_CONNECTION))
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(connections)
+    ]
+    calls: list[grpc.aio.UnaryStreamCall[bytes, bytes]] = []
+    try:
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), 15)
+        await asyncio.sleep(0.5)
+        rss_before = rss_bytes(proc.pid)
+        for i in range(n):
+            watch = channels[i % connections].unary_stream("/bench.Bare/Watch")
+            calls.append(watch(b""))
+        await asyncio.gather(*(asyncio.wait_for(call.read(), 120) for call in calls))
+        await asyncio.sleep(2)  # as for the service: let what opening allocated settle
+        return (rss_bytes(proc.pid) - rss_before) / n / 1024
+    finally:
+        for call in calls:
+            call.cancel()
+        for channel in channels:
+            await channel.close()
+
+
+async def measure(
+    n: int, view: str, changes: int, heartbeat: float, unary_calls: int
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         target = f"127.0.0.1:{port}"
@@ -203,14 +260,19 @@ async def measure(n: int, changes: int, heartbeat: float, unary_calls: int) -> d
                 for _ in range(connections)
             ]
             try:
-                return await _measure(proc.pid, channels, n, changes, unary_calls)
+                return await _measure(proc.pid, channels, n, VIEWS[view], changes, unary_calls)
             finally:
                 for channel in channels:
                     await channel.close()
 
 
 async def _measure(
-    pid: int, channels: list[grpc.aio.Channel], n: int, changes: int, unary_calls: int
+    pid: int,
+    channels: list[grpc.aio.Channel],
+    n: int,
+    view: pb.WatchView.ValueType,
+    changes: int,
+    unary_calls: int,
 ) -> dict[str, object]:
     stubs = [campaign_pb2_grpc.CampaignServiceStub(c) for c in channels]
     stub = stubs[0]
@@ -229,7 +291,7 @@ async def _measure(
     unary_without = await unary_p99(stub, get, unary_calls)
     rss_before = rss_bytes(pid)
 
-    subscribers = Subscribers(stubs, customer)
+    subscribers = Subscribers(stubs, customer, view)
     start = time.monotonic()
     subscribers.open(n)
     while not subscribers.all_ready.is_set():
@@ -264,6 +326,7 @@ async def _measure(
     await subscribers.close()
     return {
         "streams": n,
+        "view": pb.WatchView.Name(view),
         "changes": changes,
         "open_all_s": round(open_s, 3),
         "memory_per_idle_stream_kib": round((rss_idle - rss_before) / n / 1024, 2),
@@ -278,16 +341,23 @@ async def _measure(
     }
 
 
-async def measure_each(ns: list[int], args: argparse.Namespace) -> list[dict[str, object]]:
+async def measure_each(
+    ns: list[int], views: list[str], args: argparse.Namespace
+) -> list[dict[str, object]]:
     # One event loop for every N: grpc.aio keeps its poller bound to the first loop.
     results: list[dict[str, object]] = []
     for n in ns:
-        try:
-            result = await measure(n, args.changes, args.heartbeat, args.unary_calls)
-        except RuntimeError as exc:  # reported with the others: the next N still runs
-            result = {"streams": n, "error": str(exc)}
-        results.append(result)
-        print(json.dumps(result, indent=2), flush=True)
+        bare_kib = await measure_bare(n)
+        for view in views:
+            try:
+                result = await measure(n, view, args.changes, args.heartbeat, args.unary_calls)
+                ours = float(result["memory_per_idle_stream_kib"])  # type: ignore[arg-type]
+                result["bare_grpc_aio_per_idle_stream_kib"] = round(bare_kib, 2)
+                result["memory_vs_bare"] = round(ours / bare_kib, 3)
+            except RuntimeError as exc:  # reported with the others: the next one still runs
+                result = {"streams": n, "view": view, "error": str(exc)}
+            results.append(result)
+            print(json.dumps(result, indent=2), flush=True)
     return results
 
 
@@ -299,10 +369,12 @@ def main() -> None:
     parser.add_argument(
         "--heartbeat", type=float, default=10.0, help="the server's heartbeat interval"
     )
+    parser.add_argument("--view", choices=sorted(VIEWS), action="append", help="(repeatable)")
     args = parser.parse_args()
     # A run stopped with SIGTERM (timeout, CI) still stops its server: the finally blocks run.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    results = asyncio.run(measure_each(args.streams or [1000, 10_000], args))
+    views = args.view or ["status", "full"]
+    results = asyncio.run(measure_each(args.streams or [1000, 10_000], views, args))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"fanout-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(

@@ -78,6 +78,10 @@ class AioContext:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
 
+    def auth_context(self) -> dict[str, list[bytes]]:
+        # A plaintext connection's: grpc_testing has none at all.
+        return {}
+
     async def abort(
         self,
         code: grpc.StatusCode,

@@ -23,6 +23,7 @@ from psycopg import sql
 from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.domain.campaigns import Campaigns
 from campaign_grpc.ops.server import App
+from campaign_grpc.ops.tracing import Tracing
 from campaign_grpc.settings import Settings
 from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
 from campaign_grpc.storage.store import Store
@@ -115,8 +116,8 @@ async def start_server() -> AsyncIterator[Callable[[Settings], App]]:
     """Starts servers on demand (await start_server(settings)); stops what is left at the end."""
     running: list[App] = []
 
-    async def start(config: Settings, **changes: object) -> App:
-        app = App(dataclasses.replace(config, **changes))  # type: ignore[arg-type]
+    async def start(config: Settings, *, tracing: Tracing | None = None, **changes: object) -> App:
+        app = App(dataclasses.replace(config, **changes), tracing=tracing)  # type: ignore[arg-type]
         await app.start()
         running.append(app)
         return app

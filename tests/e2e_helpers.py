@@ -234,6 +234,21 @@ async def set_status(
     return response.campaign
 
 
+async def confirm_drained(
+    stub: campaign_pb2_grpc.CampaignServiceStub,
+    customer_id: str,
+    campaign_id: str,
+    stop_revision: int,
+) -> pb.Campaign:
+    response = await stub.ConfirmDrained(
+        pb.ConfirmDrainedRequest(
+            customer_id=customer_id, id=campaign_id, stop_revision=stop_revision
+        ),
+        timeout=10,
+    )
+    return response.campaign
+
+
 # -- the command as a subprocess ---------------------------------------------------------
 
 

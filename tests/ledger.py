@@ -50,12 +50,18 @@ def state_at(version: int) -> tuple[str, int]:
 
 
 def logged_statuses(version: int) -> list[int]:
-    """The status of each event a campaign's first `version` writes logged, in order."""
-    return [
-        C.STATUS_STOP if v == 1 else STATUS_AFTER[step_of(v)]
-        for v in range(1, version + 1)
-        if step_of(v) != "rename"
-    ]
+    """The status after each event a campaign's first `version` writes logged, in order:
+    every write logs one, a rename with the status unchanged."""
+    statuses: list[int] = []
+    for v in range(1, version + 1):
+        step = step_of(v)
+        if step == "create":
+            statuses.append(C.STATUS_STOP)
+        elif step == "rename":
+            statuses.append(statuses[-1])
+        else:
+            statuses.append(STATUS_AFTER[step])
+    return statuses
 
 
 @dataclass

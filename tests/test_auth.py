@@ -36,17 +36,27 @@ TOKEN_FILE = f"""\
 
 {digest("customer-token")} {CUSTOMER}   # the customer's portal
 """
+DIALER = Grant(None, f"token:{digest('dialer-token')[:12]}")
+PORTAL = Grant(CUSTOMER, f"token:{digest('customer-token')[:12]}")
 
 
 def test_a_token_grants_what_its_line_says_and_an_unknown_one_nothing() -> None:
     table = TokenTable.parse(TOKEN_FILE)
 
-    assert table.grant_for("dialer-token") == Grant(None)
-    assert table.grant_for("customer-token") == Grant(CUSTOMER)
+    assert table.grant_for("dialer-token") == DIALER
+    assert table.grant_for("customer-token") == PORTAL
     assert table.grant_for("customer-token ") is None
     assert table.grant_for(digest("customer-token")) is None  # the digest is not the token
     assert table.grant_for("") is None
     assert TokenTable.parse("# nobody yet\n\n").grant_for("dialer-token") is None
+
+
+def test_a_token_may_be_named_and_old_files_still_load() -> None:
+    named = TokenTable.parse(f"{digest('t1')} * dialer-eu1  # a name after the customer\n")
+    assert named.grant_for("t1") == Grant(None, "dialer-eu1")
+    # A file of the earlier format, names absent: each token known by its digest's start.
+    assert TokenTable.parse(TOKEN_FILE).grant_for("dialer-token") == DIALER
+    assert "dialer-token" not in DIALER.principal
 
 
 @pytest.mark.parametrize(
@@ -56,7 +66,8 @@ def test_a_token_grants_what_its_line_says_and_an_unknown_one_nothing() -> None:
         (f"{digest('x')[:-1]} *", "64 hex digits"),
         (f"{digest('x')[:-1]}g *", "64 hex digits"),
         (digest("x"), "got 1 words"),
-        (f"{digest('x')} {CUSTOMER} extra", "got 3 words"),
+        (f"{digest('x')} {CUSTOMER} two names", "got 4 words"),
+        (f"{digest('x')} {CUSTOMER} na;me", "one word"),
         (f"{digest('x')} acme", "canonical lowercase UUID"),
         (f"{digest('x')} {CUSTOMER.upper()}", "canonical lowercase UUID"),
     ],
@@ -79,8 +90,8 @@ def test_a_digest_listed_twice_is_refused() -> None:
 def test_the_authorization_metadata_must_carry_one_known_bearer_token() -> None:
     table = TokenTable.parse(TOKEN_FILE)
 
-    assert authenticate(table, ["Bearer customer-token"]) == Grant(CUSTOMER)
-    assert authenticate(table, ["bearer  dialer-token "]) == Grant(None)
+    assert authenticate(table, ["Bearer customer-token"]) == PORTAL
+    assert authenticate(table, ["bearer  dialer-token "]) == DIALER
     cases = [
         ([], "TOKEN_MISSING"),
         (["customer-token"], "TOKEN_MALFORMED"),
@@ -130,20 +141,20 @@ def test_a_reload_replaces_the_tokens_and_a_bad_file_keeps_the_previous_ones(
     path = tmp_path / "tokens.txt"
     path.write_text(TOKEN_FILE)
     tokens = TokenFile(str(path))
-    assert tokens.table.grant_for("customer-token") == Grant(CUSTOMER)
+    assert tokens.table.grant_for("customer-token") == PORTAL
 
     path.write_text(f"{digest('new-token')} {OTHER}\n")
     assert tokens.reload()
     assert tokens.table.grant_for("customer-token") is None
-    assert tokens.table.grant_for("new-token") == Grant(OTHER)
+    assert tokens.table.grant_for("new-token") == Grant(OTHER, f"token:{digest('new-token')[:12]}")
 
     path.write_text(f"{digest('new-token')} {OTHER}\nnew-token *\n")
     with caplog.at_level(logging.ERROR):
         assert not tokens.reload()
-    assert tokens.table.grant_for("new-token") == Grant(OTHER)
+    assert tokens.table.grant_for("new-token") == Grant(OTHER, f"token:{digest('new-token')[:12]}")
     assert "line 2" in caplog.text
     assert "previous ones stay in force" in caplog.text
 
     path.unlink()
     assert not tokens.reload()
-    assert tokens.table.grant_for("new-token") == Grant(OTHER)
+    assert tokens.table.grant_for("new-token") == Grant(OTHER, f"token:{digest('new-token')[:12]}")

@@ -121,6 +121,12 @@ def unary_calls(stub: Stub, customer: str, campaign_id: str) -> dict[str, Callab
         "ReportOutdialExhausted": pb.ReportOutdialExhaustedRequest(
             customer_id=customer, id=campaign_id
         ),
+        "ConfirmDrained": pb.ConfirmDrainedRequest(
+            customer_id=customer, id=campaign_id, stop_revision=1
+        ),
+        "ListCampaignEvents": pb.ListCampaignEventsRequest(
+            customer_id=customer, campaign_id=campaign_id
+        ),
         "DeleteCampaign": pb.DeleteCampaignRequest(customer_id=customer, id=campaign_id),
         "UndeleteCampaign": pb.UndeleteCampaignRequest(customer_id=customer, id=campaign_id),
     }
@@ -215,7 +221,14 @@ async def test_a_customer_token_may_make_every_call_for_its_customer(
         calls = unary_calls(stub, customer, created.id)
         for name in ("GetCampaign", "ListCampaigns", "UpdateCampaign", "UpdateCampaignStatus"):
             await calls[name](metadata=own)
-        await calls["ReportOutdialExhausted"](metadata=own)
+        finishing = (await calls["ReportOutdialExhausted"](metadata=own)).campaign
+        await stub.ConfirmDrained(
+            pb.ConfirmDrainedRequest(
+                customer_id=customer, id=created.id, stop_revision=finishing.stop_revision
+            ),
+            metadata=own,
+            timeout=10,
+        )
         await stub.UpdateCampaignStatus(
             pb.UpdateCampaignStatusRequest(
                 customer_id=customer, id=created.id, status=C.STATUS_STOP, force=True

@@ -138,8 +138,11 @@ def test_a_buf_curl_session_through_reflection(url: str) -> None:
         "2",
     )
     assert RFC3339.fullmatch(first["tmEvent"])
-    assert end == {"kind": "KIND_SNAPSHOT_END", "revision": "2"}
-    assert all(b == {"kind": "KIND_HEARTBEAT", "revision": "2"} for b in beats)
+    # Each says how often heartbeats come, so that a client can tell a quiet stream from a dead
+    # one.
+    beat = {"revision": "2", "heartbeatInterval": "0.500s"}
+    assert end == {"kind": "KIND_SNAPSHOT_END", **beat}
+    assert all(b == {"kind": "KIND_HEARTBEAT", **beat} for b in beats)
     assert "deadline_exceeded" in snapshot.stderr
 
     change = documents(replay.stdout)[0]

@@ -66,6 +66,13 @@ async def stop(campaigns: Campaigns, c: Campaign, *, force: bool = False) -> Cam
     return await campaigns.set_status(c.customer_id, c.id, Status.STOP, force)
 
 
+async def drained(campaigns: Campaigns, c: Campaign, stop_revision: int = 0) -> Campaign:
+    """The dialer's confirmation of the stop it saw (by default the campaign's current one)."""
+    if not stop_revision:
+        stop_revision = (await campaigns.get(c.customer_id, c.id)).stop_revision
+    return await campaigns.confirm_drained(c.customer_id, c.id, stop_revision)
+
+
 async def list_all(campaigns: Campaigns, f: ListFilter, page_size: int = 1000) -> list[str]:
     ids: list[str] = []
     token = ""
@@ -170,13 +177,24 @@ async def test_create_with_a_taken_id_is_already_exists(
     assert len(await events(campaigns, customer)) == 1
 
 
-async def test_an_id_taken_by_another_customer_does_not_leak(
+async def test_an_id_is_unique_across_customers_and_the_refusal_names_no_one(
     campaigns: Campaigns, customer: str
 ) -> None:
     theirs = await create(campaigns, new_id(), name="theirs")
-    mine = await create(campaigns, customer, id=theirs.id, name="mine")
-    assert mine.id == theirs.id
-    assert (await campaigns.get(customer, mine.id)).name == "mine"
+    with pytest.raises(AlreadyExists) as info:
+        await create(campaigns, customer, id=theirs.id, name="mine")
+    assert theirs.customer_id not in str(info.value)
+    assert theirs.customer_id not in info.value.metadata.values()
+    # The same answer as for an id the caller holds itself.
+    mine = await create(campaigns, customer)
+    with pytest.raises(AlreadyExists) as own:
+        await create(campaigns, customer, id=mine.id)
+    assert (own.value.reason, own.value.message.replace(mine.id, "X")) == (
+        info.value.reason,
+        info.value.message.replace(theirs.id, "X"),
+    )
+    with pytest.raises(NotFound):
+        await campaigns.get(customer, theirs.id)
     assert (await campaigns.get(theirs.customer_id, theirs.id)).name == "theirs"
 
 
@@ -562,12 +580,19 @@ async def test_update_that_changes_nothing_keeps_the_etag(
     assert same.tm_update is None
 
 
-async def test_update_does_not_write_status_events(campaigns: Campaigns, customer: str) -> None:
-    c = await create(campaigns, customer)
-    await campaigns.update(dataclasses.replace(c, name="x"), ["name"])
-    assert transitions(await events(campaigns, customer)) == [
-        (Status.UNSPECIFIED, Status.STOP, Reason.CREATED)
+async def test_an_update_writes_one_updated_event_with_its_state(
+    campaigns: Campaigns, customer: str
+) -> None:
+    c = await run(campaigns, await create(campaigns, customer))
+    updated = await campaigns.update(dataclasses.replace(c, name="x"), ["name"])
+    evs = await events(campaigns, customer)
+    assert transitions(evs) == [
+        (Status.UNSPECIFIED, Status.STOP, Reason.CREATED),
+        (Status.STOP, Status.RUN, Reason.REQUESTED),
+        (Status.RUN, Status.RUN, Reason.UPDATED),
     ]
+    assert (evs[-1].revision, evs[-1].version) == (updated.revision, updated.version)
+    assert evs[-1].body_revision == updated.body_revision == updated.revision
 
 
 async def test_update_validates_before_touching_storage(
@@ -627,12 +652,32 @@ async def test_a_running_campaign_cannot_be_updated_into_one_that_could_not_run(
     assert await campaigns.get(customer, c.id) == c
 
 
-async def test_a_running_campaign_with_a_broken_condition_may_still_be_edited(
+async def test_a_campaign_named_as_next_by_a_live_one_cannot_be_deleted(
     campaigns: Campaigns, customer: str
 ) -> None:
     following = await create(campaigns, customer)
+    first = await create(campaigns, customer, next_campaign_id=following.id)
+    second = await create(campaigns, customer, next_campaign_id=following.id)
+    with pytest.raises(FailedPrecondition) as info:
+        await campaigns.delete(customer, following.id, "")
+    assert info.value.reason == "CAMPAIGN_REFERENCED"
+    assert [v.subject for v in info.value.violations] == [first.id, second.id]
+    assert not (await campaigns.get(customer, following.id)).deleted
+    # Once nothing live names it, it goes.
+    await campaigns.update(dataclasses.replace(first, next_campaign_id=""), ["next_campaign_id"])
+    await campaigns.delete(customer, second.id, "")
+    assert (await campaigns.delete(customer, following.id, "")).deleted
+
+
+async def test_a_running_campaign_with_a_broken_condition_may_still_be_edited(
+    campaigns: Campaigns, customer: str, sqlite_url: str
+) -> None:
+    following = await create(campaigns, customer)
     c = await run(campaigns, await create(campaigns, customer, next_campaign_id=following.id))
-    await campaigns.delete(customer, following.id, "")
+    # A database from before deletes were refused may hold such a campaign.
+    db = open_database(sqlite_url)
+    db.execute_sql("UPDATE campaign SET tm_delete = 1 WHERE id = ?", (following.id,))
+    db.close()
     renamed = await campaigns.update(dataclasses.replace(c, name="renamed"), ["name"])
     assert renamed.name == "renamed"
     # It still may not lose anything else it needs to run.
@@ -705,7 +750,7 @@ async def test_only_a_stopped_campaign_can_be_deleted(
     with pytest.raises(FailedPrecondition):
         await campaigns.delete(customer, c.id, "")
     assert (await campaigns.get(customer, c.id)).tm_delete is None
-    stopped = await stop(campaigns, c, force=force)
+    stopped = await stop(campaigns, c, force=True) if force else await drained(campaigns, c)
     assert (await campaigns.delete(customer, c.id, stopped.etag)).deleted
 
 
@@ -782,7 +827,10 @@ async def test_run_with_a_queue_and_no_actions(campaigns: Campaigns, customer: s
 async def test_run_rechecks_the_next_campaign(campaigns: Campaigns, customer: str) -> None:
     after = await create(campaigns, customer)
     c = await create(campaigns, customer, next_campaign_id=after.id)
+    # Deleted while the campaign naming it was deleted too, which is then restored.
+    await campaigns.delete(customer, c.id, "")
     await campaigns.delete(customer, after.id, "")
+    await campaigns.undelete(customer, c.id)
     with pytest.raises(FailedPrecondition) as info:
         await run(campaigns, c)
     assert precondition_types(info.value) == ["NEXT_CAMPAIGN_INVALID"]
@@ -795,6 +843,8 @@ async def test_a_deleted_campaign_cannot_run(campaigns: Campaigns, customer: str
     await campaigns.delete(customer, c.id, "")
     with pytest.raises(FailedPrecondition) as info:
         await run(campaigns, c)
+    # As UpdateCampaign says of a deleted campaign.
+    assert info.value.reason == "CAMPAIGN_DELETED"
     assert precondition_types(info.value) == ["CAMPAIGN_DELETED"]
     assert (await campaigns.get(customer, c.id)).status == Status.STOP
 
@@ -827,10 +877,14 @@ async def test_run_stop_confirm_writes_one_event_per_transition(
     stopping = await stop(campaigns, c)
     assert stopping.status == Status.STOPPING
     assert stopping.stop_deadline == clock.now + 60_000_000
+    assert stopping.stop_revision == stopping.revision
     clock.advance(1)
-    stopped = await stop(campaigns, c)
+    # A second STOP only asks again: it changes nothing.
+    assert await stop(campaigns, c) == stopping
+    stopped = await drained(campaigns, c, stopping.stop_revision)
     assert stopped.status == Status.STOP
     assert stopped.stop_deadline is None
+    assert stopped.stop_revision == stopping.stop_revision
     assert await campaigns.get(customer, c.id) == stopped
 
     evs = await events(campaigns, customer)
@@ -838,7 +892,7 @@ async def test_run_stop_confirm_writes_one_event_per_transition(
         (Status.UNSPECIFIED, Status.STOP, Reason.CREATED),
         (Status.STOP, Status.RUN, Reason.REQUESTED),
         (Status.RUN, Status.STOPPING, Reason.REQUESTED),
-        (Status.STOPPING, Status.STOP, Reason.REQUESTED),
+        (Status.STOPPING, Status.STOP, Reason.DRAINED),
     ]
     assert all(e.campaign_id == c.id and e.customer_id == customer for e in evs)
     assert all(not e.deleted for e in evs)
@@ -847,6 +901,72 @@ async def test_run_stop_confirm_writes_one_event_per_transition(
     assert len(set(revisions)) == 4
     assert stopped.revision == revisions[-1]
     assert [e.tm_event for e in evs] == [c.tm_create + i * 1_000_000 for i in range(4)]
+
+
+async def test_a_late_confirmation_of_an_earlier_stop_completes_nothing(
+    campaigns: Campaigns, customer: str
+) -> None:
+    c = await run(campaigns, await create(campaigns, customer))
+    first = await stop(campaigns, c)
+    await run(campaigns, c)
+    second = await stop(campaigns, c)
+    assert second.stop_revision > first.stop_revision
+    # The dialer's confirmation of the first stop arrives now: the second still drains.
+    with pytest.raises(FailedPrecondition) as info:
+        await drained(campaigns, c, first.stop_revision)
+    assert info.value.reason == "STOP_REVISION_MISMATCH"
+    assert info.value.metadata["stop_revision"] == str(second.stop_revision)
+    assert await campaigns.get(customer, c.id) == second
+    done = await drained(campaigns, c, second.stop_revision)
+    assert done.status == Status.STOP
+    # Repeated (a retry after a lost reply), it changes nothing; the older one never does.
+    assert await drained(campaigns, c, second.stop_revision) == done
+    with pytest.raises(FailedPrecondition):
+        await drained(campaigns, c, first.stop_revision)
+
+
+async def test_a_confirmation_after_the_grace_expired_changes_nothing(
+    campaigns: Campaigns, customer: str, clock: FakeClock
+) -> None:
+    c = await run(campaigns, await create(campaigns, customer))
+    stopping = await stop(campaigns, c)
+    clock.advance(61)
+    assert await campaigns.expire_stops() == 1
+    expired = await campaigns.get(customer, c.id)
+    assert await drained(campaigns, c, stopping.stop_revision) == expired
+
+
+async def test_confirming_a_campaign_that_is_not_stopping_is_refused(
+    campaigns: Campaigns, customer: str
+) -> None:
+    idle = await create(campaigns, customer)
+    running = await run(campaigns, await create(campaigns, customer))
+    forced = await stop(
+        campaigns, await run(campaigns, await create(campaigns, customer)), force=True
+    )
+    for c in (idle, running, forced):
+        with pytest.raises(FailedPrecondition) as info:
+            await campaigns.confirm_drained(customer, c.id, max(c.revision, 1))
+        assert info.value.reason == "CAMPAIGN_NOT_STOPPING"
+        assert await campaigns.get(customer, c.id) == c
+    with pytest.raises(InvalidArgument) as invalid:
+        await campaigns.confirm_drained(customer, running.id, 0)
+    assert [v.field for v in invalid.value.violations] == ["stop_revision"]
+    with pytest.raises(NotFound):
+        await campaigns.confirm_drained(new_id(), running.id, running.revision)
+
+
+async def test_a_status_change_with_a_stale_etag_is_aborted(
+    campaigns: Campaigns, customer: str
+) -> None:
+    c = await create(campaigns, customer)
+    running = await campaigns.set_status(customer, c.id, Status.RUN, False, c.etag)
+    with pytest.raises(Aborted) as info:
+        await campaigns.set_status(customer, c.id, Status.STOP, False, c.etag)
+    assert info.value.metadata["etag"] == running.etag
+    assert await campaigns.get(customer, c.id) == running
+    stopping = await campaigns.set_status(customer, c.id, Status.STOP, False, running.etag)
+    assert stopping.status == Status.STOPPING
 
 
 async def test_forced_stop_skips_stopping(campaigns: Campaigns, customer: str) -> None:
@@ -920,7 +1040,7 @@ async def test_a_confirmed_stop_does_not_expire_again(
 ) -> None:
     c = await run(campaigns, await create(campaigns, customer))
     await stop(campaigns, c)
-    await stop(campaigns, c)
+    await drained(campaigns, c)
     clock.advance(61)
     assert await campaigns.expire_stops() == 0
     assert len(await events(campaigns, customer)) == 4
@@ -1025,13 +1145,13 @@ async def test_concurrent_stops_move_through_stopping_once(
 ) -> None:
     c = await run(campaigns, await create(campaigns, customer))
     results = await asyncio.gather(*(stop(campaigns, c) for _ in range(20)))
-    # The first moves to STOPPING, the second confirms, the rest find it stopped.
-    assert [r.status for r in results].count(Status.STOPPING) == 1
-    assert (await campaigns.get(customer, c.id)).status == Status.STOP
+    # The first moves to STOPPING; the rest find it stopping and change nothing: a double
+    # click never skips the drain.
+    assert {(r.status, r.etag) for r in results} == {(Status.STOPPING, results[0].etag)}
+    assert (await campaigns.get(customer, c.id)).status == Status.STOPPING
     assert transitions(await events(campaigns, customer))[1:] == [
         (Status.STOP, Status.RUN, Reason.REQUESTED),
         (Status.RUN, Status.STOPPING, Reason.REQUESTED),
-        (Status.STOPPING, Status.STOP, Reason.REQUESTED),
     ]
 
 

@@ -9,7 +9,16 @@ import pytest
 
 from campaign_grpc.domain.campaigns import Campaigns
 from campaign_grpc.domain.errors import FailedPrecondition, InvalidArgument
-from campaign_grpc.domain.types import Campaign, EndHandle, Event, Reason, Status
+from campaign_grpc.domain.types import (
+    Campaign,
+    EndHandle,
+    Event,
+    NextCampaignResult,
+    Reason,
+    Status,
+)
+from campaign_grpc.ops.compaction import Compactor
+from campaign_grpc.storage.database import open_database
 from conftest import FakeClock
 from factories import runnable_draft
 
@@ -28,6 +37,12 @@ async def set_status(
 
 async def exhausted(campaigns: Campaigns, c: Campaign) -> Campaign:
     return await campaigns.report_outdial_exhausted(c.customer_id, c.id)
+
+
+async def drained(campaigns: Campaigns, c: Campaign) -> Campaign:
+    """The dialer confirms the drain of the stop it saw: the campaign's current one."""
+    current = await campaigns.get(c.customer_id, c.id)
+    return await campaigns.confirm_drained(c.customer_id, c.id, current.stop_revision)
 
 
 async def get(campaigns: Campaigns, c: Campaign) -> Campaign:
@@ -61,12 +76,26 @@ async def test_continue_keeps_running_and_records_the_report_once(
     mark = c.revision
     reported = await exhausted(campaigns, c)
     assert reported.status == RUN
-    assert reported.etag == c.etag  # the record itself did not change
+    assert reported.etag != c.etag  # every recorded change is a new version
     again = await exhausted(campaigns, reported)
     assert again == reported
     assert steps(await log(campaigns, customer, mark)) == [
         (c.id, RUN, RUN, Reason.OUTDIAL_EXHAUSTED)
     ]
+
+
+async def test_a_repeated_report_records_nothing_after_the_first_was_compacted(
+    campaigns: Campaigns, customer: str, clock: FakeClock
+) -> None:
+    c = await set_status(
+        campaigns, await create(campaigns, customer, end_handle=EndHandle.CONTINUE), RUN
+    )
+    reported = await exhausted(campaigns, c)
+    compactor = Compactor(campaigns._store, campaigns._writer, clock, retention_s=1, interval_s=60)
+    clock.advance(10)
+    assert await compactor.compact() == 3
+    assert await exhausted(campaigns, reported) == reported
+    assert await log(campaigns, customer, reported.revision) == []
 
 
 async def test_continue_records_a_new_report_after_something_else_happened(
@@ -110,6 +139,7 @@ async def test_only_a_running_campaign_accepts_the_report(
     c = await create(campaigns, customer)
     if how == "stopping on request":
         c = await set_status(campaigns, await set_status(campaigns, c, RUN), STOP)
+        assert c.status == STOPPING
     elif how == "deleted":
         c = await campaigns.delete(customer, c.id, "")
     with pytest.raises(FailedPrecondition) as info:
@@ -126,13 +156,14 @@ async def test_the_report_is_validated(campaigns: Campaigns, customer: str) -> N
 # -- completing a finished campaign ---------------------------------------------------------
 
 
-async def test_the_dialers_confirming_stop_starts_the_next_campaign(
+async def test_the_dialers_confirmation_starts_the_next_campaign(
     campaigns: Campaigns, customer: str
 ) -> None:
     c, following = await running_chain(campaigns, customer)
     mark = c.revision
-    await exhausted(campaigns, c)
-    done = await set_status(campaigns, c, STOP)
+    finishing = await exhausted(campaigns, c)
+    assert finishing.stop_revision == finishing.revision
+    done = await campaigns.confirm_drained(customer, c.id, finishing.stop_revision)
     assert done.status == STOP
     assert not done.finishing
     started = await get(campaigns, following)
@@ -140,12 +171,17 @@ async def test_the_dialers_confirming_stop_starts_the_next_campaign(
     events = await log(campaigns, customer, mark)
     assert steps(events) == [
         (c.id, RUN, STOPPING, Reason.FINISHED),
-        (c.id, STOPPING, STOP, Reason.REQUESTED),
+        (c.id, STOPPING, STOP, Reason.DRAINED),
         (following.id, STOP, RUN, Reason.CHAINED),
     ]
     assert events[1].next_campaign_id == following.id
+    assert events[1].next_campaign_result == NextCampaignResult.STARTED
     assert "started" in events[1].detail
     assert events[2].chained_from == c.id
+    # The dialer's retry of a confirmation whose reply it lost starts nothing more.
+    again = await campaigns.confirm_drained(customer, c.id, finishing.stop_revision)
+    assert again == await get(campaigns, c)
+    assert len(await log(campaigns, customer, mark)) == 3
 
 
 async def test_the_grace_timer_completes_a_finished_campaign_and_starts_the_next(
@@ -176,12 +212,40 @@ async def test_a_forced_stop_of_a_finishing_campaign_never_starts_the_next(
     assert all(e.reason != Reason.CHAINED for e in await log(campaigns, customer))
 
 
+async def test_a_persons_stop_on_a_finishing_campaign_calls_the_chain_off(
+    campaigns: Campaigns, customer: str
+) -> None:
+    c, following = await running_chain(campaigns, customer)
+    finishing = await exhausted(campaigns, c)
+    asked = await set_status(campaigns, c, STOP)
+    # Still draining, the same stop to confirm, but no longer finishing.
+    assert (asked.status, asked.stop_revision, asked.finishing) == (
+        STOPPING,
+        finishing.stop_revision,
+        False,
+    )
+    assert asked.stop_deadline == finishing.stop_deadline
+    called_off = (await log(campaigns, customer, finishing.revision))[-1]
+    assert (called_off.previous_status, called_off.status, called_off.reason) == (
+        STOPPING,
+        STOPPING,
+        Reason.REQUESTED,
+    )
+    assert "will not be started" in called_off.detail
+    # Asking again changes nothing more.
+    assert await set_status(campaigns, c, STOP) == asked
+    done = await drained(campaigns, c)
+    assert done.status == STOP
+    assert (await get(campaigns, following)).status == STOP
+    assert all(e.reason != Reason.CHAINED for e in await log(campaigns, customer))
+
+
 async def test_a_requested_stop_never_starts_the_next(
     campaigns: Campaigns, customer: str, clock: FakeClock
 ) -> None:
     c, following = await running_chain(campaigns, customer)
     await set_status(campaigns, c, STOP)
-    await set_status(campaigns, c, STOP)  # the dialer confirms the user's stop
+    await drained(campaigns, c)  # the dialer confirms the user's stop
     c2, following2 = await running_chain(campaigns, customer)
     await set_status(campaigns, c2, STOP)
     clock.advance(61)
@@ -197,8 +261,9 @@ async def test_running_again_cancels_the_finish(campaigns: Campaigns, customer: 
     resumed = await set_status(campaigns, c, RUN)
     assert resumed.status == RUN
     assert not resumed.finishing
+    assert resumed.stop_revision == 0
     await set_status(campaigns, c, STOP)
-    await set_status(campaigns, c, STOP)
+    await drained(campaigns, c)
     assert (await get(campaigns, following)).status == STOP
 
 
@@ -207,9 +272,10 @@ async def test_a_finished_campaign_without_a_next_campaign_just_stops(
 ) -> None:
     c = await set_status(campaigns, await create(campaigns, customer), RUN)
     await exhausted(campaigns, c)
-    done = await set_status(campaigns, c, STOP)
+    done = await drained(campaigns, c)
     assert done.status == STOP
-    assert (await log(campaigns, customer))[-1].next_campaign_id == ""
+    last = (await log(campaigns, customer))[-1]
+    assert (last.next_campaign_id, last.next_campaign_result) == ("", NextCampaignResult(0))
 
 
 async def test_a_chain_of_three(campaigns: Campaigns, customer: str) -> None:
@@ -223,17 +289,17 @@ async def test_a_chain_of_three(campaigns: Campaigns, customer: str) -> None:
         current = await get(campaigns, current)
         assert current.status == RUN
         await exhausted(campaigns, current)
-        await set_status(campaigns, current, STOP)
+        await drained(campaigns, current)
     assert [(await get(campaigns, c)).status for c in (first, second, third)] == [STOP] * 3
     assert steps(await log(campaigns, customer, mark)) == [
         (first.id, RUN, STOPPING, Reason.FINISHED),
-        (first.id, STOPPING, STOP, Reason.REQUESTED),
+        (first.id, STOPPING, STOP, Reason.DRAINED),
         (second.id, STOP, RUN, Reason.CHAINED),
         (second.id, RUN, STOPPING, Reason.FINISHED),
-        (second.id, STOPPING, STOP, Reason.REQUESTED),
+        (second.id, STOPPING, STOP, Reason.DRAINED),
         (third.id, STOP, RUN, Reason.CHAINED),
         (third.id, RUN, STOPPING, Reason.FINISHED),
-        (third.id, STOPPING, STOP, Reason.REQUESTED),
+        (third.id, STOPPING, STOP, Reason.DRAINED),
     ]
 
 
@@ -249,22 +315,31 @@ async def test_a_next_campaign_that_cannot_run_stays_stopped_and_the_event_says_
     )
     await exhausted(campaigns, c)
     mark = (await get(campaigns, c)).revision
-    await set_status(campaigns, c, STOP)
+    await drained(campaigns, c)
     assert await get(campaigns, following) == following
     (completion,) = await log(campaigns, customer, mark)
     assert completion.next_campaign_id == following.id
+    assert completion.next_campaign_result == NextCampaignResult.RUN_CONDITIONS_UNMET
+    assert completion.unmet_run_conditions == ("OUTPLAN_MISSING", "NOTHING_TO_RUN")
     assert "not started" in completion.detail
     assert "outplan_id" in completion.detail
     assert "actions" in completion.detail
 
 
-async def test_a_deleted_next_campaign_is_not_started(campaigns: Campaigns, customer: str) -> None:
+async def test_a_deleted_next_campaign_is_not_started(
+    campaigns: Campaigns, customer: str, sqlite_url: str
+) -> None:
     c, following = await running_chain(campaigns, customer)
-    await campaigns.delete(customer, following.id, "")
+    # Deleted behind the service's back (a delete through it is refused while c names it).
+    db = open_database(sqlite_url)
+    db.execute_sql("UPDATE campaign SET tm_delete = 1 WHERE id = ?", (following.id,))
+    db.close()
     await exhausted(campaigns, c)
-    await set_status(campaigns, c, STOP)
+    await drained(campaigns, c)
     assert (await get(campaigns, following)).status == STOP
-    assert "deleted" in (await log(campaigns, customer))[-1].detail
+    last = (await log(campaigns, customer))[-1]
+    assert last.next_campaign_result == NextCampaignResult.NOT_FOUND
+    assert "deleted" in last.detail
 
 
 async def test_a_next_campaign_already_running_is_left_alone(
@@ -273,10 +348,11 @@ async def test_a_next_campaign_already_running_is_left_alone(
     c, following = await running_chain(campaigns, customer)
     following = await set_status(campaigns, following, RUN)
     await exhausted(campaigns, c)
-    await set_status(campaigns, c, STOP)
+    await drained(campaigns, c)
     assert await get(campaigns, following) == following
     last = (await log(campaigns, customer))[-1]
     assert last.campaign_id == c.id
+    assert last.next_campaign_result == NextCampaignResult.ALREADY_RUNNING
     assert "already running" in last.detail
 
 
@@ -290,7 +366,7 @@ async def test_a_chain_racing_a_users_stop_on_the_next_campaign(
     c, following = await running_chain(campaigns, customer)
     await exhausted(campaigns, c)
     mark = (await get(campaigns, following)).revision
-    await asyncio.gather(set_status(campaigns, c, STOP), set_status(campaigns, following, STOP))
+    await asyncio.gather(drained(campaigns, c), set_status(campaigns, following, STOP))
     final = await get(campaigns, following)
     seen = [
         (e.previous_status, e.status, e.reason)
@@ -311,6 +387,6 @@ async def test_racing_reports_finish_a_campaign_once(campaigns: Campaigns, custo
     results = await asyncio.gather(*(exhausted(campaigns, c) for _ in range(10)))
     assert {r.status for r in results} == {STOPPING}
     assert [e.reason for e in await log(campaigns, customer)].count(Reason.FINISHED) == 1
-    await asyncio.gather(*(set_status(campaigns, c, STOP) for _ in range(10)))
+    await asyncio.gather(*(drained(campaigns, c) for _ in range(10)))
     assert [e.reason for e in await log(campaigns, customer)].count(Reason.CHAINED) == 1
     assert (await get(campaigns, following)).status == RUN

@@ -6,7 +6,7 @@ import grpc
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
-from e2e_helpers import W, create, fails, read_snapshot, set_status, watch
+from e2e_helpers import W, confirm_drained, create, fails, read_snapshot, set_status, watch
 from factories import runnable_campaign
 
 C = pb.Campaign
@@ -29,9 +29,12 @@ async def test_a_finished_campaign_starts_the_next_and_the_stream_says_why(
     stream = watch(stub, customer)
     try:
         await read_snapshot(stream)
-        assert (await report(stub, customer, first.id)).status == C.STATUS_STOPPING
-        await set_status(stub, customer, first.id, C.STATUS_STOP)  # the dialer confirms
-        finishing, completed, chained = [await stream.next_change() for _ in range(3)]
+        reported = await report(stub, customer, first.id)
+        assert reported.status == C.STATUS_STOPPING
+        finishing = await stream.next_change()
+        # The dialer drains, and confirms the stop it saw on the stream.
+        await confirm_drained(stub, customer, first.id, finishing.stop_revision)
+        completed, chained = [await stream.next_change() for _ in range(2)]
     finally:
         await stream.close()
     assert (finishing.campaign_id, finishing.status, finishing.reason) == (
@@ -39,11 +42,13 @@ async def test_a_finished_campaign_starts_the_next_and_the_stream_says_why(
         C.STATUS_STOPPING,
         W.REASON_FINISHED,
     )
+    assert finishing.stop_revision == finishing.revision == reported.stop_revision
     assert (completed.status, completed.reason, completed.next_campaign_id) == (
         C.STATUS_STOP,
-        W.REASON_REQUESTED,
+        W.REASON_DRAINED,
         following.id,
     )
+    assert completed.next_campaign_result == W.NEXT_CAMPAIGN_RESULT_STARTED
     assert "started" in completed.detail
     assert (chained.campaign_id, chained.status, chained.previous_status, chained.reason) == (
         following.id,

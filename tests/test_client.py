@@ -79,10 +79,10 @@ def test_the_blocking_client_creates_reads_lists_updates_runs_stops_and_deletes(
     assert (renamed.name, renamed.etag != created.etag) == ("renamed", True)
     running = client.update_campaign_status(customer, created.id, C.STATUS_RUN)
     assert running.status == C.STATUS_RUN
-    assert client.update_campaign_status(customer, created.id, C.STATUS_STOP).status == (
-        C.STATUS_STOPPING
-    )
-    stopped = client.update_campaign_status(customer, created.id, C.STATUS_STOP)
+    stopping = client.update_campaign_status(customer, created.id, C.STATUS_STOP)
+    assert stopping.status == C.STATUS_STOPPING
+    assert client.update_campaign_status(customer, created.id, C.STATUS_STOP) == stopping
+    stopped = client.confirm_drained(customer, created.id, stopping.stop_revision)
     assert stopped.status == C.STATUS_STOP
     deleted = client.delete_campaign(customer, created.id, etag=stopped.etag)
     assert deleted.HasField("tm_delete")
@@ -203,6 +203,11 @@ def test_only_calls_that_are_safe_to_repeat_are_retried(
         b = plain.create_campaign(runnable_campaign(customer))
         plain.update_campaign_status(customer, b.id, C.STATUS_RUN)
     renamed = C(customer_id=customer, id=a.id, name="renamed")
+
+    def stop_revision(campaign_id: str) -> int:
+        with CampaignClient(threaded.target) as plain:
+            return plain.get_campaign(customer, campaign_id).stop_revision
+
     calls: dict[str, tuple[Callable[[CampaignClient], Any], bool]] = {
         "GetCampaign": (lambda c: c.get_campaign(customer, a.id), True),
         "ListCampaigns": (lambda c: c.list_campaigns(customer), True),
@@ -210,11 +215,13 @@ def test_only_calls_that_are_safe_to_repeat_are_retried(
         "UpdateCampaign": (lambda c: c.update_campaign(renamed, ["name"]), False),
         "DeleteCampaign": (lambda c: c.delete_campaign(customer, a.id), False),
         "UndeleteCampaign": (lambda c: c.undelete_campaign(customer, a.id), True),
-        # A plain STOP twice would complete the stop without the dialer's drain.
+        # A STOP only asks: asked twice, it still waits for the dialer's drain.
         "UpdateCampaignStatus": (
             lambda c: c.update_campaign_status(customer, b.id, C.STATUS_STOP),
-            False,
+            True,
         ),
+        # It names the stop it confirms: repeated, it completes nothing more.
+        "ConfirmDrained": (lambda c: c.confirm_drained(customer, b.id, stop_revision(b.id)), True),
     }
     for method, (make_call, retried) in calls.items():
         failing = FailFirstAttempt()
@@ -233,7 +240,7 @@ def test_only_calls_that_are_safe_to_repeat_are_retried(
                     make_call(c)
                 assert (failing.attempts[method], seen) == (1, []), method
 
-    # With an etag an update (and a delete), with force a STOP, is safe to repeat.
+    # With an etag an update (and a delete) is safe to repeat.
     failing = FailFirstAttempt()
     with (
         grpc.insecure_channel(threaded.target) as channel,
@@ -241,10 +248,30 @@ def test_only_calls_that_are_safe_to_repeat_are_retried(
     ):
         renamed.etag = a.etag
         assert c.update_campaign(renamed, ["name"]).name == "renamed"
-        assert c.update_campaign_status(customer, b.id, C.STATUS_STOP, force=True).status == (
-            C.STATUS_STOP
-        )
-    assert failing.attempts == {"UpdateCampaign": 2, "UpdateCampaignStatus": 2}
+    assert failing.attempts == {"UpdateCampaign": 2}
+    with CampaignClient(threaded.target) as plain:
+        assert plain.get_campaign(customer, b.id).status == C.STATUS_STOP
+
+
+def test_a_stop_and_a_confirmation_whose_replies_were_lost_are_retried_safely(
+    threaded: ServerThread, customer: str
+) -> None:
+    with CampaignClient(threaded.target) as plain:
+        c = plain.create_campaign(runnable_campaign(customer))
+        plain.update_campaign_status(customer, c.id, C.STATUS_RUN)
+    lossy = FailFirstAttempt(reply_lost=True)
+    with (
+        grpc.insecure_channel(threaded.target) as channel,
+        CampaignClient(channel=grpc.intercept_channel(channel, lossy), retry=QUICK) as client,
+    ):
+        # Carried out, its reply lost, sent again: the drain is not skipped.
+        stopping = client.update_campaign_status(customer, c.id, C.STATUS_STOP)
+        assert stopping.status == C.STATUS_STOPPING
+        stopped = client.confirm_drained(customer, c.id, stopping.stop_revision)
+        assert stopped.status == C.STATUS_STOP
+    assert (lossy.attempts["UpdateCampaignStatus"], lossy.attempts["ConfirmDrained"]) == (2, 2)
+    with CampaignClient(threaded.target) as plain:
+        assert plain.get_campaign(customer, c.id) == stopped
 
 
 def test_a_call_made_while_the_server_is_down_succeeds_once_it_is_up(

@@ -14,7 +14,7 @@ from campaign_grpc.domain.types import Status
 from campaign_grpc.settings import Settings
 from campaign_grpc.storage.database import close_database, open_database
 from campaign_grpc.storage.store import Store
-from e2e_helpers import W, create, eventually, fails, get, set_status, watch
+from e2e_helpers import W, confirm_drained, create, eventually, fails, get, set_status, watch
 from factories import new_id, runnable_campaign
 
 Code = grpc.StatusCode
@@ -456,7 +456,15 @@ async def test_run_lists_every_unmet_condition(stub: Stub, customer: str) -> Non
 async def test_run_needs_a_next_campaign_that_is_still_valid(stub: Stub, customer: str) -> None:
     target = await create(stub, runnable_campaign(customer))
     chained = await create(stub, runnable_campaign(customer, next_campaign_id=target.id))
+    # While chained names it, target cannot be deleted; with chained deleted too, it can,
+    # and chained restored then names a deleted campaign.
+    refused = await fails(delete(stub, customer, target.id), Code.FAILED_PRECONDITION)
+    assert (refused.info.reason, refused.subjects) == ("CAMPAIGN_REFERENCED", {chained.id})
+    await delete(stub, customer, chained.id)
     await delete(stub, customer, target.id)
+    await stub.UndeleteCampaign(
+        pb.UndeleteCampaignRequest(customer_id=customer, id=chained.id), timeout=10
+    )
 
     err = await fails(
         set_status(stub, customer, chained.id, C.STATUS_RUN), Code.FAILED_PRECONDITION
@@ -477,8 +485,10 @@ async def test_status_lifecycle_run_stopping_stop(stub: Stub, customer: str) -> 
     assert stopping.status == C.STATUS_STOPPING
     rerun = await set_status(stub, customer, created.id, C.STATUS_RUN)
     assert rerun.status == C.STATUS_RUN
-    await set_status(stub, customer, created.id, C.STATUS_STOP)
-    confirmed = await set_status(stub, customer, created.id, C.STATUS_STOP)
+    again_stopping = await set_status(stub, customer, created.id, C.STATUS_STOP)
+    assert again_stopping.stop_revision > stopping.stop_revision
+    assert await set_status(stub, customer, created.id, C.STATUS_STOP) == again_stopping
+    confirmed = await confirm_drained(stub, customer, created.id, again_stopping.stop_revision)
     assert confirmed.status == C.STATUS_STOP
     assert await set_status(stub, customer, created.id, C.STATUS_STOP) == confirmed
 

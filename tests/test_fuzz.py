@@ -101,6 +101,8 @@ def valid_request(method: Any, customer: str, campaign_id: str) -> bytes:
             m = pb.UpdateCampaignStatusRequest(
                 customer_id=customer, id=campaign_id, status=pb.Campaign.STATUS_RUN
             )
+        case "ListCampaignEvents":
+            m = pb.ListCampaignEventsRequest(customer_id=customer, campaign_id=campaign_id)
         case _:
             request_class = getattr(pb, method.input_type.name)
             m = request_class(customer_id=customer, id=campaign_id)

@@ -52,20 +52,17 @@ def test_every_unmet_run_condition_is_listed_at_once(customer: str) -> None:
         actions=[],
         queue_id="",
         next_campaign_id=new_id(),
-        tm_delete=NOW,
     )
     with pytest.raises(FailedPrecondition) as info:
         plan(c, Status.RUN, next_campaign=None)
     assert info.value.reason == "RUN_CONDITIONS_UNMET"
     assert violation_types(info.value) == [
-        "CAMPAIGN_DELETED",
         "OUTPLAN_MISSING",
         "OUTDIAL_MISSING",
         "NOTHING_TO_RUN",
         "NEXT_CAMPAIGN_INVALID",
     ]
     assert [v.subject for v in info.value.violations] == [
-        "campaign",
         "outplan_id",
         "outdial_id",
         "actions",
@@ -171,14 +168,79 @@ def test_forced_stop_on_a_running_campaign_stops_at_once(customer: str) -> None:
     assert t == lifecycle.Transition(Status.STOP, Reason.REQUESTED, None)
 
 
-@pytest.mark.parametrize("force", [False, True])
-def test_stop_on_a_stopping_campaign_confirms_it(customer: str, force: bool) -> None:
-    t = plan(
-        campaign(customer, status=Status.STOPPING, stop_deadline=NOW), Status.STOP, force=force
-    )
+def test_run_on_a_deleted_campaign_says_it_is_deleted(customer: str) -> None:
+    with pytest.raises(FailedPrecondition) as info:
+        plan(campaign(customer, tm_delete=NOW, outplan_id=""), Status.RUN)
+    assert info.value.reason == "CAMPAIGN_DELETED"
+    assert violation_types(info.value) == ["CAMPAIGN_DELETED"]
+
+
+def test_stop_on_a_stopping_campaign_only_asks_again(customer: str) -> None:
+    c = campaign(customer, status=Status.STOPPING, stop_deadline=NOW, stop_revision=7)
+    assert plan(c, Status.STOP) is None
+
+
+def test_forced_stop_on_a_stopping_campaign_completes_it_and_starts_nothing(
+    customer: str,
+) -> None:
+    for finishing in (False, True):
+        c = campaign(customer, status=Status.STOPPING, stop_deadline=NOW, finishing=finishing)
+        t = plan(c, Status.STOP, force=True)
+        assert t == lifecycle.Transition(Status.STOP, Reason.REQUESTED)
+        assert not t.start_next
+
+
+def test_a_persons_stop_on_a_finishing_campaign_calls_the_chain_off(customer: str) -> None:
+    c = campaign(customer, status=Status.STOPPING, stop_deadline=NOW, finishing=True)
+    t = plan(c, Status.STOP)
     assert t is not None
-    assert t.to == Status.STOP
-    assert t.stop_deadline is None
+    assert (t.to, t.reason, t.stop_deadline, t.finishing) == (
+        Status.STOPPING,
+        Reason.REQUESTED,
+        NOW,
+        False,
+    )
+    assert t.detail == lifecycle.CHAIN_CALLED_OFF
+
+
+# -- the dialer's confirmation ------------------------------------------------------------
+
+
+def test_confirming_the_current_stop_completes_it(customer: str) -> None:
+    c = campaign(customer, status=Status.STOPPING, stop_deadline=NOW, stop_revision=7)
+    assert lifecycle.plan_drained(c, 7) == lifecycle.Transition(Status.STOP, Reason.DRAINED)
+
+
+def test_confirming_a_finished_campaigns_stop_starts_the_next(customer: str) -> None:
+    c = campaign(customer, status=Status.STOPPING, stop_revision=7, finishing=True)
+    t = lifecycle.plan_drained(c, 7)
+    assert t is not None
+    assert t.start_next
+
+
+def test_a_confirmation_of_another_stop_completes_nothing(customer: str) -> None:
+    c = campaign(customer, status=Status.STOPPING, stop_deadline=NOW, stop_revision=9)
+    with pytest.raises(FailedPrecondition) as info:
+        lifecycle.plan_drained(c, 7)
+    assert info.value.reason == "STOP_REVISION_MISMATCH"
+    assert info.value.metadata == {"stop_revision": "9"}
+    assert violation_types(info.value) == ["STOP_REVISION_MISMATCH"]
+
+
+def test_a_repeated_confirmation_of_a_completed_stop_changes_nothing(customer: str) -> None:
+    c = campaign(customer, status=Status.STOP, stop_revision=7)
+    assert lifecycle.plan_drained(c, 7) is None
+    with pytest.raises(FailedPrecondition) as info:
+        lifecycle.plan_drained(c, 5)
+    assert info.value.reason == "STOP_REVISION_MISMATCH"
+
+
+@pytest.mark.parametrize("status", [Status.RUN, Status.STOP])
+def test_confirming_what_is_not_stopping_is_refused(customer: str, status: Status) -> None:
+    with pytest.raises(FailedPrecondition) as info:
+        lifecycle.plan_drained(campaign(customer, status=status, stop_revision=0), 7)
+    assert info.value.reason == "CAMPAIGN_NOT_STOPPING"
+    assert [v.subject for v in info.value.violations] == ["status"]
 
 
 @pytest.mark.parametrize("force", [False, True])

@@ -2,8 +2,9 @@
 against a model of the rules that fits on a page (hypothesis RuleBasedStateMachine).
 
 The domain runs on a real temporary SQLite file. Campaign ids come from a small pool that both
-customers draw from, so the same id names a campaign of each: nothing done to one may show in
-the other. Chains (next_campaign_id) are left to their own tests.
+customers draw from: an id is one key across customers, so one that a customer holds is
+refused to the other, and nothing done to one campaign may show in another. Chains
+(next_campaign_id) are left to their own tests.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ from campaign_grpc.storage.store import Store
 T = TypeVar("T")
 
 CUSTOMERS = ("c0000000-0000-4000-8000-000000000001", "c0000000-0000-4000-8000-000000000002")
-IDS = ("a0000000-0000-4000-8000-000000000001", "a0000000-0000-4000-8000-000000000002")
+IDS = (
+    "a0000000-0000-4000-8000-000000000001",
+    "a0000000-0000-4000-8000-000000000002",
+    "a0000000-0000-4000-8000-000000000003",
+    "a0000000-0000-4000-8000-000000000004",
+)
 OUTDIALS = ("d0000000-0000-4000-8000-000000000001", "d0000000-0000-4000-8000-000000000002")
 OUTPLAN = "e0000000-0000-4000-8000-000000000001"
 QUEUE = "f0000000-0000-4000-8000-000000000001"
@@ -68,6 +74,8 @@ action_lists = st.sampled_from(((ACTION,), ()))
 names = st.sampled_from(("", "spring", "autumn"))
 end_handles = st.sampled_from((EndHandle.STOP, EndHandle.CONTINUE))
 KEYS = tuple((c, i) for c in CUSTOMERS for i in IDS)
+# Who holds each id from the start: two ids each.
+OWN_KEYS = tuple((CUSTOMERS[n // 2], i) for n, i in enumerate(IDS))
 keys = st.sampled_from(KEYS)
 
 
@@ -86,6 +94,9 @@ class Model:
     finishing: bool = False
     # The reason of the last event about the campaign: a repeated report is news only once.
     last_reason: Reason = Reason.CREATED
+    # The stop a ConfirmDrained must name (0: none), and the stops that are over.
+    stop_revision: int = 0
+    past_stops: set[int] = dataclasses.field(default_factory=set)
 
     def run_unmet(self) -> set[str]:
         unmet = set()
@@ -179,18 +190,18 @@ class CampaignRules(RuleBasedStateMachine):
                 names,
                 end_handles,
             ),
-            min_size=len(KEYS),
-            max_size=len(KEYS),
+            min_size=len(OWN_KEYS),
+            max_size=len(OWN_KEYS),
         )
     )
     def start(self, wanted: list[tuple[str, str, EndHandle]]) -> None:
-        """Most keys name a campaign from the start, most of them one that can run, each with
+        """Most ids name a campaign from the start, most of them one that can run, each with
         an outdial of its own: so that most steps act on a campaign, and many on one running."""
         assert self.run(self.domain.head_revision()) == 0
-        for i, (key, (gap, name, end_handle)) in enumerate(zip(KEYS, wanted, strict=True)):
+        for i, (key, (gap, name, end_handle)) in enumerate(zip(OWN_KEYS, wanted, strict=True)):
             if gap != "absent":
                 outplan = "" if gap == "outplan" else OUTPLAN
-                outdial = "" if gap == "outdial" else OUTDIALS[i % len(IDS)]
+                outdial = "" if gap == "outdial" else OUTDIALS[i % len(OUTDIALS)]
                 actions = () if gap == "nothing to run" else (ACTION,)
                 self.create(*key, "", name, outplan, outdial, "", actions, end_handle)
 
@@ -236,7 +247,8 @@ class CampaignRules(RuleBasedStateMachine):
         if request_id and (customer, request_id) in self.requests:
             first = self.requests[(customer, request_id)]
             self.answered(first, self.done(got), changed=False)
-        elif key in self.model:
+        elif any(held_id == id_ for _, held_id in self.model):
+            # Of this customer or another: an id is one key.
             self.refused(got, AlreadyExists)
         elif self.live_outdial_holder(key, outdial) is not None:
             self.refused(got, FailedPrecondition)
@@ -317,6 +329,7 @@ class CampaignRules(RuleBasedStateMachine):
             return self.refused(got, FailedPrecondition)
         assert isinstance(got, Campaign), got
         self.model[key] = after
+        self.event(key, m.status, Reason.UPDATED)
         self.answered(key, got, changed=True)
 
     @rule(key=keys, force=st.booleans())
@@ -340,14 +353,54 @@ class CampaignRules(RuleBasedStateMachine):
             if m.run_unmet():
                 return self.refused(got, FailedPrecondition)
             m.status, m.finishing = Status.RUN, False
+            self.end_stop(m)
         elif m.status == Status.STOP:
             return self.answered(key, self.done(got), changed=False)
-        elif m.status == Status.RUN and not force:
-            m.status = Status.STOPPING
-        else:
+        elif m.status == Status.RUN:
+            if force:
+                m.status = Status.STOP
+                self.end_stop(m)
+            else:
+                m.status = Status.STOPPING
+                m.stop_revision = self.done(got).revision  # the stop begins at this change
+        elif force:
             m.status, m.finishing = Status.STOP, False
+        elif m.finishing:
+            m.finishing = False  # a person's stop calls the chain off; the drain goes on
+        else:
+            # Stopping already: a second STOP only asks again.
+            return self.answered(key, self.done(got), changed=False)
         self.event(key, previous, Reason.REQUESTED)
         self.answered(key, self.done(got), changed=True)
+        assert self.done(got).stop_revision == m.stop_revision
+
+    def end_stop(self, m: Model) -> None:
+        """The campaign runs again (or stops without a drain): no stop is left to confirm."""
+        if m.stop_revision:
+            m.past_stops.add(m.stop_revision)
+        m.stop_revision = 0
+
+    @rule(key=keys, which=st.sampled_from(("current", "past", "unknown")))
+    def confirm_drained(self, key: Key, which: str) -> None:
+        """The dialer confirms a drain: of the stop it saw last, of one that is over, or of
+        a revision that names no stop of the campaign."""
+        customer, id_ = key
+        m = self.model.get(key)
+        sent = {
+            "current": m.stop_revision if m else 0,
+            "past": max(m.past_stops) if m and m.past_stops else 0,
+            "unknown": 10**9,
+        }[which] or 10**9
+        got = self.attempt(self.domain.confirm_drained(customer, id_, sent))
+        if m is None:
+            return self.refused(got, NotFound)
+        if m.status == Status.STOPPING and sent == m.stop_revision:
+            m.status, m.finishing = Status.STOP, False
+            self.event(key, Status.STOPPING, Reason.DRAINED)
+            return self.answered(key, self.done(got), changed=True)
+        if m.status == Status.STOP and sent == m.stop_revision:
+            return self.answered(key, self.done(got), changed=False)  # a retry
+        self.refused(got, FailedPrecondition)
 
     def done(self, got: Campaign | CampaignError) -> Campaign:
         assert isinstance(got, Campaign), got
@@ -408,10 +461,11 @@ class CampaignRules(RuleBasedStateMachine):
         if m.end_handle == EndHandle.CONTINUE:
             if m.last_reason == Reason.OUTDIAL_EXHAUSTED:
                 return self.answered(key, self.done(got), changed=False)
-            # Still running: the news is in the log, the campaign itself is as it was.
+            # Still running; the report is a change of its own, with a new version.
             self.event(key, Status.RUN, Reason.OUTDIAL_EXHAUSTED)
-            return self.answered(key, self.done(got), changed=False)
+            return self.answered(key, self.done(got), changed=True)
         m.status, m.finishing = Status.STOPPING, True
+        m.stop_revision = self.done(got).revision
         self.event(key, Status.RUN, Reason.FINISHED)
         self.answered(key, self.done(got), changed=True)
 

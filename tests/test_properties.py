@@ -41,8 +41,9 @@ OTHER = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
 STOPPED = "11111111-2222-4333-8444-555555555555"
 RUNNING = "66666666-7777-4888-9999-aaaaaaaaaaaa"
 DELETED = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff"
-SHARED = "01234567-89ab-4cde-8f01-23456789abcd"  # a campaign of each customer
-KNOWN_IDS = (STOPPED, RUNNING, DELETED, SHARED)
+SHARED = "01234567-89ab-4cde-8f01-23456789abcd"  # also used as an outplan id
+THEIRS = "fedcba98-7654-4321-8fed-cba987654321"  # the other customer's campaign
+KNOWN_IDS = (STOPPED, RUNNING, DELETED, SHARED, THEIRS)
 OUTDIAL = "99999999-8888-4777-8666-555555555555"
 
 EXAMPLES = 100
@@ -337,7 +338,7 @@ async def _seed(stub: Stub) -> None:
         draft(CUSTOMER, RUNNING, OUTDIAL),
         draft(CUSTOMER, DELETED),
         draft(CUSTOMER, SHARED),
-        draft(OTHER, SHARED, OUTDIAL),
+        draft(OTHER, THEIRS, OUTDIAL),
     ):
         await stub.CreateCampaign(pb.CreateCampaignRequest(campaign=m), timeout=10)
     await stub.UpdateCampaignStatus(

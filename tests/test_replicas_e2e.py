@@ -22,6 +22,7 @@ from e2e_helpers import (
     Process,
     Stream,
     W,
+    confirm_drained,
     create,
     free_port,
     get,
@@ -210,3 +211,46 @@ async def test_a_stopping_campaign_whose_grace_expires_stops_exactly_once(
         assert [m.revision for m in changes] == list(range(start + 1, start + 1 + len(changes)))
         for c in campaigns:
             assert (await get(stub_b, customer, c.id)).status == C.STATUS_STOP
+
+
+async def test_racing_stops_and_confirmations_on_two_replicas_never_skip_the_drain(
+    two_stubs: tuple[Stub, Stub], customer: str
+) -> None:
+    """Two operators (or a gateway's retries) stop through different replicas at once, then
+    two dialers confirm at once: one STOPPING, one completion, never STOP without a drain."""
+    a, b = two_stubs
+    live = watch(b, customer)
+    try:
+        _, start = await read_snapshot(live)
+        for _ in range(5):
+            created = await create(a, runnable_campaign(customer))
+            await set_status(b, customer, created.id, C.STATUS_RUN)
+            stops = await asyncio.gather(
+                *(set_status(stub, customer, created.id, C.STATUS_STOP) for stub in (a, b) * 4)
+            )
+            assert {(c.status, c.stop_revision) for c in stops} == {
+                (C.STATUS_STOPPING, stops[0].stop_revision)
+            }
+            confirmed = await asyncio.gather(
+                *(
+                    confirm_drained(stub, customer, created.id, stops[0].stop_revision)
+                    for stub in (a, b) * 4
+                )
+            )
+            assert {(c.status, c.etag) for c in confirmed} == {(C.STATUS_STOP, confirmed[0].etag)}
+        seen = await next_changes(live, 5 * 4)
+        await live.nothing_but_heartbeats(0.5)
+    finally:
+        await live.close()
+    steps = [(m.previous_status, m.status, m.reason) for m in seen]
+    assert (
+        steps
+        == [
+            (C.STATUS_UNSPECIFIED, C.STATUS_STOP, W.REASON_CREATED),
+            (C.STATUS_STOP, C.STATUS_RUN, W.REASON_REQUESTED),
+            (C.STATUS_RUN, C.STATUS_STOPPING, W.REASON_REQUESTED),
+            (C.STATUS_STOPPING, C.STATUS_STOP, W.REASON_DRAINED),
+        ]
+        * 5
+    )
+    assert [m.revision for m in seen] == list(range(start + 1, start + 1 + len(seen)))

@@ -6,15 +6,40 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from campaign_grpc.domain.types import Campaign, Reason, Status
 from campaign_grpc.storage.database import close_database, open_database
-from campaign_grpc.storage.schema import SCHEMA_VERSION, SchemaTooNew, current_version
+from campaign_grpc.storage.schema import (
+    SCHEMA_VERSION,
+    MigrationRefused,
+    SchemaTooNew,
+    current_version,
+)
 from campaign_grpc.storage.store import Store
-from factories import runnable_draft
+from factories import new_id, runnable_draft
 
 V2_COLUMNS = {
     "campaign": ["finishing"],
     "event": ["next_campaign_id", "chained_from", "detail"],
 }
+V3_COLUMNS = {
+    "campaign": ["stop_revision", "body_revision", "last_reason"],
+    "event": [
+        "version",
+        "tm_update",
+        "tm_delete",
+        "stop_revision",
+        "body_revision",
+        "next_campaign_result",
+        "unmet_run_conditions",
+    ],
+}
+V4_COLUMNS = {"event": ["principal", "traceparent"]}
+V3_INDEXES = [
+    "campaign_id",
+    "campaign_customer_id_revision",
+    "campaign_revision",
+    "campaign_next_campaign",
+]
 
 
 def columns(store: Store, table: str) -> set[str]:
@@ -25,8 +50,9 @@ def test_a_new_database_gets_the_current_schema(database_url: str) -> None:
     store = Store(open_database(database_url))
     assert store.migrate() == SCHEMA_VERSION
     assert store.migrate() == SCHEMA_VERSION  # again: nothing to do
-    for table, names in V2_COLUMNS.items():
+    for table, names in [*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items()]:
         assert set(names) <= columns(store, table)
+    assert store.db.table_exists("campaign_body")
     close_database(store.db)
 
 
@@ -45,7 +71,8 @@ def test_servers_starting_together_on_an_empty_database_create_the_schema_once(
         assert list(pool.map(migrate, stores)) == [SCHEMA_VERSION] * len(stores)
     check = Store(open_database(database_url))
     assert check.head_revision() == 0
-    assert check.db.execute_sql("SELECT COUNT(*) FROM meta").fetchone() == (2,)
+    keys = {row[0] for row in check.db.execute_sql("SELECT key FROM meta").fetchall()}
+    assert {"schema_version", "revision", "full_history_from"} <= keys
     close_database(check.db)
 
 
@@ -62,6 +89,7 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
         store.journal_end()
     store.journal_take()
     # Take the database back to what version 1 wrote.
+    back_to_version_2(store)
     for table, names in V2_COLUMNS.items():
         for name in names:
             store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
@@ -78,6 +106,118 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
     (event,) = upgraded.events_after(0, customer, "", 10)
     assert (event.detail, event.next_campaign_id, event.chained_from) == ("", "", "")
     close_database(upgraded.db)
+
+
+def back_to_version_3(store: Store) -> None:
+    """Takes a current database back to what version 3 wrote."""
+    for table, names in V4_COLUMNS.items():
+        for name in names:
+            store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
+    store.db.execute_sql("UPDATE meta SET value = 3 WHERE key = 'schema_version'")
+
+
+def back_to_version_2(store: Store) -> None:
+    """Takes a current database back to what version 2 wrote."""
+    back_to_version_3(store)
+    for index in V3_INDEXES:
+        store.db.execute_sql(f'DROP INDEX "{index}"')
+    store.db.execute_sql('DROP TABLE "campaign_body"')
+    for table, names in V3_COLUMNS.items():
+        for name in names:
+            store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
+    store.db.execute_sql("DELETE FROM meta WHERE key = 'full_history_from'")
+    store.db.execute_sql("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
+
+
+def log_events(store: Store, *writes: tuple[Campaign, Status, Reason]) -> None:
+    """Writes campaigns and their events as the domain would, in one transaction."""
+    with store.db.atomic():
+        store.journal_begin()
+        for c, previous, reason in writes:
+            store.append_event(c, previous, reason, 1, begins_stop=c.status == Status.STOPPING)
+            if reason == Reason.CREATED:
+                store.insert(c, "")
+            else:
+                store.save_state(c)
+        store.journal_end()
+    store.journal_take()
+
+
+def test_a_version_2_database_is_upgraded_with_its_stops_confirmable(
+    database_url: str, customer: str
+) -> None:
+    store = Store(open_database(database_url))
+    store.migrate()
+    stopping = runnable_draft(customer, id=new_id(), tm_create=1)
+    idle = runnable_draft(customer, id=new_id(), tm_create=1)
+    log_events(
+        store,
+        (stopping, Status.UNSPECIFIED, Reason.CREATED),
+        (idle, Status.UNSPECIFIED, Reason.CREATED),
+    )
+    stopping.status = Status.STOPPING
+    log_events(store, (stopping, Status.RUN, Reason.REQUESTED))
+    back_to_version_2(store)
+    close_database(store.db)
+
+    upgraded = Store(open_database(database_url))
+    assert current_version(upgraded.db, upgraded.t) == 2
+    assert upgraded.migrate() == SCHEMA_VERSION
+    # The stop a dialer saw before the upgrade is the one it confirms after it.
+    kept = upgraded.load(customer, stopping.id)
+    assert kept is not None
+    assert (kept.status, kept.stop_revision) == (Status.STOPPING, 3)
+    assert kept.last_reason == Reason.REQUESTED
+    events = upgraded.events_after(0, customer, "", 10)
+    assert [e.stop_revision for e in events] == [0, 0, 3]
+    # Events from before the upgrade cannot show whole campaigns; the log says from where.
+    assert upgraded.full_history_from() == 3
+    close_database(upgraded.db)
+
+
+def test_a_version_3_database_is_upgraded_and_its_events_name_no_one(
+    database_url: str, customer: str
+) -> None:
+    store = Store(open_database(database_url))
+    store.migrate()
+    c = runnable_draft(customer, id=new_id(), tm_create=1)
+    log_events(store, (c, Status.UNSPECIFIED, Reason.CREATED))
+    back_to_version_3(store)
+    close_database(store.db)
+
+    upgraded = Store(open_database(database_url))
+    assert current_version(upgraded.db, upgraded.t) == 3
+    assert upgraded.migrate() == SCHEMA_VERSION
+    (event,) = upgraded.events_after(0, customer, "", 10)
+    # Who made a change before the upgrade is not known: nothing is made up.
+    assert (event.principal, event.traceparent) == ("", "")
+    close_database(upgraded.db)
+
+
+def test_an_upgrade_refuses_ids_shared_by_two_customers_and_changes_nothing(
+    database_url: str, customer: str
+) -> None:
+    store = Store(open_database(database_url))
+    store.migrate()
+    back_to_version_2(store)
+    shared = new_id()
+    for owner in (customer, new_id()):
+        c = runnable_draft(owner, id=shared, tm_create=1)
+        store.db.execute_sql(
+            "INSERT INTO campaign (customer_id, id, type, name, detail, status, service_level,"
+            " end_handle, actions, outplan_id, outdial_id, queue_id, next_campaign_id,"
+            " tm_create, version, revision, finishing)"
+            f" VALUES ({', '.join([store.db.param] * 17)})",
+            (owner, c.id, 1, "", "", 1, 0, 1, "[]", "", "", "", "", 1, 1, 0, False),
+        )
+    close_database(store.db)
+
+    again = Store(open_database(database_url))
+    with pytest.raises(MigrationRefused, match=shared):
+        again.migrate()
+    assert current_version(again.db, again.t) == 2
+    assert "stop_revision" not in columns(again, "campaign")
+    close_database(again.db)
 
 
 def test_a_database_from_a_newer_release_is_refused(database_url: str) -> None:

@@ -58,8 +58,10 @@ RPCS = {
     "DeleteCampaign",
     "UndeleteCampaign",
     "UpdateCampaignStatus",
+    "ConfirmDrained",
     "ReportOutdialExhausted",
     "WatchStatus",
+    "ListCampaignEvents",
 }
 
 

@@ -618,8 +618,15 @@ def test_run_stop_and_confirm(harness: Harness, customer: str, clock: FakeClock)
 
     stopping = set_status(harness, customer, created.id, C.STATUS_STOP)
     assert stopping.status == C.STATUS_STOPPING
-    stopped = set_status(harness, customer, created.id, C.STATUS_STOP)
+    assert stopping.stop_revision > 0
+    assert set_status(harness, customer, created.id, C.STATUS_STOP) == stopping
+    confirm = pb.ConfirmDrainedRequest(
+        customer_id=customer, id=created.id, stop_revision=stopping.stop_revision
+    )
+    stopped = call(harness, "ConfirmDrained", confirm).campaign
     assert stopped.status == C.STATUS_STOP
+    assert stopped.stop_revision == stopping.stop_revision
+    assert call(harness, "ConfirmDrained", confirm).campaign == stopped
 
     set_status(harness, customer, created.id, C.STATUS_RUN)
     forced = set_status(harness, customer, created.id, C.STATUS_STOP, force=True)
@@ -629,7 +636,9 @@ def test_run_stop_and_confirm(harness: Harness, customer: str, clock: FakeClock)
 def test_run_lists_every_unmet_condition(harness: Harness, customer: str) -> None:
     following = create(harness, runnable_campaign(customer))
     bare = create(harness, C(customer_id=customer, type=C.TYPE_CALL, next_campaign_id=following.id))
+    delete(harness, customer, bare.id)
     delete(harness, customer, following.id)
+    call(harness, "UndeleteCampaign", pb.UndeleteCampaignRequest(customer_id=customer, id=bare.id))
     f = fails(harness, "UpdateCampaignStatus", status_request(customer, bare.id, C.STATUS_RUN))
 
     assert f.code == Code.FAILED_PRECONDITION
@@ -641,6 +650,46 @@ def test_run_lists_every_unmet_condition(harness: Harness, customer: str) -> Non
         ("OUTPLAN_MISSING", "outplan_id"),
     ]
     assert get(harness, customer, bare.id).status == C.STATUS_STOP
+
+
+def test_a_confirmation_of_another_stop_is_a_precondition_failure(
+    harness: Harness, customer: str
+) -> None:
+    created = create(harness, runnable_campaign(customer))
+    set_status(harness, customer, created.id, C.STATUS_RUN)
+    first = set_status(harness, customer, created.id, C.STATUS_STOP)
+    set_status(harness, customer, created.id, C.STATUS_RUN)
+    second = set_status(harness, customer, created.id, C.STATUS_STOP)
+    late = pb.ConfirmDrainedRequest(
+        customer_id=customer, id=created.id, stop_revision=first.stop_revision
+    )
+    f = fails(harness, "ConfirmDrained", late)
+    assert f.code == Code.FAILED_PRECONDITION
+    assert f.info.reason == "STOP_REVISION_MISMATCH"
+    assert f.info.metadata["stop_revision"] == str(second.stop_revision)
+    assert f.violations == [("STOP_REVISION_MISMATCH", "stop_revision")]
+    assert get(harness, customer, created.id) == second
+
+
+def test_confirming_without_a_stop_revision_is_invalid(harness: Harness, customer: str) -> None:
+    created = create(harness, runnable_campaign(customer))
+    f = fails(
+        harness, "ConfirmDrained", pb.ConfirmDrainedRequest(customer_id=customer, id=created.id)
+    )
+    assert f.code == Code.INVALID_ARGUMENT
+    assert f.fields == ["stop_revision"]
+
+
+def test_a_status_change_with_a_stale_etag_is_aborted(harness: Harness, customer: str) -> None:
+    created = create(harness, runnable_campaign(customer))
+    running = set_status(harness, customer, created.id, C.STATUS_RUN)
+    stale = status_request(customer, created.id, C.STATUS_STOP)
+    stale.etag = created.etag
+    f = fails(harness, "UpdateCampaignStatus", stale)
+    assert f.code == Code.ABORTED
+    assert f.info.reason == "ETAG_MISMATCH"
+    assert f.info.metadata["etag"] == running.etag
+    assert get(harness, customer, created.id) == running
 
 
 @pytest.mark.parametrize("status", [C.STATUS_UNSPECIFIED, C.STATUS_STOPPING, 17])
@@ -870,10 +919,10 @@ def test_an_unexpected_error_is_internal_with_a_generic_message(
 def test_an_unexpected_error_in_a_watch_is_internal(
     harness: Harness, customer: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(self: Campaigns, customer_id: str, campaign_id: str) -> None:
+    async def broken(self: Campaigns, *args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Campaigns, "snapshot", broken)
+    monkeypatch.setattr(Campaigns, "snapshot_page", broken)
     f = watch_fails(harness, pb.WatchStatusRequest(customer_id=customer))
     assert f.code == Code.INTERNAL
     assert "boom" not in f.status.message

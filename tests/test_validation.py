@@ -393,6 +393,13 @@ def test_a_path_that_is_not_updatable_is_rejected(customer: str, path: str) -> N
     assert repr(path) in info.value.violations[0].description
 
 
+def test_the_message_names_a_field_once_the_details_each_violation(customer: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validation.validate_update(draft(customer, id=new_id()), ["status", "tm_create"])
+    assert fields_of(info.value) == ["update_mask", "update_mask"]
+    assert info.value.message == "invalid request: update_mask"
+
+
 def test_update_checks_only_the_named_fields(customer: str) -> None:
     bad_name = draft(customer, id=new_id(), name="n" * 300, service_level=500)
     assert update_violations(bad_name, ["detail"]) == []

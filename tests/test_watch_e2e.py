@@ -15,6 +15,7 @@ from campaign_grpc.settings import Settings
 from e2e_helpers import (
     Stream,
     W,
+    confirm_drained,
     create,
     details_of,
     eventually,
@@ -95,8 +96,8 @@ async def test_changes_arrive_for_create_status_delete_and_undelete(
         c = await create(stub, runnable_campaign(customer))
         await create(stub, runnable_campaign(new_id()))  # never seen by this stream
         await set_status(stub, customer, c.id, C.STATUS_RUN)
-        await set_status(stub, customer, c.id, C.STATUS_STOP)
-        await set_status(stub, customer, c.id, C.STATUS_STOP)
+        stopping = await set_status(stub, customer, c.id, C.STATUS_STOP)
+        await confirm_drained(stub, customer, c.id, stopping.stop_revision)
         await delete(stub, customer, c.id)
         await undelete(stub, customer, c.id)
 
@@ -105,7 +106,7 @@ async def test_changes_arrive_for_create_status_delete_and_undelete(
             (c.id, C.STATUS_STOP, C.STATUS_UNSPECIFIED, False, W.REASON_CREATED),
             (c.id, C.STATUS_RUN, C.STATUS_STOP, False, W.REASON_REQUESTED),
             (c.id, C.STATUS_STOPPING, C.STATUS_RUN, False, W.REASON_REQUESTED),
-            (c.id, C.STATUS_STOP, C.STATUS_STOPPING, False, W.REASON_REQUESTED),
+            (c.id, C.STATUS_STOP, C.STATUS_STOPPING, False, W.REASON_DRAINED),
             (c.id, C.STATUS_STOP, C.STATUS_STOP, True, W.REASON_DELETED),
             (c.id, C.STATUS_STOP, C.STATUS_STOP, False, W.REASON_UNDELETED),
         ]
@@ -216,7 +217,7 @@ async def test_a_restart_between_two_connections_misses_nothing(
         finally:
             await stream.close()
         # Changed while no watch is connected.
-        await set_status(stub, customer, a.id, C.STATUS_STOP)
+        stopping = await set_status(stub, customer, a.id, C.STATUS_STOP)
         made(a.id, C.STATUS_STOPPING, C.STATUS_RUN, False, W.REASON_REQUESTED)
         c = await create(stub, runnable_campaign(customer))
         made(c.id, C.STATUS_STOP, C.STATUS_UNSPECIFIED, False, W.REASON_CREATED)
@@ -225,8 +226,8 @@ async def test_a_restart_between_two_connections_misses_nothing(
     second: App = await start_server(settings)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
         stub = campaign_pb2_grpc.CampaignServiceStub(channel)
-        await set_status(stub, customer, a.id, C.STATUS_STOP)
-        made(a.id, C.STATUS_STOP, C.STATUS_STOPPING, False, W.REASON_REQUESTED)
+        await confirm_drained(stub, customer, a.id, stopping.stop_revision)
+        made(a.id, C.STATUS_STOP, C.STATUS_STOPPING, False, W.REASON_DRAINED)
         await delete(stub, customer, b.id)
         made(b.id, C.STATUS_STOP, C.STATUS_STOP, True, W.REASON_DELETED)
         await undelete(stub, customer, b.id)

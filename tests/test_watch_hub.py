@@ -129,11 +129,11 @@ async def test_snapshot_then_end_then_changes(
 
     s = streams(server.hub, customer)
     items = await s.until_snapshot_end()
-    snapshot = {i.campaign.id: i for i in items[:-1] if i.campaign is not None}
+    snapshot = {i.state.id: i for i in items[:-1] if i.state is not None}
     assert [i.kind for i in items] == [Kind.SNAPSHOT, Kind.SNAPSHOT, Kind.SNAPSHOT_END]
     assert set(snapshot) == {a.id, b.id}
-    assert snapshot[a.id].campaign is not None
-    assert snapshot[a.id].campaign.status == Status.RUN
+    assert snapshot[a.id].state is not None
+    assert snapshot[a.id].state.status == Status.RUN
     assert snapshot[a.id].revision == a.revision
     assert snapshot[b.id].revision == b.revision
     assert items[-1].revision == head
@@ -180,19 +180,25 @@ async def test_snapshot_while_writers_write_then_changes_miss_nothing(
     s = streams(server.hub, customer)
     items = await s.until_snapshot_end()
     end = items[-1].revision
-    status = {i.campaign.id: i.campaign.status for i in items if i.campaign is not None}
-    assert set(status) == {c.id for c in cs}
+    status = {i.state.id: i.state.status for i in items if i.state is not None}
+    # Every revision a resume point: snapshot items in strictly increasing revision order,
+    # all of them at or before the snapshot's end.
+    revisions = [i.revision for i in items[:-1]]
+    assert revisions == sorted(set(revisions))
+    assert all(r <= end for r in revisions)
     await asyncio.wait_for(writing, WAIT)
     head = await campaigns.head_revision()
     changes: list[Item] = []
     while end < head and (not changes or changes[-1].revision < head):
         changes.append(await s.next_change())
-    # Exactly the log after the snapshot, and applying it gives the stored state.
+    # Exactly the log after the snapshot, and applying it gives the stored state: a
+    # campaign that changed while the snapshot was read comes as one or the other.
     logged = await campaigns.events_after(end, customer, "", 1000)
     assert [i.event for i in changes] == logged
     for item in changes:
         assert item.event is not None
         status[item.event.campaign_id] = item.event.status
+    assert set(status) == {c.id for c in cs}
     for c in cs:
         assert status[c.id] == (await campaigns.get(customer, c.id)).status
 
@@ -229,7 +235,7 @@ async def test_a_watch_of_one_campaign_sees_only_it(
     b = await create(campaigns, customer)
     s = streams(server.hub, customer, a.id)
     items = await s.until_snapshot_end()
-    assert [(i.kind, i.campaign.id if i.campaign else None) for i in items] == [
+    assert [(i.kind, i.state.id if i.state else None) for i in items] == [
         (Kind.SNAPSHOT, a.id),
         (Kind.SNAPSHOT_END, None),
     ]
@@ -259,8 +265,8 @@ async def test_a_watch_of_a_deleted_campaign_shows_it_deleted(
     await server.campaigns.delete(customer, c.id, "")
     first = await streams(server.hub, customer, c.id).next()
     assert first.kind == Kind.SNAPSHOT
-    assert first.campaign is not None
-    assert first.campaign.deleted
+    assert first.state is not None
+    assert first.state.deleted
 
 
 # -- resuming after a revision ----------------------------------------------------------------

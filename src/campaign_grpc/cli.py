@@ -222,12 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(args_list)
     config = settings.from_namespace(args)
-    logs.configure(config.log_format, config.log_level)
+    logs.configure(config.log_format, config.log_level, traced=config.tracing)
     try:
         if args.command == "serve":
-            from .ops.server import serve  # grpc and the rest are needed only to serve
+            from .ops.server import ListenRefused, serve  # grpc is needed only to serve
 
-            asyncio.run(serve(config))
+            try:
+                asyncio.run(serve(config))
+            except ListenRefused as exc:
+                print(f"{PROG} serve: {exc}", file=sys.stderr)
+                return 2
         elif args.command == "migrate":
             return migrate(config)
         elif args.command == "check-config":

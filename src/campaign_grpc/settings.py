@@ -235,6 +235,17 @@ class Settings:
         "PEM CA certificates: clients must present a certificate signed by one (mutual TLS)",
         metavar="FILE",
     )
+    tracing: bool = _switch_setting(
+        False,
+        "trace every call with OpenTelemetry; the standard OTEL_* variables set the exporter "
+        "(OTEL_TRACES_EXPORTER, otlp by default, to OTEL_EXPORTER_OTLP_ENDPOINT), the service "
+        "name, the sampler and the propagators",
+    )
+    reuse_port: bool = _switch_setting(
+        False,
+        "share --listen with other processes that ask for it too (SO_REUSEPORT: the kernel "
+        "splits the connections between them); off, a port in use stops the server",
+    )
     reflection: bool = _switch_setting(True, "serve gRPC server reflection")
     insecure: bool = _switch_setting(
         False, "serve beyond loopback with neither TLS nor tokens (the flag alone turns it on)"

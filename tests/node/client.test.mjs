@@ -131,16 +131,29 @@ test('creates, gets, lists, runs and stops a campaign, and watches it change', a
         return (await call(client, 'UpdateCampaignStatus', request)).campaign;
       };
       assert.equal((await setStatus('STATUS_RUN')).status, 'STATUS_RUN');
-      assert.equal((await setStatus('STATUS_STOP')).status, 'STATUS_STOPPING');
-      assert.equal((await setStatus('STATUS_STOP')).status, 'STATUS_STOP');
+      const stopping = await setStatus('STATUS_STOP');
+      assert.equal(stopping.status, 'STATUS_STOPPING');
+      // A second STOP only asks again: the drain is the dialer's to confirm.
+      assert.deepEqual(await setStatus('STATUS_STOP'), stopping);
 
-      const changes = [await nextChange(next), await nextChange(next), await nextChange(next)];
+      const [ran, asked] = [await nextChange(next), await nextChange(next)];
+      assert.equal(asked.status, 'STATUS_STOPPING');
+      assert.equal(asked.stop_revision, stopping.stop_revision); // int64 as a string
+      const confirm = { customer_id: customerId, id: created.id };
+      const { campaign: stopped } = await call(client, 'ConfirmDrained', {
+        ...confirm,
+        stop_revision: asked.stop_revision,
+      });
+      assert.equal(stopped.status, 'STATUS_STOP');
+      const drained = await nextChange(next);
+
+      const changes = [ran, asked, drained];
       assert.deepEqual(
         changes.map((m) => [m.kind, m.campaign_id, m.previous_status, m.status, m.reason]),
         [
           ['KIND_CHANGE', created.id, 'STATUS_STOP', 'STATUS_RUN', 'REASON_REQUESTED'],
           ['KIND_CHANGE', created.id, 'STATUS_RUN', 'STATUS_STOPPING', 'REASON_REQUESTED'],
-          ['KIND_CHANGE', created.id, 'STATUS_STOPPING', 'STATUS_STOP', 'REASON_REQUESTED'],
+          ['KIND_CHANGE', created.id, 'STATUS_STOPPING', 'STATUS_STOP', 'REASON_DRAINED'],
         ],
       );
       assert.deepEqual(
@@ -150,6 +163,38 @@ test('creates, gets, lists, runs and stops a campaign, and watches it change', a
       for (const m of changes) {
         assert.ok(seconds(m.tm_event) >= seconds(created.tm_create));
       }
+    } finally {
+      stream.cancel();
+    }
+  } finally {
+    client.close();
+  }
+});
+
+test('a full view carries the campaign as of each change', async () => {
+  const client = connect();
+  const customerId = randomUUID();
+  try {
+    const { campaign: created } = await call(client, 'CreateCampaign', {
+      campaign: runnableCampaign(customerId),
+    });
+    const stream = client.WatchStatus({ customer_id: customerId, view: 'WATCH_VIEW_FULL' });
+    const next = reader(stream);
+    try {
+      const snapshot = await next();
+      assert.equal(snapshot.kind, 'KIND_SNAPSHOT');
+      assert.deepEqual(snapshot.campaign, created);
+      const end = await next();
+      assert.equal(end.kind, 'KIND_SNAPSHOT_END');
+      assert.equal(end.heartbeat_interval.nanos, 500_000_000); // the test server's 0.5 s
+
+      const { campaign: renamed } = await call(client, 'UpdateCampaign', {
+        campaign: { customer_id: customerId, id: created.id, name: 'renamed', etag: created.etag },
+        update_mask: { paths: ['name'] },
+      });
+      const update = await nextChange(next);
+      assert.equal(update.reason, 'REASON_UPDATED');
+      assert.deepEqual(update.campaign, renamed);
     } finally {
       stream.cancel();
     }

@@ -17,6 +17,7 @@ from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 
 from ..domain.errors import CampaignError
 from ..ops.auth import TokenFile, authenticate, authorize
+from .callers import identify
 from .interceptors import Call
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -64,6 +65,7 @@ class Authorize:
         values = [str(value) for key, value in metadata if key == AUTHORIZATION]
         try:
             grant = authenticate(self._tokens.table, values)
+            identify(grant.principal)
             # A request that did not parse names no customer: refused by Observe as such.
             if request is not None:
                 authorize(grant, self._customer_of.get(call.method, _every_customer)(request))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from campaign.v1 import campaign_pb2 as pb
 
@@ -99,6 +99,7 @@ def fill_campaign(m: pb.Campaign, c: Campaign) -> None:
     m.queue_id = c.queue_id
     m.next_campaign_id = c.next_campaign_id
     m.etag = c.etag
+    m.stop_revision = c.stop_revision
     _set_time(m.tm_create, c.tm_create)
     if c.tm_update is not None:
         _set_time(m.tm_update, c.tm_update)
@@ -137,21 +138,37 @@ def _status(value: Status) -> pb.Campaign.Status.ValueType:
     return cast(pb.Campaign.Status.ValueType, int(value))
 
 
-def event_to_proto(e: Event) -> pb.WatchStatusResponse:
-    return pb.WatchStatusResponse(
-        kind=pb.WatchStatusResponse.KIND_CHANGE,
-        customer_id=e.customer_id,
-        campaign_id=e.campaign_id,
-        status=_status(e.status),
-        previous_status=_status(e.previous_status),
-        deleted=e.deleted,
-        revision=e.revision,
-        tm_event=_timestamp(e.tm_event),
-        reason=cast(pb.WatchStatusResponse.Reason.ValueType, int(e.reason)),
-        next_campaign_id=e.next_campaign_id,
-        chained_from_campaign_id=e.chained_from,
-        detail=e.detail,
-    )
+_NEXT_RESULT = pb.WatchStatusResponse.NextCampaignResult
+
+
+def fill_event(m: pb.WatchStatusResponse, e: Event, *, full: bool = False) -> None:
+    """Writes e, a KIND_CHANGE, into the empty message m (with its campaign, with full)."""
+    m.kind = pb.WatchStatusResponse.KIND_CHANGE
+    m.customer_id = e.customer_id
+    m.campaign_id = e.campaign_id
+    m.status = _status(e.status)
+    m.previous_status = _status(e.previous_status)
+    m.deleted = e.deleted
+    m.revision = e.revision
+    _set_time(m.tm_event, e.tm_event)
+    m.reason = cast(pb.WatchStatusResponse.Reason.ValueType, int(e.reason))
+    m.next_campaign_id = e.next_campaign_id
+    m.chained_from_campaign_id = e.chained_from
+    m.detail = e.detail
+    m.stop_revision = e.stop_revision
+    m.next_campaign_result = cast(_NEXT_RESULT.ValueType, int(e.next_campaign_result))
+    m.unmet_run_conditions.extend(e.unmet_run_conditions)
+    m.principal = e.principal
+    m.traceparent = e.traceparent
+    if full:
+        assert e.campaign is not None, "a full-view change is read with its campaign"
+        fill_campaign(m.campaign, e.campaign)
+
+
+def event_to_proto(e: Event, *, full: bool = False) -> pb.WatchStatusResponse:
+    m = pb.WatchStatusResponse()
+    fill_event(m, e, full=full)
+    return m
 
 
 def encode_item(item: Item) -> bytes:
@@ -164,12 +181,30 @@ def item_to_wire(item: Item) -> bytes:
     return item.payload if item.payload is not None else encode_item(item)
 
 
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
 def item_to_proto(item: Item) -> pb.WatchStatusResponse:
     if item.event is not None:
-        return event_to_proto(item.event)
+        return event_to_proto(item.event, full=item.full)
+    if item.state is not None:
+        s = item.state
+        return pb.WatchStatusResponse(
+            kind=pb.WatchStatusResponse.KIND_SNAPSHOT,
+            customer_id=s.customer_id,
+            campaign_id=s.id,
+            status=_status(s.status),
+            deleted=s.deleted,
+            revision=item.revision,
+            tm_event=_timestamp(s.tm_event),
+            stop_revision=s.stop_revision,
+        )
     if item.campaign is not None:
         c = item.campaign
-        return pb.WatchStatusResponse(
+        m = pb.WatchStatusResponse(
             kind=pb.WatchStatusResponse.KIND_SNAPSHOT,
             customer_id=c.customer_id,
             campaign_id=c.id,
@@ -177,10 +212,16 @@ def item_to_proto(item: Item) -> pb.WatchStatusResponse:
             deleted=c.deleted,
             revision=item.revision,
             tm_event=_timestamp(c.tm_update or c.tm_create),
+            stop_revision=c.stop_revision,
         )
+        fill_campaign(m.campaign, c)
+        return m
     kind = (
         pb.WatchStatusResponse.KIND_SNAPSHOT_END
         if item.kind == Kind.SNAPSHOT_END
         else pb.WatchStatusResponse.KIND_HEARTBEAT
     )
-    return pb.WatchStatusResponse(kind=kind, revision=item.revision)
+    m = pb.WatchStatusResponse(kind=kind, revision=item.revision)
+    if item.heartbeat_interval:
+        m.heartbeat_interval.CopyFrom(_duration(item.heartbeat_interval))
+    return m

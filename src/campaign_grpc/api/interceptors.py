@@ -68,6 +68,25 @@ class Gate(Protocol):
         ...
 
 
+class Recorder(Protocol):
+    """Sees each call of the methods it guards end, with its request and response (the
+    response is None unless it succeeded; the request may stand for one that did not parse)."""
+
+    def guards(self, call: Call) -> bool: ...
+
+    def record(
+        self, call: Call, request: Any, response: Any, code: str, context: Context
+    ) -> None: ...
+
+
+class CallTracing(Protocol):
+    """A span around each call (see ops.tracing.Tracing)."""
+
+    def server_span(self, service: str, method: str, metadata: Any) -> tuple[Any, object]: ...
+
+    def end_server_span(self, span: Any, token: object, code: str) -> None: ...
+
+
 def code_name(context: Context, error: BaseException | None) -> str:
     """The status code a call ended with, by name (CANCELLED when the client went away)."""
     if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
@@ -145,6 +164,15 @@ class DeadlineGate:
         if remaining is not None and remaining <= 0:
             return DeadlineExceeded("the deadline passed before the call started")
         return None
+
+
+@dataclass(slots=True)
+class _Intake:
+    """What a call has taken in: its request (or what stands for one refused as it was
+    parsed), and the request bytes it holds of the admission's budget."""
+
+    request: Any = None
+    held_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +289,8 @@ class Observe(grpc.aio.ServerInterceptor):
         admission: Admission | None = None,
         receiving: Receiving | None = None,
         on_refusal: Callable[[CampaignError, str], None] | None = None,
+        recorders: Sequence[Recorder] = (),
+        tracing: CallTracing | None = None,
     ) -> None:
         self._observers = tuple(observers)
         self._gates = tuple(gates)
@@ -270,6 +300,8 @@ class Observe(grpc.aio.ServerInterceptor):
             receiving if receiving is not None else Receiving(sys.maxsize, sys.maxsize)
         )
         self._on_refusal = on_refusal
+        self._recorders = tuple(recorders)
+        self._tracing = tracing
         self._message_observers: tuple[MessageObserver, ...] = tuple(
             cast(MessageObserver, o) for o in observers if hasattr(o, "sent")
         )
@@ -327,11 +359,22 @@ class Observe(grpc.aio.ServerInterceptor):
 
     def _finished(
         self, call: Call, context: Context, started: float, error: BaseException | None
-    ) -> None:
+    ) -> str:
         code = code_name(context, error)
         seconds = time.perf_counter() - started
         for observer in self._observers:
             observer.finished(call, code, seconds)
+        return code
+
+    def _span(self, call: Call, context: Context) -> tuple[Any, object] | None:
+        """The call's span, made current, when the server traces."""
+        if self._tracing is None:
+            return None
+        return self._tracing.server_span(call.service, call.name, context.invocation_metadata())
+
+    def _end_span(self, span: tuple[Any, object] | None, code: str) -> None:
+        if span is not None and self._tracing is not None:
+            self._tracing.end_server_span(*span, code)
 
     def _started(self, call: Call, context: Context) -> float:
         for observer in self._observers:
@@ -359,10 +402,10 @@ class Observe(grpc.aio.ServerInterceptor):
         deserialize: Callable[[bytes], Any] | None,
         gates: Sequence[Gate],
         context: Context,
-        held: list[int],
+        intake: _Intake,
     ) -> Any:
         """The call's request once received, admitted and parsed; or the refusal, raised as
-        an abort. held gets the request bytes taken from the admission's budget."""
+        an abort. intake keeps the request (or what stands for it) and the bytes it holds."""
         received = await self._receiving.receive(context)
         if isinstance(received, CampaignError):
             await self._refuse(context, received)
@@ -372,8 +415,8 @@ class Observe(grpc.aio.ServerInterceptor):
             if too_much is not None:
                 # The gates first all the same: a caller without a token learns nothing else.
                 await self._refuse(context, _refusal(gates, call, None, context) or too_much)
-            held.append(len(received))
-        request = _parse(deserialize, received, self._max_request_bytes)
+            intake.held_bytes = len(received)
+        request = intake.request = _parse(deserialize, received, self._max_request_bytes)
         refusal = _refusal(gates, call, request, context)
         if refusal is not None:
             await self._refuse(context, refusal)
@@ -390,7 +433,7 @@ class Observe(grpc.aio.ServerInterceptor):
     ) -> Any:
         """What a streaming handler is given: its one request, or the stream of them."""
         if single:
-            return await self._request(call, deserialize, gates, context, [])
+            return await self._request(call, deserialize, gates, context, _Intake())
         refusal = _refusal(gates, call, None, context)
         if refusal is not None:
             await self._refuse(context, refusal)
@@ -404,20 +447,24 @@ class Observe(grpc.aio.ServerInterceptor):
     ) -> Any:
         gates = tuple(gate for gate in self._gates if gate.guards(call))
         admission = self._admission if self._admission and self._admission.guards(call) else None
+        recorders = tuple(r for r in self._recorders if r.guards(call))
 
         async def observed(requests: Any, context: Context) -> Any:
             started = self._started(call, context)
+            span = self._span(call, context)
             error: BaseException | None = None
-            held: list[int] = []
+            intake = _Intake()
             ticket: Ticket | None = None
+            response = None
             try:
-                request = await self._request(call, deserialize, gates, context, held)
+                request = await self._request(call, deserialize, gates, context, intake)
                 if admission is not None:
                     admitted = admission.admit(call, request)
                     if isinstance(admitted, CampaignError):
                         await self._refuse(context, admitted)
                     ticket = admitted
-                return await behavior(request, context)
+                response = await behavior(request, context)
+                return response
             except BaseException as exc:
                 error = exc
                 raise
@@ -425,9 +472,13 @@ class Observe(grpc.aio.ServerInterceptor):
                 if admission is not None:
                     if ticket is not None:
                         admission.release(ticket)
-                    for size in held:
-                        admission.give_bytes(size)
-                self._finished(call, context, started, error)
+                    if intake.held_bytes:
+                        admission.give_bytes(intake.held_bytes)
+                # The access log and the audit line while the span is current: theirs too.
+                code = self._finished(call, context, started, error)
+                for recorder in recorders:
+                    recorder.record(call, intake.request, response, code, context)
+                self._end_span(span, code)
 
         return observed
 
@@ -444,6 +495,7 @@ class Observe(grpc.aio.ServerInterceptor):
 
         async def observed(requests: Any, context: Context) -> AsyncGenerator[Any, None]:
             started = self._started(call, context)
+            span = self._span(call, context)
             error: BaseException | None = None
             try:
                 request = await self._opened(call, deserialize, gates, requests, context, single)
@@ -456,7 +508,7 @@ class Observe(grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                self._finished(call, context, started, error)
+                self._end_span(span, self._finished(call, context, started, error))
 
         return observed
 
@@ -471,6 +523,7 @@ class Observe(grpc.aio.ServerInterceptor):
 
         async def observed(requests: Any, context: Context) -> None:
             started = self._started(call, context)
+            span = self._span(call, context)
             error: BaseException | None = None
             try:
                 request = await self._opened(call, deserialize, gates, requests, context, single)
@@ -479,6 +532,6 @@ class Observe(grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                self._finished(call, context, started, error)
+                self._end_span(span, self._finished(call, context, started, error))
 
         return observed

@@ -12,10 +12,11 @@ from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc as pb_grpc
 
 from ..domain.campaigns import Campaigns
-from ..domain.types import Campaign
-from ..domain.validation import validate_watch
+from ..domain.types import Campaign, EventFilter
+from ..domain.validation import validate_view, validate_watch
 from ..watch.hub import Hub, Item
 from . import convert
+from .callers import origin_of
 from .rpc_errors import streaming, unary
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -44,7 +45,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         self, request: pb.CreateCampaignRequest, context: Context
     ) -> pb.CreateCampaignResponse:
         draft = convert.campaign_from_proto(request.campaign)
-        created = await self._campaigns.create(draft, request.request_id)
+        created = await self._campaigns.create(draft, request.request_id, origin=origin_of(context))
         return self._written(pb.CreateCampaignResponse(), created)
 
     @unary
@@ -73,7 +74,10 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     ) -> pb.UpdateCampaignResponse:
         draft = convert.campaign_from_proto(request.campaign)
         updated = await self._campaigns.update(
-            draft, list(request.update_mask.paths), request.campaign.etag
+            draft,
+            list(request.update_mask.paths),
+            request.campaign.etag,
+            origin=origin_of(context),
         )
         return self._written(pb.UpdateCampaignResponse(), updated)
 
@@ -81,14 +85,18 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     async def DeleteCampaign(
         self, request: pb.DeleteCampaignRequest, context: Context
     ) -> pb.DeleteCampaignResponse:
-        deleted = await self._campaigns.delete(request.customer_id, request.id, request.etag)
+        deleted = await self._campaigns.delete(
+            request.customer_id, request.id, request.etag, origin=origin_of(context)
+        )
         return self._written(pb.DeleteCampaignResponse(), deleted)
 
     @unary
     async def UndeleteCampaign(
         self, request: pb.UndeleteCampaignRequest, context: Context
     ) -> pb.UndeleteCampaignResponse:
-        restored = await self._campaigns.undelete(request.customer_id, request.id)
+        restored = await self._campaigns.undelete(
+            request.customer_id, request.id, origin=origin_of(context)
+        )
         return self._written(pb.UndeleteCampaignResponse(), restored)
 
     @unary
@@ -96,16 +104,50 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         self, request: pb.UpdateCampaignStatusRequest, context: Context
     ) -> pb.UpdateCampaignStatusResponse:
         changed = await self._campaigns.set_status(
-            request.customer_id, request.id, request.status, request.force
+            request.customer_id,
+            request.id,
+            request.status,
+            request.force,
+            request.etag,
+            origin=origin_of(context),
         )
         return self._written(pb.UpdateCampaignStatusResponse(), changed)
+
+    @unary
+    async def ConfirmDrained(
+        self, request: pb.ConfirmDrainedRequest, context: Context
+    ) -> pb.ConfirmDrainedResponse:
+        confirmed = await self._campaigns.confirm_drained(
+            request.customer_id, request.id, request.stop_revision, origin=origin_of(context)
+        )
+        return self._written(pb.ConfirmDrainedResponse(), confirmed)
 
     @unary
     async def ReportOutdialExhausted(
         self, request: pb.ReportOutdialExhaustedRequest, context: Context
     ) -> pb.ReportOutdialExhaustedResponse:
-        reported = await self._campaigns.report_outdial_exhausted(request.customer_id, request.id)
+        reported = await self._campaigns.report_outdial_exhausted(
+            request.customer_id, request.id, origin=origin_of(context)
+        )
         return self._written(pb.ReportOutdialExhaustedResponse(), reported)
+
+    @unary
+    async def ListCampaignEvents(
+        self, request: pb.ListCampaignEventsRequest, context: Context
+    ) -> pb.ListCampaignEventsResponse:
+        validate_view(request.view)
+        full = request.view == pb.WATCH_VIEW_FULL
+        page = await self._campaigns.list_events(
+            EventFilter(request.customer_id, request.campaign_id),
+            request.page_size,
+            request.page_token,
+            full=full,
+        )
+        response = pb.ListCampaignEventsResponse(next_page_token=page.next_page_token)
+        add = response.events.add
+        for event in page.events:
+            convert.fill_event(add(), event, full=full)
+        return response
 
     @streaming
     async def WatchStatus(
@@ -113,8 +155,15 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     ) -> AsyncGenerator[Item, None]:
         """Yields the hub's items: server.add_campaign_service registers convert.item_to_wire
         as the serializer, so that a change is encoded once for all the streams that send it."""
-        validate_watch(request.customer_id, request.campaign_id, request.after_revision)
-        items = self._hub.watch(request.customer_id, request.campaign_id, request.after_revision)
+        validate_watch(
+            request.customer_id, request.campaign_id, request.after_revision, request.view
+        )
+        items = self._hub.watch(
+            request.customer_id,
+            request.campaign_id,
+            request.after_revision,
+            full=request.view == pb.WATCH_VIEW_FULL,
+        )
         async with contextlib.aclosing(items):
             async for item in items:
                 yield item

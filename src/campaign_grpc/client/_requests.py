@@ -9,9 +9,10 @@ only requests whose repetition changes nothing more are retried:
   fails with ABORTED instead of overwriting a change made in between (read the campaign to
   see); without an etag they are not retried;
 - UndeleteCampaign: undeleting a live campaign returns it unchanged;
-- UpdateCampaignStatus to RUN, or to STOP with force: a repeat returns the campaign
-  unchanged. A plain STOP is not retried: repeated on a STOPPING campaign, it is the
-  dialer's confirmation and completes the stop at once;
+- UpdateCampaignStatus: a repeated RUN or STOP returns the campaign unchanged (a STOP only
+  asks; the dialer's confirmation of a drain is a call of its own);
+- ConfirmDrained: it names the stop it confirms, and a repeat of one that completed
+  returns the campaign unchanged;
 - ReportOutdialExhausted: a repeated report returns the campaign unchanged.
 """
 
@@ -27,6 +28,7 @@ from campaign.v1 import campaign_pb2 as pb
 
 Status: TypeAlias = pb.Campaign.Status.ValueType
 Type: TypeAlias = pb.Campaign.Type.ValueType
+View: TypeAlias = pb.WatchView.ValueType
 
 
 def create(campaign: pb.Campaign, request_id: str) -> tuple[pb.CreateCampaignRequest, bool]:
@@ -73,12 +75,21 @@ def undelete(customer_id: str, campaign_id: str) -> tuple[pb.UndeleteCampaignReq
 
 
 def update_status(
-    customer_id: str, campaign_id: str, status: Status, force: bool
+    customer_id: str, campaign_id: str, status: Status, force: bool, etag: str
 ) -> tuple[pb.UpdateCampaignStatusRequest, bool]:
     request = pb.UpdateCampaignStatusRequest(
-        customer_id=customer_id, id=campaign_id, status=status, force=force
+        customer_id=customer_id, id=campaign_id, status=status, force=force, etag=etag
     )
-    return request, status == pb.Campaign.STATUS_RUN or force
+    return request, True
+
+
+def confirm_drained(
+    customer_id: str, campaign_id: str, stop_revision: int
+) -> tuple[pb.ConfirmDrainedRequest, bool]:
+    request = pb.ConfirmDrainedRequest(
+        customer_id=customer_id, id=campaign_id, stop_revision=stop_revision
+    )
+    return request, True
 
 
 def report_outdial_exhausted(

@@ -223,14 +223,31 @@ class CampaignClient:
         status: requests.Status,
         *,
         force: bool = False,
+        etag: str = "",
         timeout: Timeout = DEFAULT,
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
-        """STATUS_RUN or STATUS_STOP. A STOP without force is not retried (see _requests)."""
-        r = requests.update_status(customer_id, campaign_id, status, force)
+        """STATUS_RUN or STATUS_STOP (which only asks: the dialer confirms the drain with
+        confirm_drained). With etag, ABORTED if the campaign changed since it was read."""
+        r = requests.update_status(customer_id, campaign_id, status, force, etag)
         response = self._call(
             self._stub.UpdateCampaignStatus, "UpdateCampaignStatus", r, timeout, retry
         )
+        return response.campaign
+
+    def confirm_drained(
+        self,
+        customer_id: str,
+        campaign_id: str,
+        stop_revision: int,
+        *,
+        timeout: Timeout = DEFAULT,
+        retry: RetryArg = DEFAULT,
+    ) -> pb.Campaign:
+        """The dialer's word that the stop of stop_revision (the campaign's stop_revision as
+        it saw it) is drained: the campaign completes to STATUS_STOP. Safe to retry."""
+        r = requests.confirm_drained(customer_id, campaign_id, stop_revision)
+        response = self._call(self._stub.ConfirmDrained, "ConfirmDrained", r, timeout, retry)
         return response.campaign
 
     def report_outdial_exhausted(
@@ -254,15 +271,18 @@ class CampaignClient:
         *,
         after_revision: int = 0,
         heartbeats: bool = False,
+        view: requests.View = pb.WATCH_VIEW_STATUS,
         retry: Retry | Default = DEFAULT,
     ) -> Watch:
         """Status changes, each once, across reconnects and server restarts.
 
         Yields WatchStatusResponse messages (a snapshot first unless after_revision is given;
         heartbeats only if asked for) and a SnapshotReset when it has to start again from a
-        snapshot. Watch.revision is the point to resume from in a later watch().
+        snapshot. Watch.revision is the point to resume from in a later watch(). With view
+        WATCH_VIEW_FULL every snapshot item and change carries the campaign as of its
+        revision.
         """
-        resume = Resume(customer_id, campaign_id, after_revision, heartbeats)
+        resume = Resume(customer_id, campaign_id, after_revision, heartbeats, view)
         return Watch(
             self._stub, resume, self.watch_retry if retry is DEFAULT else retry, self._metadata
         )

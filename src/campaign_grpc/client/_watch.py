@@ -1,10 +1,11 @@
 """watch(): a WatchStatus stream that reconnects by itself and delivers each change once.
 
-It keeps the last revision it delivered (a change, a snapshot's end or a heartbeat: each says
-that every change up to it has been sent) and, after UNAVAILABLE or RESOURCE_EXHAUSTED or a
-lost connection, asks again with after_revision set to it: the server replays the rest from
-its durable log. When the server's log does not hold that revision (OUT_OF_RANGE), or a
-snapshot broke off half-way, it starts again from a snapshot, announced by a SnapshotReset.
+It keeps the last revision it delivered (every revision the server sends is a point to resume
+from: a snapshot item, a snapshot's end, a change or a heartbeat) and, after UNAVAILABLE or
+RESOURCE_EXHAUSTED or a lost connection, asks again with after_revision set to it: the server
+replays the rest from its durable log, a snapshot cut half-way included. When the server's
+log does not hold that revision (OUT_OF_RANGE), it starts again from a snapshot, announced by
+a SnapshotReset.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class SnapshotReset:
     """The watch starts again from a snapshot: drop the state built from earlier messages.
 
     KIND_SNAPSHOT messages, a KIND_SNAPSHOT_END and changes follow, as on a new watch.
-    reason is REVISION_OUT_OF_RANGE (the server's log does not hold revision, say a new
-    database) or SNAPSHOT_INTERRUPTED (the connection broke during a snapshot).
+    reason is REVISION_OUT_OF_RANGE: the server's log does not hold revision (older than its
+    retention, or a new database).
     """
 
     reason: str
@@ -57,37 +58,38 @@ class Resume:
     """Where a watch stands; what to deliver of each message, what to do after each error."""
 
     def __init__(
-        self, customer_id: str, campaign_id: str, after_revision: int, heartbeats: bool
+        self,
+        customer_id: str,
+        campaign_id: str,
+        after_revision: int,
+        heartbeats: bool,
+        view: pb.WatchView.ValueType = pb.WATCH_VIEW_STATUS,
     ) -> None:
         self._customer_id = customer_id
         self._campaign_id = campaign_id
         self._heartbeats = heartbeats
-        # Every change up to revision has been delivered.
+        self._view = view
+        # Every message up to revision has been delivered.
         self.revision = after_revision
-        self._in_snapshot = after_revision == 0
-        self._snapshot_sent = False
 
     def request(self) -> pb.WatchStatusRequest:
         return pb.WatchStatusRequest(
             customer_id=self._customer_id,
             campaign_id=self._campaign_id,
             after_revision=self.revision,
+            view=self._view,
         )
 
     def accept(self, m: pb.WatchStatusResponse) -> pb.WatchStatusResponse | None:
         """The message to deliver, or None for a duplicate or an unwanted heartbeat."""
-        if m.kind == W.KIND_SNAPSHOT:
-            self._snapshot_sent = True
-        elif m.kind == W.KIND_SNAPSHOT_END:
-            self._in_snapshot = self._snapshot_sent = False
-            self.revision = m.revision
-        elif m.kind == W.KIND_CHANGE:
+        if m.kind in (W.KIND_SNAPSHOT, W.KIND_CHANGE):
             if m.revision <= self.revision:
                 return None
             self.revision = m.revision
+        elif m.kind == W.KIND_SNAPSHOT_END:
+            self.revision = max(self.revision, m.revision)
         elif m.kind == W.KIND_HEARTBEAT:
-            if not self._in_snapshot:
-                self.revision = max(self.revision, m.revision)
+            self.revision = max(self.revision, m.revision)
             return m if self._heartbeats else None
         return m
 
@@ -97,14 +99,10 @@ class Resume:
             reset = SnapshotReset("REVISION_OUT_OF_RANGE", self.revision)
         elif not isinstance(error, Unavailable | ResourceExhausted):
             raise error
-        elif self._in_snapshot and self._snapshot_sent:
-            reset = SnapshotReset("SNAPSHOT_INTERRUPTED", self.revision)
         else:
             return None
         log.warning("watch: %s; starting again from a snapshot", error)
         self.revision = 0
-        self._in_snapshot = True
-        self._snapshot_sent = False
         return reset
 
 

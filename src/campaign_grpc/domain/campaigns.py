@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from ..storage.database import Readers, Writer
 from ..storage.store import Store
@@ -16,14 +17,20 @@ from . import lifecycle, page_token, validation
 from .errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, PreconditionViolation
 from .ids import new_id
 from .types import (
+    ANONYMOUS,
+    SERVICE,
     Action,
     Campaign,
+    CampaignState,
     EndHandle,
     Event,
+    EventFilter,
+    EventPage,
     ListFilter,
+    NextCampaignResult,
+    Origin,
     Page,
     Reason,
-    Snapshot,
     Status,
 )
 
@@ -46,6 +53,47 @@ def _reference_error(violations: list[PreconditionViolation]) -> FailedPrecondit
     return FailedPrecondition(
         "; ".join(v.description for v in violations), violations, reason=violations[0].type
     )
+
+
+# How many referring campaigns a refused delete names; the rest are counted.
+MAX_REFERRERS_SHOWN = 20
+
+
+def _referenced(campaign_id: str, referrers: list[str]) -> FailedPrecondition:
+    shown = referrers[:MAX_REFERRERS_SHOWN]
+    more = len(referrers) - len(shown)
+    return FailedPrecondition(
+        f"live campaigns name campaign {campaign_id} as their next campaign"
+        + (f" ({more} more not listed)" if more else "")
+        + "; change their next_campaign_id or delete them first",
+        [
+            PreconditionViolation(
+                "CAMPAIGN_REFERENCED", r, f"campaign {r} names it as its next_campaign_id"
+            )
+            for r in shown
+        ],
+        reason="CAMPAIGN_REFERENCED",
+    )
+
+
+@dataclass(slots=True, frozen=True)
+class _Chain:
+    """What starting a finished campaign's next campaign comes to."""
+
+    campaign: Campaign | None
+    result: NextCampaignResult
+    unmet: tuple[PreconditionViolation, ...] = ()
+
+    @property
+    def detail(self) -> str:
+        why = {
+            NextCampaignResult.STARTED: "started",
+            NextCampaignResult.ALREADY_RUNNING: "not started: it is already running",
+            NextCampaignResult.NOT_FOUND: "not started: it does not exist or is deleted",
+            NextCampaignResult.RUN_CONDITIONS_UNMET: "not started: "
+            + "; ".join(f"{v.subject}: {v.description}" for v in self.unmet),
+        }
+        return why[self.result]
 
 
 class Campaigns:
@@ -82,15 +130,46 @@ class Campaigns:
         campaigns, last = await self._readers.run(lambda: self._store.list_page(f, after, limit))
         return Page(campaigns, "" if last is None else page_token.encode(f, last))
 
-    async def snapshot(self, customer_id: str, campaign_id: str) -> Snapshot:
-        return await self._readers.run(lambda: self._store.snapshot(customer_id, campaign_id))
+    async def list_events(
+        self, f: EventFilter, page_size: int, token: str, *, full: bool
+    ) -> EventPage:
+        """A page of events, newest first: what happened to one campaign or a customer's."""
+        limit = validation.validate_list_events(f.customer_id, f.campaign_id, page_size)
+        before = page_token.decode(token, f) if token else None
+        if f.campaign_id and not token:
+            await self.get(f.customer_id, f.campaign_id)
+        events = await self._readers.run(
+            lambda: self._store.events_before(
+                before, f.customer_id, f.campaign_id, limit + 1, full=full
+            )
+        )
+        more = len(events) > limit
+        events = events[:limit]
+        return EventPage(events, page_token.encode(f, events[-1].revision) if more else "")
+
+    async def snapshot_page(
+        self, customer_id: str, after: int, upto: int, limit: int, *, full: bool
+    ) -> list[Campaign] | list[CampaignState]:
+        return await self._readers.run(
+            lambda: self._store.snapshot_page(customer_id, after, upto, limit, full=full)
+        )
+
+    async def snapshot_one(
+        self, customer_id: str, campaign_id: str, *, full: bool
+    ) -> tuple[Campaign | CampaignState | None, int]:
+        return await self._readers.run(
+            lambda: self._store.snapshot_one(customer_id, campaign_id, full=full)
+        )
 
     async def events_after(
-        self, revision: int, customer_id: str, campaign_id: str, limit: int
+        self, revision: int, customer_id: str, campaign_id: str, limit: int, *, full: bool = False
     ) -> list[Event]:
         return await self._readers.run(
-            lambda: self._store.events_after(revision, customer_id, campaign_id, limit)
+            lambda: self._store.events_after(revision, customer_id, campaign_id, limit, full=full)
         )
+
+    async def full_history_from(self) -> int:
+        return await self._readers.run(self._store.full_history_from)
 
     async def head_revision(self) -> int:
         return await self._readers.run(self._store.head_revision)
@@ -106,17 +185,20 @@ class Campaigns:
 
     # -- writes ----------------------------------------------------------------------
 
-    async def create(self, draft: Campaign, request_id: str) -> Campaign:
+    async def create(
+        self, draft: Campaign, request_id: str, *, origin: Origin = ANONYMOUS
+    ) -> Campaign:
         validation.validate_create(draft, request_id)
-        return await self._writer.run(lambda: self._create(draft, request_id))
+        return await self._writer.run(lambda: self._create(draft, request_id, origin))
 
-    def _create(self, draft: Campaign, request_id: str) -> Campaign:
+    def _create(self, draft: Campaign, request_id: str, origin: Origin) -> Campaign:
         store, now = self._store, self._clock()
         if request_id:
             earlier = store.get_by_request(draft.customer_id, request_id)
             if earlier is not None:
                 return earlier
-        if draft.id and store.get(draft.customer_id, draft.id) is not None:
+        # Ids are one key across all customers; the answer is the same whoever holds it.
+        if draft.id and store.id_taken(draft.id):
             raise AlreadyExists(f"campaign {draft.id} already exists", metadata={"id": draft.id})
         # Built field by field rather than with dataclasses.replace: this runs on the writer,
         # where every microsecond is one the event loop waits for the GIL.
@@ -143,7 +225,7 @@ class Campaigns:
         by_insert = store.insert_refuses_taken_outdial and not c.next_campaign_id
         if not by_insert:
             self._check_references(c, {"next_campaign_id", "outdial_id"})
-        store.append_event(c, Status.UNSPECIFIED, Reason.CREATED, now)
+        store.append_event(c, Status.UNSPECIFIED, Reason.CREATED, now, new_body=True, origin=origin)
         try:
             store.insert(c, request_id)
         except FailedPrecondition as refused:
@@ -181,18 +263,20 @@ class Campaigns:
         c.version += 1
         c.tm_update = now
 
-    async def update(self, draft: Campaign, paths: Sequence[str], etag: str = "") -> Campaign:
+    async def update(
+        self,
+        draft: Campaign,
+        paths: Sequence[str],
+        etag: str = "",
+        *,
+        origin: Origin = ANONYMOUS,
+    ) -> Campaign:
         validation.validate_update(draft, paths)
-        return await self._writer.run(lambda: self._update(draft, set(paths), etag))
+        return await self._writer.run(lambda: self._update(draft, set(paths), etag, origin))
 
-    def _update(self, draft: Campaign, paths: set[str], etag: str) -> Campaign:
+    def _update(self, draft: Campaign, paths: set[str], etag: str, origin: Origin) -> Campaign:
         c = self._load(draft.customer_id, draft.id, etag)
-        if c.deleted:
-            raise FailedPrecondition(
-                "a deleted campaign cannot be updated; undelete it first",
-                [PreconditionViolation("CAMPAIGN_DELETED", "campaign", "the campaign is deleted")],
-                reason="CAMPAIGN_DELETED",
-            )
+        lifecycle.require_not_deleted(c, "updated")
         before = dataclasses.replace(c)
         for name in paths:
             value = getattr(draft, name)
@@ -209,15 +293,23 @@ class Campaigns:
             if before.next_campaign_id != c.next_campaign_id:
                 next_before = self._store.get(c.customer_id, before.next_campaign_id)
             lifecycle.require_update_keeps_runnable(before, c, next_before, next_campaign)
-        self._touch(c, self._clock())
+        now = self._clock()
+        self._touch(c, now)
+        event = self._store.append_event(
+            c, c.status, Reason.UPDATED, now, new_body=True, origin=origin
+        )
+        # The events written with the body being replaced still show it in the full view.
+        self._store.supersede_body(c, event.revision)
         self._store.save(c)
         return c
 
-    async def delete(self, customer_id: str, campaign_id: str, etag: str) -> Campaign:
+    async def delete(
+        self, customer_id: str, campaign_id: str, etag: str, *, origin: Origin = ANONYMOUS
+    ) -> Campaign:
         validation.validate_key(customer_id, campaign_id)
-        return await self._writer.run(lambda: self._delete(customer_id, campaign_id, etag))
+        return await self._writer.run(lambda: self._delete(customer_id, campaign_id, etag, origin))
 
-    def _delete(self, customer_id: str, campaign_id: str, etag: str) -> Campaign:
+    def _delete(self, customer_id: str, campaign_id: str, etag: str, origin: Origin) -> Campaign:
         c = self._load(customer_id, campaign_id, etag)
         if c.deleted:
             return c
@@ -231,18 +323,24 @@ class Campaigns:
                 ],
                 reason="CAMPAIGN_NOT_STOPPED",
             )
+        # A deleted campaign cannot be started: a chain that names it would break.
+        referrers = self._store.referrers(customer_id, campaign_id, MAX_REFERRERS_SHOWN + 1)
+        if referrers:
+            raise _referenced(campaign_id, referrers)
         now = self._clock()
         c.tm_delete = now
         self._touch(c, now)
-        self._store.append_event(c, c.status, Reason.DELETED, now)
+        self._store.append_event(c, c.status, Reason.DELETED, now, origin=origin)
         self._store.save_state(c)
         return c
 
-    async def undelete(self, customer_id: str, campaign_id: str) -> Campaign:
+    async def undelete(
+        self, customer_id: str, campaign_id: str, *, origin: Origin = ANONYMOUS
+    ) -> Campaign:
         validation.validate_key(customer_id, campaign_id)
-        return await self._writer.run(lambda: self._undelete(customer_id, campaign_id))
+        return await self._writer.run(lambda: self._undelete(customer_id, campaign_id, origin))
 
-    def _undelete(self, customer_id: str, campaign_id: str) -> Campaign:
+    def _undelete(self, customer_id: str, campaign_id: str, origin: Origin) -> Campaign:
         c = self._load(customer_id, campaign_id)
         if not c.deleted:
             return c
@@ -253,23 +351,36 @@ class Campaigns:
         self._check_references(c, {"outdial_id"})
         now = self._clock()
         self._touch(c, now)
-        self._store.append_event(c, previous, Reason.UNDELETED, now)
+        self._store.append_event(c, previous, Reason.UNDELETED, now, origin=origin)
         self._store.save_state(c)
         return c
 
     async def set_status(
-        self, customer_id: str, campaign_id: str, status: int, force: bool
+        self,
+        customer_id: str,
+        campaign_id: str,
+        status: int,
+        force: bool,
+        etag: str = "",
+        *,
+        origin: Origin = ANONYMOUS,
     ) -> Campaign:
         validation.validate_status_request(customer_id, campaign_id, status)
         requested = Status(status)
         return await self._writer.run(
-            lambda: self._set_status(customer_id, campaign_id, requested, force)
+            lambda: self._set_status(customer_id, campaign_id, requested, force, etag, origin)
         )
 
     def _set_status(
-        self, customer_id: str, campaign_id: str, requested: Status, force: bool
+        self,
+        customer_id: str,
+        campaign_id: str,
+        requested: Status,
+        force: bool,
+        etag: str,
+        origin: Origin,
     ) -> Campaign:
-        c = self._load(customer_id, campaign_id)
+        c = self._load(customer_id, campaign_id, etag)
         next_campaign = None
         if requested == Status.RUN and c.next_campaign_id:
             next_campaign = self._store.get(customer_id, c.next_campaign_id)
@@ -283,71 +394,115 @@ class Campaigns:
             stop_grace_us=self._stop_grace_us,
         )
         if transition is not None:
-            self._apply(c, transition, now)
+            self._apply(c, transition, now, origin)
         return c
 
-    def _apply(self, c: Campaign, t: lifecycle.Transition, now: int) -> None:
-        """Writes a transition and its event; completes the chain when it finishes a campaign."""
-        following = self._chain_target(c) if t.start_next else None
+    def _apply(self, c: Campaign, t: lifecycle.Transition, now: int, origin: Origin) -> None:
+        """Writes a transition and its event; completes the chain when it finishes a campaign.
+
+        Every event makes a new version of the campaign (a new etag), so that a version
+        always names one state, as the caches and the full view rely on.
+        """
+        chain = self._chain_target(c) if t.start_next else None
         previous = c.status
-        if t.to != previous:
-            c.status = t.to
-            c.stop_deadline = t.stop_deadline
-            c.finishing = t.finishing
-            self._touch(c, now)
-        if following is None:
-            self._store.append_event(c, previous, t.reason, now)
+        begins_stop = t.to == Status.STOPPING and previous != Status.STOPPING
+        c.status = t.to
+        c.stop_deadline = t.stop_deadline
+        c.finishing = t.finishing
+        if t.to == Status.RUN or (t.to == Status.STOP and previous == Status.RUN):
+            c.stop_revision = 0  # no stop of this campaign is left to confirm
+        self._touch(c, now)
+        if chain is None:
+            self._store.append_event(
+                c,
+                previous,
+                t.reason,
+                now,
+                detail=t.detail,
+                begins_stop=begins_stop,
+                origin=origin,
+            )
             self._store.save_state(c)
             return
-        nxt, why_not = following
-        detail = f"next campaign {c.next_campaign_id} " + (
-            f"not started: {why_not}" if why_not else "started"
-        )
         self._store.append_event(
-            c, previous, t.reason, now, next_campaign_id=c.next_campaign_id, detail=detail
+            c,
+            previous,
+            t.reason,
+            now,
+            next_campaign_id=c.next_campaign_id,
+            detail=f"next campaign {c.next_campaign_id} {chain.detail}",
+            next_campaign_result=chain.result,
+            unmet_run_conditions=tuple(v.type for v in chain.unmet),
+            origin=origin,
         )
         self._store.save_state(c)
-        if nxt is not None and not why_not:
+        nxt = chain.campaign
+        if nxt is not None and chain.result == NextCampaignResult.STARTED:
             before = nxt.status
             nxt.status, nxt.stop_deadline, nxt.finishing = Status.RUN, None, False
+            nxt.stop_revision = 0
             self._touch(nxt, now)
-            self._store.append_event(nxt, before, Reason.CHAINED, now, chained_from=c.id)
+            # The service starts it, in the transaction of whoever completed the first.
+            self._store.append_event(
+                nxt, before, Reason.CHAINED, now, chained_from=c.id, origin=SERVICE
+            )
             self._store.save_state(nxt)
 
-    def _chain_target(self, c: Campaign) -> tuple[Campaign | None, str] | None:
-        """The next campaign of a finished one, and why it cannot start ("" when it can)."""
+    def _chain_target(self, c: Campaign) -> _Chain | None:
+        """The next campaign of a finished one, and whether it can start."""
         if not c.next_campaign_id:
             return None
         nxt = self._store.load(c.customer_id, c.next_campaign_id)
-        if nxt is None:
-            return None, "it does not exist"
+        if nxt is None or nxt.deleted:
+            return _Chain(None, NextCampaignResult.NOT_FOUND)
         if nxt.status == Status.RUN:
-            return nxt, "it is already running"
+            return _Chain(nxt, NextCampaignResult.ALREADY_RUNNING)
         after = (
             self._store.get(nxt.customer_id, nxt.next_campaign_id) if nxt.next_campaign_id else None
         )
         unmet = lifecycle.run_violations(nxt, after)
-        return nxt, "; ".join(f"{v.subject}: {v.description}" for v in unmet)
+        if unmet:
+            return _Chain(nxt, NextCampaignResult.RUN_CONDITIONS_UNMET, tuple(unmet))
+        return _Chain(nxt, NextCampaignResult.STARTED)
 
-    async def report_outdial_exhausted(self, customer_id: str, campaign_id: str) -> Campaign:
-        validation.validate_key(customer_id, campaign_id)
+    async def confirm_drained(
+        self,
+        customer_id: str,
+        campaign_id: str,
+        stop_revision: int,
+        *,
+        origin: Origin = ANONYMOUS,
+    ) -> Campaign:
+        validation.validate_confirm(customer_id, campaign_id, stop_revision)
         return await self._writer.run(
-            lambda: self._report_outdial_exhausted(customer_id, campaign_id)
+            lambda: self._confirm_drained(customer_id, campaign_id, stop_revision, origin)
         )
 
-    def _report_outdial_exhausted(self, customer_id: str, campaign_id: str) -> Campaign:
+    def _confirm_drained(
+        self, customer_id: str, campaign_id: str, stop_revision: int, origin: Origin
+    ) -> Campaign:
+        c = self._load(customer_id, campaign_id)
+        transition = lifecycle.plan_drained(c, stop_revision)
+        if transition is not None:
+            self._apply(c, transition, self._clock(), origin)
+        return c
+
+    async def report_outdial_exhausted(
+        self, customer_id: str, campaign_id: str, *, origin: Origin = ANONYMOUS
+    ) -> Campaign:
+        validation.validate_key(customer_id, campaign_id)
+        return await self._writer.run(
+            lambda: self._report_outdial_exhausted(customer_id, campaign_id, origin)
+        )
+
+    def _report_outdial_exhausted(
+        self, customer_id: str, campaign_id: str, origin: Origin
+    ) -> Campaign:
         c = self._load(customer_id, campaign_id)
         now = self._clock()
         t = lifecycle.plan_outdial_exhausted(c, now=now, stop_grace_us=self._stop_grace_us)
-        if t is None:
-            return c
-        if t.to == c.status:
-            # A report that changes no status is news once: until something else happens
-            # to the campaign, repeating it records nothing.
-            last = self._store.event_at(c.revision)
-            if last is not None and last.reason == t.reason:
-                return c
-        self._apply(c, t, now)
+        if t is not None:
+            self._apply(c, t, now, origin)
         return c
 
     async def expire_stops(self, batch: int = 100) -> int:
@@ -362,6 +517,6 @@ class Campaigns:
             c = self._store.load(due.customer_id, due.id)
             if c is None or c.status != Status.STOPPING or c.stop_deadline != due.stop_deadline:
                 continue
-            self._apply(c, lifecycle.plan_grace_expired(c), now)
+            self._apply(c, lifecycle.plan_grace_expired(c), now, SERVICE)
             completed += 1
         return completed

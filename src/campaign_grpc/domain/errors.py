@@ -62,7 +62,9 @@ class InvalidArgument(CampaignError):
         """omitted counts violations found beyond those listed, left out to keep it small."""
         self.violations = list(violations)
         self.omitted = omitted
-        fields = ", ".join(v.field for v in self.violations)
+        # Each field once, in the order found: a field with two problems is listed twice in
+        # the details, which say what each one is, but named once here.
+        fields = ", ".join(dict.fromkeys(v.field for v in self.violations))
         if omitted:
             fields += f" and {omitted} more"
             metadata = {**(metadata or {}), "omitted_violations": str(omitted)}

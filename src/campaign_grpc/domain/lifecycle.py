@@ -17,6 +17,52 @@ class Transition:
     finishing: bool = False
     # This transition completes a finished campaign: try to start its next campaign.
     start_next: bool = False
+    detail: str = ""
+
+
+CHAIN_CALLED_OFF = "a stop was requested: the next campaign will not be started"
+
+
+def _not_stopping(campaign: Campaign) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the campaign is {campaign.status.name}, not stopping: there is no drain to confirm",
+        [
+            PreconditionViolation(
+                "CAMPAIGN_NOT_STOPPING", "status", f"the campaign is {campaign.status.name}"
+            )
+        ],
+        reason="CAMPAIGN_NOT_STOPPING",
+    )
+
+
+def _other_stop(campaign: Campaign, stop_revision: int) -> FailedPrecondition:
+    where = "is stopping" if campaign.status == Status.STOPPING else "stopped"
+    return FailedPrecondition(
+        f"the campaign {where} by the stop of revision {campaign.stop_revision}; the "
+        f"confirmation names revision {stop_revision}, a stop that is over",
+        [
+            PreconditionViolation(
+                "STOP_REVISION_MISMATCH",
+                "stop_revision",
+                f"the current stop began at revision {campaign.stop_revision}",
+            )
+        ],
+        reason="STOP_REVISION_MISMATCH",
+        metadata={"stop_revision": str(campaign.stop_revision)},
+    )
+
+
+def deleted_violation() -> PreconditionViolation:
+    return PreconditionViolation("CAMPAIGN_DELETED", "campaign", "the campaign is deleted")
+
+
+def require_not_deleted(campaign: Campaign, action: str) -> None:
+    if campaign.deleted:
+        raise FailedPrecondition(
+            f"a deleted campaign cannot be {action}; undelete it first",
+            [deleted_violation()],
+            reason="CAMPAIGN_DELETED",
+        )
 
 
 def next_campaign_violations(
@@ -55,7 +101,7 @@ def run_violations(
 ) -> list[PreconditionViolation]:
     out: list[PreconditionViolation] = []
     if campaign.deleted:
-        out.append(PreconditionViolation("CAMPAIGN_DELETED", "campaign", "the campaign is deleted"))
+        out.append(deleted_violation())
     if not campaign.outplan_id:
         out.append(PreconditionViolation("OUTPLAN_MISSING", "outplan_id", "an outplan is required"))
     if not campaign.outdial_id:
@@ -110,19 +156,46 @@ def plan_status_change(
     now: int,
     stop_grace_us: int,
 ) -> Transition | None:
-    """The transition a request asks for, or None when the campaign is already there."""
+    """The transition a request asks for, or None when the campaign is already there.
+
+    A STOP only ever asks: repeated, from a double click, a retry or a second operator, it
+    changes nothing. The dialer's confirmation of the drain is a call of its own
+    (plan_drained), so no request can be taken for the other.
+    """
     if requested == Status.RUN:
         if campaign.status == Status.RUN:
             return None
+        require_not_deleted(campaign, "run")
         require_runnable(campaign, next_campaign)
         return Transition(Status.RUN, Reason.REQUESTED)
     if campaign.status == Status.STOP:
         return None
-    if campaign.status == Status.RUN and not force:
+    if force:
+        # A person's decision to stop at once: it never starts the next campaign.
+        return Transition(Status.STOP, Reason.REQUESTED)
+    if campaign.status == Status.RUN:
         return Transition(Status.STOPPING, Reason.REQUESTED, now + stop_grace_us)
-    # The dialer's confirming STOP completes a finished campaign and starts the next one;
-    # force is a person's decision to stop, and never starts anything.
-    return Transition(Status.STOP, Reason.REQUESTED, start_next=campaign.finishing and not force)
+    if campaign.finishing:
+        # A stop a person asks for never starts the next campaign: the drain goes on, the
+        # chain is called off.
+        return Transition(
+            Status.STOPPING, Reason.REQUESTED, campaign.stop_deadline, detail=CHAIN_CALLED_OFF
+        )
+    return None
+
+
+def plan_drained(campaign: Campaign, stop_revision: int) -> Transition | None:
+    """The dialer's confirmation that the stop of stop_revision is drained; None when that
+    stop has completed already (a retried confirmation)."""
+    if campaign.status == Status.STOPPING:
+        if campaign.stop_revision != stop_revision:
+            raise _other_stop(campaign, stop_revision)
+        return Transition(Status.STOP, Reason.DRAINED, start_next=campaign.finishing)
+    if campaign.status == Status.STOP and campaign.stop_revision:
+        if campaign.stop_revision == stop_revision:
+            return None
+        raise _other_stop(campaign, stop_revision)
+    raise _not_stopping(campaign)
 
 
 def plan_grace_expired(campaign: Campaign) -> Transition:
@@ -146,5 +219,9 @@ def plan_outdial_exhausted(
             reason="CAMPAIGN_NOT_RUNNING",
         )
     if campaign.end_handle == EndHandle.CONTINUE:
+        if campaign.last_reason == Reason.OUTDIAL_EXHAUSTED:
+            # News once: until something else happens to the campaign, a repeated report
+            # records nothing (kept on the campaign, so it holds after the log is compacted).
+            return None
         return Transition(Status.RUN, Reason.OUTDIAL_EXHAUSTED)
     return Transition(Status.STOPPING, Reason.FINISHED, now + stop_grace_us, finishing=True)

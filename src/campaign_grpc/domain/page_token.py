@@ -8,7 +8,9 @@ import hashlib
 import struct
 
 from .errors import FieldViolation, InvalidArgument
-from .types import ListFilter
+from .types import EventFilter, ListFilter
+
+Filter = ListFilter | EventFilter
 
 _FORMAT = struct.Struct(">BQ8s")
 _VERSION = 1
@@ -17,12 +19,15 @@ _VERSION = 1
 _MAX_SEQ = 2**63 - 1
 
 
-def _fingerprint(f: ListFilter) -> bytes:
-    key = f"{f.customer_id}|{int(f.status)}|{int(f.type)}|{int(f.show_deleted)}".encode()
-    return hashlib.blake2b(key, digest_size=8, person=b"campaign-page").digest()
+def _fingerprint(f: Filter) -> bytes:
+    if isinstance(f, ListFilter):
+        key = f"{f.customer_id}|{int(f.status)}|{int(f.type)}|{int(f.show_deleted)}"
+    else:  # a listing of events: its tokens are never taken for a listing of campaigns
+        key = f"events|{f.customer_id}|{f.campaign_id}"
+    return hashlib.blake2b(key.encode(), digest_size=8, person=b"campaign-page").digest()
 
 
-def encode(f: ListFilter, after_seq: int) -> str:
+def encode(f: Filter, after_seq: int) -> str:
     raw = _FORMAT.pack(_VERSION, after_seq, _fingerprint(f))
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -31,7 +36,7 @@ def _invalid(why: str) -> InvalidArgument:
     return InvalidArgument([FieldViolation("page_token", why)], reason="INVALID_PAGE_TOKEN")
 
 
-def decode(token: str, f: ListFilter) -> int:
+def decode(token: str, f: Filter) -> int:
     """The position a token continues after; InvalidArgument when it is not ours or not for f."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))

@@ -41,6 +41,19 @@ class Reason(enum.IntEnum):
     FINISHED = 6
     CHAINED = 7
     OUTDIAL_EXHAUSTED = 8
+    DRAINED = 9
+    UPDATED = 10
+
+
+class NextCampaignResult(enum.IntEnum):
+    """What became of the next campaign when a finished one completed; numbers as in
+    WatchStatusResponse.NextCampaignResult."""
+
+    UNSPECIFIED = 0
+    STARTED = 1
+    ALREADY_RUNNING = 2
+    NOT_FOUND = 3
+    RUN_CONDITIONS_UNMET = 4
 
 
 @dataclass(slots=True)
@@ -77,6 +90,14 @@ class Campaign:
     stop_deadline: int | None = None
     # STOPPING because its outdial list ran out: completing the stop starts the next one.
     finishing: bool = False
+    # The revision of the change that began the current (or last completed) stop; 0 while
+    # running or never stopped through STOPPING. ConfirmDrained must name it.
+    stop_revision: int = 0
+    # The revision of the change that set the fields UpdateCampaign changes (the "body"):
+    # an event refers to the body it was written with, so the full view can show it.
+    body_revision: int = 0
+    # Why the last event about this campaign was written.
+    last_reason: Reason = Reason.UNSPECIFIED
 
     @property
     def deleted(self) -> bool:
@@ -106,8 +127,22 @@ UPDATABLE_FIELDS = frozenset(UPDATABLE_FIELD_ORDER)
 
 
 @dataclass(slots=True, frozen=True)
+class Origin:
+    """Who makes a change, and the trace context of the request that does (W3C traceparent,
+    empty when the server does not trace)."""
+
+    principal: str = "anonymous"
+    traceparent: str = ""
+
+
+ANONYMOUS = Origin()
+# What the service does by itself: a stop grace that runs out, a chained start.
+SERVICE = Origin("service")
+
+
+@dataclass(slots=True, frozen=True)
 class Event:
-    """One committed change in the event log."""
+    """One committed change in the event log, with the campaign's state after it."""
 
     revision: int
     customer_id: str
@@ -122,6 +157,19 @@ class Event:
     # On a chained start: the finished campaign that started this one.
     chained_from: str = ""
     detail: str = ""
+    # The campaign's state after the change, for the full view (see Campaign).
+    version: int = 0
+    tm_update: int | None = None
+    tm_delete: int | None = None
+    stop_revision: int = 0
+    body_revision: int = 0
+    next_campaign_result: NextCampaignResult = NextCampaignResult.UNSPECIFIED
+    unmet_run_conditions: tuple[str, ...] = ()
+    principal: str = ""
+    traceparent: str = ""
+    # The whole campaign as of this revision, when it is at hand: attached by the writer to
+    # the events it logs, or read back with them for the full view. Never stored as such.
+    campaign: Campaign | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -139,8 +187,28 @@ class Page:
 
 
 @dataclass(slots=True, frozen=True)
-class Snapshot:
-    """The campaigns a watch starts from and the log revision they reflect."""
+class EventFilter:
+    """A listing of events: a customer's, or one campaign's of it."""
 
-    campaigns: list[Campaign]
+    customer_id: str
+    campaign_id: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class EventPage:
+    events: list[Event]
+    next_page_token: str
+
+
+@dataclass(slots=True, frozen=True)
+class CampaignState:
+    """What the status view of a watch snapshot sends of a campaign: no actions, no body."""
+
+    customer_id: str
+    id: str
+    status: Status
+    deleted: bool
     revision: int
+    stop_revision: int
+    # When the campaign last changed (its creation, if never since).
+    tm_event: int

@@ -261,6 +261,32 @@ def validate_status_request(customer_id: str, campaign_id: str, status: int) -> 
     raise_if(out)
 
 
+def validate_confirm(customer_id: str, campaign_id: str, stop_revision: int) -> None:
+    out = check_uuid("customer_id", customer_id, required=True)
+    out += check_uuid("id", campaign_id, required=True)
+    if stop_revision <= 0:
+        out.append(
+            FieldViolation(
+                "stop_revision",
+                "is required: the campaign's stop_revision, as seen on the stream or in "
+                "GetCampaign",
+            )
+        )
+    raise_if(out)
+
+
+def validate_list_events(customer_id: str, campaign_id: str, page_size: int) -> int:
+    """Checks a listing of events and returns the effective page size."""
+    out = check_uuid("customer_id", customer_id, required=True)
+    out += check_uuid("campaign_id", campaign_id, required=False)
+    if page_size < 0:
+        out.append(FieldViolation("page_size", "must not be negative"))
+    raise_if(out)
+    if page_size == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(page_size, MAX_PAGE_SIZE)
+
+
 def validate_list(customer_id: str, page_size: int, status: int, type_: int) -> int:
     """Checks a list request and returns the effective page size."""
     out = check_uuid("customer_id", customer_id, required=True)
@@ -274,11 +300,22 @@ def validate_list(customer_id: str, page_size: int, status: int, type_: int) -> 
     return min(page_size, MAX_PAGE_SIZE)
 
 
-def validate_watch(customer_id: str, campaign_id: str, after_revision: int) -> None:
+# WatchStatusRequest.view: unspecified (the status view), status, full.
+WATCH_VIEWS = frozenset({0, 1, 2})
+
+
+def validate_view(view: int) -> None:
+    if view not in WATCH_VIEWS:
+        raise_if([FieldViolation("view", f"unknown value {int(view)}")])
+
+
+def validate_watch(customer_id: str, campaign_id: str, after_revision: int, view: int = 0) -> None:
     out = check_uuid("customer_id", customer_id, required=False)
     out += check_uuid("campaign_id", campaign_id, required=False)
     if campaign_id and not customer_id:
         out.append(FieldViolation("customer_id", "is required with campaign_id"))
     if after_revision < 0:
         out.append(FieldViolation("after_revision", "must not be negative"))
+    if view not in WATCH_VIEWS:
+        out.append(FieldViolation("view", f"unknown value {int(view)}"))
     raise_if(out)

@@ -2,7 +2,8 @@
 
 The token file holds the SHA-256 digest of each token, never a token, so that whoever reads
 the file cannot call with it. A line is `<hex digest> <customer_id>` for a token that acts for
-one customer, or `<hex digest> *` for a trusted backend that acts for every customer.
+one customer, or `<hex digest> *` for a trusted backend that acts for every customer, and may
+end with a name for the token: who the changes made with it are recorded as.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,17 @@ log = logging.getLogger(__name__)
 
 EVERY_CUSTOMER = "*"
 _DIGEST_HEX_LENGTH = 64
+# A name is one word of these: it goes into every event and audit line made with the token.
+_NAME = re.compile(r"[A-Za-z0-9._@:/+-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """Whom a token acts for: one customer, or every customer when customer_id is None."""
+    """Whom a token acts for: one customer, or every customer when customer_id is None; and
+    who the token is, as changes made with it are recorded."""
 
     customer_id: str | None
+    principal: str = ""
 
 
 class TokenFileError(ValueError):
@@ -47,12 +53,18 @@ class TokenTable:
             if not words:
                 continue
             where = f"{source} line {number}"
-            if len(words) != 2:
+            if len(words) not in (2, 3):
                 raise TokenFileError(
-                    f"{where}: expected '<sha256 of the token, hex> <customer_id or *>', "
+                    f"{where}: expected '<sha256 of the token, hex> <customer_id or *> [name]', "
                     f"got {len(words)} words"
                 )
-            digest_hex, customer = words
+            digest_hex, customer = words[:2]
+            name = words[2] if len(words) == 3 else ""
+            if name and not _NAME.fullmatch(name):
+                raise TokenFileError(
+                    f"{where}: a token's name is one word of at most 64 letters, digits and "
+                    "._@:/+- characters"
+                )
             if len(digest_hex) != _DIGEST_HEX_LENGTH or not _is_hex(digest_hex):
                 raise TokenFileError(
                     f"{where}: expected the token's SHA-256 digest as 64 hex digits "
@@ -66,7 +78,9 @@ class TokenTable:
             if digest in seen:
                 raise TokenFileError(f"{where}: the same digest as line {seen[digest]}")
             seen[digest] = number
-            grant = Grant(None if customer == EVERY_CUSTOMER else customer)
+            # A token without a name is known by the start of its digest, never by itself.
+            principal = name or f"token:{digest_hex[:12].lower()}"
+            grant = Grant(None if customer == EVERY_CUSTOMER else customer, principal)
             entries.append((digest, grant))
         return cls(tuple(entries))
 

@@ -11,6 +11,19 @@ from typing import Any
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+class TraceIds(logging.Filter):
+    """Puts the trace id and span id of the current span on a record, when there is one: a
+    call's log lines (its access line, its errors) then lead to its trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from . import tracing
+
+        ids = tracing.current_ids()
+        if ids is not None and not hasattr(record, "trace_id"):
+            record.trace_id, record.span_id = ids
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -25,8 +38,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(fmt: str, level: str) -> None:
+def configure(fmt: str, level: str, *, traced: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    if traced:
+        handler.addFilter(TraceIds())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

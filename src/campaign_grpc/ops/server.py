@@ -15,6 +15,7 @@ from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from ..api import convert, reflection
 from ..api.admission import Admission, Budgets, HealthWatches
+from ..api.audit import AuditLog
 from ..api.auth_gate import Authorize, customers_of
 from ..api.interceptors import (
     AccessLog,
@@ -48,6 +49,7 @@ from .memory import MemoryTrimmer
 from .metrics import Metrics
 from .peer_reports import PeerReports
 from .stop_timer import StopTimer
+from .tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,14 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         # soft limit below which core refuses some calls at random is set to the same).
         ("grpc.max_metadata_size", 16 * 1024),
         ("grpc.absolute_max_metadata_size", 16 * 1024),
+        # grpc core sets SO_REUSEPORT by default: a second server on a port in use would
+        # start and take half of the connections, silently.
+        ("grpc.so_reuseport", int(settings.reuse_port)),
     ]
+
+
+class ListenRefused(OSError):
+    """The address to serve on cannot be had: in use by another process, say."""
 
 
 def add_campaign_service(servicer: CampaignServicer, server: grpc.aio.Server) -> None:
@@ -161,10 +170,14 @@ class WatchStreamsOpen:
 class App:
     """One running server. start() then stop(); port is known after start()."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracing: Tracing | None = None) -> None:
         self.settings = settings
         self.port = 0
         self.stopped = False
+        # Off unless --tracing (or given, as the tests do with an exporter of their own).
+        if tracing is None and settings.tracing:
+            tracing = Tracing.from_environment()
+        self.tracing = tracing
         protection = security.load(settings)
         self._tls = protection.tls
         self.tokens = protection.tokens
@@ -182,10 +195,11 @@ class App:
                 f"and {read_threads} read threads need {read_threads + 1}"
             )
         self.store = Store(self._db)
-        self._readers = Readers(self._db, read_threads)
+        self._readers = Readers(self._db, read_threads, tracing=tracing)
         self._writer = Writer(
             self._db,
             journal=self.store,
+            tracing=tracing,
         )
         self.campaigns = Campaigns(
             self.store, self._writer, self._readers, stop_grace_s=settings.stop_grace
@@ -273,6 +287,8 @@ class App:
             on_refusal=lambda error, peer: self.peer_reports.refused(
                 error.reason, peer, error.message
             ),
+            recorders=[AuditLog(SERVICE)],
+            tracing=tracing,
         )
         self.server = grpc.aio.server(interceptors=[observe], options=grpc_options(settings))
 
@@ -292,6 +308,16 @@ class App:
         return self._in_flight.count
 
     async def start(self) -> int:
+        # The port first: a server that cannot have it touches nothing else.
+        try:
+            self.port = self._add_port()
+        except RuntimeError as exc:  # grpc's "Failed to bind to address"
+            raise ListenRefused(
+                f"cannot listen on {self.settings.listen}: the address is in use (another "
+                "server?) or not available here; --reuse-port shares a port on purpose"
+            ) from exc
+        if self.port == 0:
+            raise ListenRefused(f"cannot listen on {self.settings.listen}")
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)
         await self.hub.start()
         if self._listener is not None:
@@ -307,9 +333,6 @@ class App:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self.settings.reflection:
             reflection.enable(self.server, [SERVICE_NAME, health.SERVICE_NAME])
-        self.port = self._add_port()
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
         await self._set_health(SERVING)
         self._health_task = asyncio.create_task(self._watch_database(), name="health")
@@ -396,6 +419,8 @@ class App:
         await loop.run_in_executor(None, self._writer.close)
         await loop.run_in_executor(None, self._readers.close)
         close_database(self._db)
+        if self.tracing is not None:
+            await loop.run_in_executor(None, self.tracing.shutdown)
         log.info("stopped")
 
 

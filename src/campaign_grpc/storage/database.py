@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -111,12 +111,39 @@ def is_postgresql(db: pw.Database) -> bool:
     return isinstance(db, pw.PostgresqlDatabase)
 
 
+def _system(db: pw.Database) -> str:
+    """The database's name as OpenTelemetry's db.system attribute has it."""
+    return "sqlite" if is_sqlite(db) else "postgresql"
+
+
 @dataclass(slots=True)
 class _Job(Generic[T]):
     fn: Callable[[], T]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
     outcome: tuple[bool, Any] = field(default=(False, None))
+    # With tracing: the span of the call that submitted the job, and when it did (ns).
+    parent: object | None = None
+    queued_ns: int = 0
+
+
+class BatchTracing(Protocol):
+    """Spans of the database work done for traced calls (see ops.tracing.Tracing)."""
+
+    def capture(self) -> object | None:
+        """The current call's span, to make children of; None when it is not traced."""
+        ...
+
+    def batch_spans(
+        self,
+        parents: Sequence[object | None],
+        *,
+        queued_ns: Sequence[int],
+        started_ns: int,
+        ended_ns: int,
+        name: str,
+        attributes: dict[str, Any],
+    ) -> None: ...
 
 
 def _resolve_all(jobs: list[_Job[Any]], first: Callable[[], None] | None = None) -> None:
@@ -176,8 +203,20 @@ class _BatchingThreads:
     threads cheap under load, which is when it matters.
     """
 
-    def __init__(self, name: str, threads: int, max_batch: int) -> None:
+    # What a traced job's span of the batch's work is called.
+    span_name = "db.batch"
+
+    def __init__(
+        self,
+        name: str,
+        threads: int,
+        max_batch: int,
+        tracing: BatchTracing | None = None,
+        system: str = "",
+    ) -> None:
         self._max_batch = max_batch
+        self._tracing = tracing
+        self._system = system
         self._jobs: queue.SimpleQueue[list[_Job[Any]] | None] = queue.SimpleQueue()
         # Jobs submitted during the current turn of each event loop, handed over together.
         self._submitting: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
@@ -191,6 +230,9 @@ class _BatchingThreads:
     async def run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(fn, loop, loop.create_future())
+        if self._tracing is not None:
+            job.parent = self._tracing.capture()
+            job.queued_ns = time.time_ns()
         # Each hand-over to a waiting thread costs a wake-up and a fight for the GIL: the
         # calls that arrive in one turn of the loop are handed over as one batch at its end.
         submitting = self._submitting.get(loop)
@@ -237,7 +279,10 @@ class _BatchingThreads:
             if live:
                 # One wake-up of each loop per batch: what the batch leaves to do on the loop
                 # (see Writer.on_commit) travels with the answers, once.
+                started_ns = time.time_ns() if self._tracing is not None else 0
                 then = self._run_batch(live)
+                if self._tracing is not None:
+                    then = self._traced(live, then, started_ns)
                 by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
                 for job in live:
                     by_loop.setdefault(job.loop, []).append(job)
@@ -252,6 +297,32 @@ class _BatchingThreads:
         """Runs the jobs, setting each one's outcome; returns what to run on the callers'
         event loop before they are answered, if anything."""
         raise NotImplementedError
+
+    def _batch_attributes(self, jobs: list[_Job[Any]]) -> dict[str, Any]:
+        return {"db.system": self._system, "db.batch.size": len(jobs)}
+
+    def _traced(
+        self, jobs: list[_Job[Any]], then: Callable[[], None] | None, started_ns: int
+    ) -> Callable[[], None]:
+        """then, and the spans of the batch's traced jobs: made on the event loop with the
+        answers, as no more work for the database thread."""
+        tracing, ended_ns = self._tracing, time.time_ns()
+        assert tracing is not None
+        attributes = self._batch_attributes(jobs)
+
+        def spans_then() -> None:
+            tracing.batch_spans(
+                [job.parent for job in jobs],
+                queued_ns=[job.queued_ns for job in jobs],
+                started_ns=started_ns,
+                ended_ns=ended_ns,
+                name=self.span_name,
+                attributes=attributes,
+            )
+            if then is not None:
+                then()
+
+        return spans_then
 
     def _thread_done(self) -> None:
         """Runs on each thread as it ends: a connection is its thread's own to close."""
@@ -297,6 +368,8 @@ class Writer(_BatchingThreads):
     they hear back.
     """
 
+    span_name = "db.transaction"
+
     def __init__(
         self,
         db: pw.Database,
@@ -304,6 +377,7 @@ class Writer(_BatchingThreads):
         max_batch: int = 256,
         journal: Journal | None = None,
         on_commit: Callable[[list[Any]], None] | None = None,
+        tracing: BatchTracing | None = None,
     ) -> None:
         self._db = db
         self._journal: Journal = journal or _NoJournal()
@@ -314,7 +388,7 @@ class Writer(_BatchingThreads):
         # the rare failure that comes after a write runs the whole batch again with one
         # savepoint per job. On PostgreSQL a failed statement spoils the transaction.
         self._count_writes = is_sqlite(db)
-        super().__init__("db-writer", 1, max_batch)
+        super().__init__("db-writer", 1, max_batch, tracing, _system(db))
 
     def _run_batch(self, jobs: list[_Job[Any]]) -> Callable[[], None] | None:
         # A connection lost before COMMIT was sent leaves nothing written, so the batch runs
@@ -438,9 +512,18 @@ def _drop_connection(db: pw.Database) -> None:
 class Readers(_BatchingThreads):
     """Threads for reads; each keeps its own connection."""
 
-    def __init__(self, db: pw.Database, threads: int, *, max_batch: int = 64) -> None:
+    span_name = "db.read"
+
+    def __init__(
+        self,
+        db: pw.Database,
+        threads: int,
+        *,
+        max_batch: int = 64,
+        tracing: BatchTracing | None = None,
+    ) -> None:
         self._db = db
-        super().__init__("db-reader", threads, max_batch)
+        super().__init__("db-reader", threads, max_batch, tracing, _system(db))
 
     def _thread_done(self) -> None:
         _drop_connection(self._db)

@@ -12,7 +12,7 @@ from playhouse.migrate import migrate as migrate_columns
 
 from ..domain.types import Status
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,26 @@ class Tables:
     campaign: Any
     event: Any
     meta: Any
+    body: Any
 
     def all(self) -> list[Any]:
-        return [self.meta, self.campaign, self.event]
+        return [self.meta, self.campaign, self.event, self.body]
+
+
+# The columns of a campaign that UpdateCampaign changes, its "body": kept for as long as the
+# log refers to them (see CampaignBody).
+BODY_COLUMNS = (
+    "type",
+    "name",
+    "detail",
+    "service_level",
+    "end_handle",
+    "actions",
+    "outplan_id",
+    "outdial_id",
+    "queue_id",
+    "next_campaign_id",
+)
 
 
 def bind_tables(db: pw.Database) -> Tables:
@@ -61,6 +78,9 @@ def bind_tables(db: pw.Database) -> Tables:
         stop_deadline = pw.BigIntegerField(null=True)
         request_id = pw.CharField(max_length=36, null=True)
         finishing = pw.BooleanField(default=False)
+        stop_revision = pw.BigIntegerField(default=0)
+        body_revision = pw.BigIntegerField(default=0)
+        last_reason = pw.SmallIntegerField(default=0)
 
         class Meta:
             table_name = "campaign"
@@ -68,6 +88,11 @@ def bind_tables(db: pw.Database) -> Tables:
                 (("customer_id", "id"), True),
                 (("customer_id", "request_id"), True),
                 (("customer_id", "seq"), False),
+                # A campaign's id is one key across all customers.
+                (("id",), True),
+                # Snapshots walk campaigns in revision order.
+                (("customer_id", "revision"), False),
+                (("revision",), False),
             )
 
     # One outdial belongs to at most one live campaign of a customer; the database
@@ -82,6 +107,12 @@ def bind_tables(db: pw.Database) -> Tables:
             Campaign.status == int(Status.STOPPING)
         )
     )
+    # The live campaigns that name a campaign as their next one: a delete looks them up.
+    Campaign.add_index(
+        Campaign.index(
+            Campaign.customer_id, Campaign.next_campaign_id, name="campaign_next_campaign"
+        ).where((Campaign.tm_delete.is_null()) & (Campaign.next_campaign_id != ""))
+    )
 
     class Event(Base):
         revision = pw.BigIntegerField(primary_key=True)
@@ -95,6 +126,18 @@ def bind_tables(db: pw.Database) -> Tables:
         next_campaign_id = pw.CharField(max_length=36, default="")
         chained_from = pw.CharField(max_length=36, default="")
         detail = pw.TextField(default="")
+        # The campaign's state after the change (the full view shows it with its body).
+        version = pw.IntegerField(default=0)
+        tm_update = pw.BigIntegerField(null=True)
+        tm_delete = pw.BigIntegerField(null=True)
+        stop_revision = pw.BigIntegerField(default=0)
+        body_revision = pw.BigIntegerField(default=0)
+        next_campaign_result = pw.SmallIntegerField(default=0)
+        # The types of the next campaign's unmet run conditions, comma-separated.
+        unmet_run_conditions = pw.TextField(default="")
+        # Who made the change, and the trace context of the request that did.
+        principal = pw.TextField(default="")
+        traceparent = pw.TextField(default="")
 
         class Meta:
             table_name = "event"
@@ -103,13 +146,47 @@ def bind_tables(db: pw.Database) -> Tables:
                 (("customer_id", "campaign_id", "revision"), False),
             )
 
-    return Tables(campaign=Campaign, event=Event, meta=Meta)
+    class CampaignBody(Base):
+        """A body that UpdateCampaign replaced, for the events written while it was current:
+        the body of revision `revision`, superseded at `superseded_at`. Once the log is
+        compacted past superseded_at no event refers to it, and it goes too."""
+
+        customer_id = pw.CharField(max_length=36)
+        campaign_id = pw.CharField(max_length=36)
+        revision = pw.BigIntegerField()
+        superseded_at = pw.BigIntegerField(index=True)
+        type = pw.SmallIntegerField()
+        name = pw.TextField()
+        detail = pw.TextField()
+        service_level = pw.SmallIntegerField()
+        end_handle = pw.SmallIntegerField()
+        actions = pw.TextField()
+        outplan_id = pw.CharField(max_length=36)
+        outdial_id = pw.CharField(max_length=36)
+        queue_id = pw.CharField(max_length=36)
+        next_campaign_id = pw.CharField(max_length=36)
+
+        class Meta:
+            table_name = "campaign_body"
+            primary_key = pw.CompositeKey("campaign_id", "revision")
+
+    return Tables(campaign=Campaign, event=Event, meta=Meta, body=CampaignBody)
 
 
 def _create(db: pw.Database, tables: Tables) -> None:
     """A new database gets the current schema at once."""
     db.create_tables(tables.all(), safe=True)
     tables.meta.insert(key="revision", value=0).on_conflict_ignore().execute()
+    tables.meta.insert(key=FULL_HISTORY_FROM, value=0).on_conflict_ignore().execute()
+
+
+# The log revision from which events record the campaign's state for the full view: the
+# head when a database was upgraded to version 3, 0 for one created at it.
+FULL_HISTORY_FROM = "full_history_from"
+
+
+class MigrationRefused(RuntimeError):
+    """The database holds data the new schema cannot take; the message says what to do."""
 
 
 def _v1_to_v2(db: pw.Database, tables: Tables) -> None:
@@ -124,8 +201,66 @@ def _v1_to_v2(db: pw.Database, tables: Tables) -> None:
     )
 
 
+def _v2_to_v3(db: pw.Database, tables: Tables) -> None:
+    """Ids unique across customers, stops confirmed by revision, the full view's history."""
+    C, E, M = tables.campaign, tables.event, tables.meta
+    shared = C.select(C.id).group_by(C.id).having(pw.fn.COUNT(C.customer_id) > 1).limit(20).tuples()
+    duplicates = [row[0] for row in shared]
+    if duplicates:
+        raise MigrationRefused(
+            "campaign ids are unique across customers from schema version 3, and these ids "
+            f"belong to more than one customer: {', '.join(duplicates)}. Give all but one of "
+            "each a new id (in both the campaign table and its customer's systems), then "
+            "run `campaign-grpc migrate` again; nothing was changed."
+        )
+    m = SchemaMigrator.from_database(db)
+    migrate_columns(
+        m.add_column("campaign", "stop_revision", C.stop_revision),
+        m.add_column("campaign", "body_revision", C.body_revision),
+        m.add_column("campaign", "last_reason", C.last_reason),
+        m.add_column("event", "version", E.version),
+        m.add_column("event", "tm_update", E.tm_update),
+        m.add_column("event", "tm_delete", E.tm_delete),
+        m.add_column("event", "stop_revision", E.stop_revision),
+        m.add_column("event", "body_revision", E.body_revision),
+        m.add_column("event", "next_campaign_result", E.next_campaign_result),
+        m.add_column("event", "unmet_run_conditions", E.unmet_run_conditions),
+    )
+    stopping = int(Status.STOPPING)
+    # Before version 3 a STOPPING campaign's last change was the one that began its stop,
+    # and every STOPPING event began one.
+    C.update(stop_revision=C.revision).where(C.status == stopping).execute()
+    E.update(stop_revision=E.revision).where(E.status == stopping).execute()
+    C.update(body_revision=C.revision).execute()
+    last = E.select(E.reason).where(E.revision == C.revision)
+    C.update(last_reason=pw.fn.COALESCE(last, 0)).execute()
+    db.create_tables([tables.body], safe=True)
+    for index in (
+        C.index(C.id, unique=True, name="campaign_id"),
+        C.index(C.customer_id, C.revision, name="campaign_customer_id_revision"),
+        C.index(C.revision, name="campaign_revision"),
+        # As SQL text: SQLite takes no parameter in a partial index's condition.
+        C.index(C.customer_id, C.next_campaign_id, name="campaign_next_campaign").where(
+            (C.tm_delete.is_null()) & (C.next_campaign_id != pw.SQL("''"))
+        ),
+    ):
+        db.execute(index)
+    head = M.select(M.value).where(M.key == "revision")
+    M.insert(key=FULL_HISTORY_FROM, value=head).on_conflict_ignore().execute()
+
+
+def _v3_to_v4(db: pw.Database, tables: Tables) -> None:
+    """Who made each change, and the trace of the request that did."""
+    m = SchemaMigrator.from_database(db)
+    E = tables.event
+    migrate_columns(
+        m.add_column("event", "principal", E.principal),
+        m.add_column("event", "traceparent", E.traceparent),
+    )
+
+
 # UPGRADES[i] takes an existing database from version i + 1 to i + 2; append, never edit.
-UPGRADES: list[Callable[[pw.Database, Tables], None]] = [_v1_to_v2]
+UPGRADES: list[Callable[[pw.Database, Tables], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
 
 
 class SchemaTooNew(RuntimeError):

@@ -22,20 +22,23 @@ from ..domain.errors import (
 )
 from ..domain.json_text import compact_json
 from ..domain.types import (
+    ANONYMOUS,
     Action,
     Campaign,
+    CampaignState,
     CampaignType,
     EndHandle,
     Event,
     ListFilter,
+    NextCampaignResult,
+    Origin,
     Reason,
-    Snapshot,
     Status,
 )
 from .database import is_postgresql
 from .pg_notify import CHANNEL
 from .prepared import Prepared, Statements, param
-from .schema import Tables, bind_tables, migrate
+from .schema import BODY_COLUMNS, FULL_HISTORY_FROM, Tables, bind_tables, migrate
 from .versions import VersionCache
 
 
@@ -93,12 +96,25 @@ _CAMPAIGN = (
     "revision",
     "stop_deadline",
     "finishing",
+    "stop_revision",
+    "body_revision",
+    "last_reason",
     "seq",
 )
 # What save() writes: everything but the key, tm_create, seq and request_id.
-_MUTABLE = _CAMPAIGN[2:13] + _CAMPAIGN[14:20]
+_MUTABLE = _CAMPAIGN[2:13] + _CAMPAIGN[14:23]
 # What a lifecycle change (status, deletion) writes: the rest of the campaign stays as it is.
-_STATE = ("status", "stop_deadline", "finishing", "tm_update", "tm_delete", "version", "revision")
+_STATE = (
+    "status",
+    "stop_deadline",
+    "finishing",
+    "tm_update",
+    "tm_delete",
+    "version",
+    "revision",
+    "stop_revision",
+    "last_reason",
+)
 _EVENT = (
     "revision",
     "customer_id",
@@ -111,6 +127,26 @@ _EVENT = (
     "next_campaign_id",
     "chained_from",
     "detail",
+    "version",
+    "tm_update",
+    "tm_delete",
+    "stop_revision",
+    "body_revision",
+    "next_campaign_result",
+    "unmet_run_conditions",
+    "principal",
+    "traceparent",
+)
+# What the status view of a snapshot reads of a campaign (see _state).
+_STATE_VIEW = (
+    "customer_id",
+    "id",
+    "status",
+    "tm_delete",
+    "revision",
+    "stop_revision",
+    "tm_create",
+    "tm_update",
 )
 
 
@@ -118,6 +154,7 @@ _TYPES = {int(t): t for t in CampaignType}
 _STATUSES = {int(s): s for s in Status}
 _END_HANDLES = {int(e): e for e in EndHandle}
 _REASONS = {int(r): r for r in Reason}
+_RESULTS = {int(r): r for r in NextCampaignResult}
 
 
 def _campaign(row: tuple[Any, ...]) -> Campaign:
@@ -142,6 +179,9 @@ def _campaign(row: tuple[Any, ...]) -> Campaign:
         revision=row[17],
         stop_deadline=row[18],
         finishing=bool(row[19]),
+        stop_revision=row[20],
+        body_revision=row[21],
+        last_reason=_REASONS[row[22]],
     )
 
 
@@ -164,10 +204,26 @@ def _mutable_values(c: Campaign) -> tuple[Any, ...]:
         c.revision,
         c.stop_deadline,
         c.finishing,
+        c.stop_revision,
+        c.body_revision,
+        int(c.last_reason),
     )
 
 
-def _event(row: tuple[Any, ...]) -> Event:
+def _state(row: tuple[Any, ...]) -> CampaignState:
+    """A row of _STATE_VIEW."""
+    return CampaignState(
+        customer_id=row[0],
+        id=row[1],
+        status=_STATUSES[row[2]],
+        deleted=row[3] is not None,
+        revision=row[4],
+        stop_revision=row[5],
+        tm_event=row[7] or row[6],
+    )
+
+
+def _event(row: tuple[Any, ...], campaign: Campaign | None = None) -> Event:
     return Event(
         revision=row[0],
         customer_id=row[1],
@@ -180,12 +236,67 @@ def _event(row: tuple[Any, ...]) -> Event:
         next_campaign_id=row[8],
         chained_from=row[9],
         detail=row[10],
+        version=row[11],
+        tm_update=row[12],
+        tm_delete=row[13],
+        stop_revision=row[14],
+        body_revision=row[15],
+        next_campaign_result=_RESULTS[row[16]],
+        unmet_run_conditions=tuple(row[17].split(",")) if row[17] else (),
+        principal=row[18],
+        traceparent=row[19],
+        campaign=campaign,
     )
 
 
+# After the event's columns, a full-view event row holds the campaign's tm_create, its
+# body_revision and body, then the superseded body the event refers to, if any.
+_FULL_EVENT_TAIL = 2 + len(BODY_COLUMNS)
+
+
+def _full_event(row: tuple[Any, ...]) -> Event:
+    """An event with the campaign as of its revision: the campaign's current body when the
+    event was written with it, else the superseded one it refers to."""
+    n = len(_EVENT)
+    tm_create, current_body_revision = row[n], row[n + 1]
+    current, superseded = row[n + 2 : n + _FULL_EVENT_TAIL], row[n + _FULL_EVENT_TAIL + 1 :]
+    body_revision = row[15]
+    if body_revision == current_body_revision:
+        body = current
+    elif row[n + _FULL_EVENT_TAIL] is not None:
+        body = superseded
+    else:
+        raise AssertionError(f"event {row[0]} refers to a body the store no longer holds")
+    campaign = Campaign(
+        id=row[2],
+        customer_id=row[1],
+        type=_TYPES[body[0]],
+        name=body[1],
+        detail=body[2],
+        status=_STATUSES[row[3]],
+        service_level=body[3],
+        end_handle=_END_HANDLES[body[4]],
+        actions=_actions_from_json(body[5]),
+        outplan_id=body[6],
+        outdial_id=body[7],
+        queue_id=body[8],
+        next_campaign_id=body[9],
+        tm_create=tm_create,
+        tm_update=row[12],
+        tm_delete=row[13],
+        version=row[11],
+        revision=row[0],
+        stop_revision=row[14],
+        body_revision=body_revision,
+        last_reason=_REASONS[row[6]],
+    )
+    return _event(row, campaign)
+
+
 class Store:
-    """Reads (get, list_page, snapshot) may share the Campaign objects they return between
-    callers: treat them as read-only. Writes start from load(), which always reads afresh."""
+    """Reads (get, list_page, snapshot_page) may share the Campaign objects they return
+    between callers: treat them as read-only. Writes start from load(), which always reads
+    afresh."""
 
     def __init__(self, db: pw.Database, *, cache_size: int = 50_000) -> None:
         self.db = db
@@ -237,8 +348,39 @@ class Store:
         self._insert_event = Prepared(
             db, E.insert({f: param(i) for i, f in enumerate(self._event_fields)})
         )
-        self._event_at = Prepared(db, E.select(*self._event_fields).where(E.revision == param(0)))
         self._compacted = Prepared(db, M.select(M.value).where(M.key == "compacted"))
+        self._full_history_from = Prepared(db, M.select(M.value).where(M.key == FULL_HISTORY_FROM))
+        self._id_taken = Prepared(db, C.select(C.seq).where(C.id == param(0)).limit(1))
+        self._referrers = Prepared(
+            db,
+            C.select(C.id)
+            .where(
+                (C.customer_id == param(0))
+                & (C.next_campaign_id == param(1))
+                # As SQL text, like the partial index it must match (see outdial_holder).
+                & (C.next_campaign_id != pw.SQL("''"))
+                & (C.tm_delete.is_null())
+                & (C.id != param(1))
+            )
+            .order_by(C.seq)
+            .limit(param(2)),
+        )
+        B = self.t.body
+        body_fields = [getattr(B, name) for name in BODY_COLUMNS]
+        self._supersede_body = Prepared(
+            db,
+            B.insert_from(
+                C.select(
+                    C.customer_id,
+                    C.id,
+                    C.body_revision,
+                    param(0),
+                    *[getattr(C, name) for name in BODY_COLUMNS],
+                ).where((C.customer_id == param(1)) & (C.id == param(2))),
+                [B.customer_id, B.campaign_id, B.revision, B.superseded_at, *body_fields],
+            ),
+        )
+        self._delete_bodies = Prepared(db, B.delete().where(B.superseded_at <= param(0)))
         self._oldest_events = Prepared(
             db,
             E.select(E.revision, E.tm_event)
@@ -353,46 +495,128 @@ class Store:
         assert row is not None, "the schema is not migrated"
         return int(row[0])
 
-    def snapshot(self, customer_id: str, campaign_id: str) -> Snapshot:
-        """The live campaigns (or the one campaign) and the revision they reflect, consistently."""
+    def snapshot_page(
+        self, customer_id: str, after: int, upto: int, limit: int, *, full: bool
+    ) -> list[Campaign] | list[CampaignState]:
+        """Up to limit live campaigns (of customer_id, or of all with "") whose last change
+        is in (after, upto], in revision order: a snapshot as of upto, read page by page.
+
+        A campaign that changes meanwhile moves past upto and out of the pages not read yet;
+        its change after upto reaches the watch through the hub instead. So each campaign is
+        sent once, either way, and each page is one short statement rather than one
+        transaction holding the database for the whole snapshot.
+        """
+        shape = ("snapshot", bool(customer_id), full)
+        query = self._q.get(shape, lambda: self._snapshot_query(bool(customer_id), full))
+        args = (after, upto, limit, customer_id) if customer_id else (after, upto, limit)
+        rows = query.all(*args)
+        if full:
+            return [self._shared(r) for r in rows]
+        return [_state(r) for r in rows]
+
+    def _snapshot_query(self, customer: bool, full: bool) -> Any:
+        C = self.t.campaign
+        columns = self._campaign_fields if full else [getattr(C, n) for n in _STATE_VIEW]
+        cond = C.tm_delete.is_null() & (C.revision > param(0)) & (C.revision <= param(1))
+        if customer:
+            cond &= C.customer_id == param(3)
+        return C.select(*columns).where(cond).order_by(C.revision).limit(param(2))
+
+    def snapshot_one(
+        self, customer_id: str, campaign_id: str, *, full: bool
+    ) -> tuple[Campaign | CampaignState | None, int]:
+        """One campaign, deleted or not, and the log revision it is read at, consistently."""
         # PostgreSQL's default READ COMMITTED gives each statement its own snapshot; the
-        # campaigns must be read as of the revision, so the transaction gets one snapshot.
+        # campaign must be read as of the revision, so the transaction gets one snapshot.
         isolation = {"isolation_level": "REPEATABLE READ"} if self._postgresql else {}
         with self.db.atomic(**isolation):
             revision = self.head_revision()
-            if campaign_id:
-                found = self.get(customer_id, campaign_id)
-                campaigns = [] if found is None else [found]
-            else:
-                query = self._q.get(
-                    ("snapshot", bool(customer_id)), lambda: self._live(customer_id)
-                )
-                rows = query.all(customer_id) if customer_id else query.all()
-                campaigns = [self._shared(r) for r in rows]
-        return Snapshot(campaigns, revision)
-
-    def _live(self, customer_id: str) -> Any:
-        C = self.t.campaign
-        cond = C.tm_delete.is_null()
-        if customer_id:
-            cond &= C.customer_id == param(0)
-        return C.select(*self._campaign_fields).where(cond).order_by(C.seq)
+            c = self.get(customer_id, campaign_id)
+        if c is None or full:
+            return c, revision
+        state = CampaignState(
+            c.customer_id,
+            c.id,
+            c.status,
+            c.deleted,
+            c.revision,
+            c.stop_revision,
+            c.tm_update or c.tm_create,
+        )
+        return state, revision
 
     def events_after(
-        self, revision: int, customer_id: str, campaign_id: str, limit: int
+        self, revision: int, customer_id: str, campaign_id: str, limit: int, *, full: bool = False
     ) -> list[Event]:
-        shape = (bool(customer_id), bool(campaign_id))
+        """Up to limit events after revision, in order; with full, each with the campaign as
+        of its revision (for events after full_history_from)."""
+        shape = (bool(customer_id), bool(campaign_id), full)
         query = self._q.get(("events", shape), lambda: self._events_query(*shape))
-        return [_event(r) for r in query.all(revision, customer_id, campaign_id, limit)]
+        rows = query.all(revision, customer_id, campaign_id, limit)
+        if full:
+            return [_full_event(r) for r in rows]
+        return [_event(r) for r in rows]
 
-    def _events_query(self, customer: bool, campaign: bool) -> Any:
+    def _events_query(self, customer: bool, campaign: bool, full: bool) -> Any:
         E = self.t.event
         cond = E.revision > param(0)
         if customer:
             cond &= E.customer_id == param(1)
         if campaign:
             cond &= E.campaign_id == param(2)
-        return E.select(*self._event_fields).where(cond).order_by(E.revision).limit(param(3))
+        return self._event_select(full).where(cond).order_by(E.revision).limit(param(3))
+
+    def _event_select(self, full: bool) -> Any:
+        """Events' columns; with full, the campaign's body each was written with after them
+        (see _full_event)."""
+        E, C, B = self.t.event, self.t.campaign, self.t.body
+        if not full:
+            return E.select(*self._event_fields)
+        body = [getattr(C, name) for name in BODY_COLUMNS]
+        superseded = [getattr(B, name) for name in BODY_COLUMNS]
+        return (
+            E.select(
+                *self._event_fields, C.tm_create, C.body_revision, *body, B.revision, *superseded
+            )
+            .join(C, on=(C.id == E.campaign_id))
+            .join(
+                B,
+                pw.JOIN.LEFT_OUTER,
+                on=(B.campaign_id == E.campaign_id) & (B.revision == E.body_revision),
+            )
+        )
+
+    def events_before(
+        self, before: int | None, customer_id: str, campaign_id: str, limit: int, *, full: bool
+    ) -> list[Event]:
+        """Up to limit events of the customer (or one campaign of it) before revision before
+        (None: the newest), newest first."""
+        shape = ("history", before is not None, bool(campaign_id), full)
+        query = self._q.get(shape, lambda: self._history_query(*shape[1:]))
+        rows = query.all(before, customer_id, campaign_id, limit)
+        return [_full_event(r) if full else _event(r) for r in rows]
+
+    def _history_query(self, bounded: bool, campaign: bool, full: bool) -> Any:
+        E = self.t.event
+        cond = E.customer_id == param(1)
+        if bounded:
+            cond &= E.revision < param(0)
+        if campaign:
+            cond &= E.campaign_id == param(2)
+        return self._event_select(full).where(cond).order_by(E.revision.desc()).limit(param(3))
+
+    def full_history_from(self) -> int:
+        """Events after this revision record the campaign's state for the full view."""
+        row = self._full_history_from.one()
+        return 0 if row is None else int(row[0])
+
+    def id_taken(self, campaign_id: str) -> bool:
+        """Whether a campaign of any customer has this id."""
+        return self._id_taken.one(campaign_id) is not None
+
+    def referrers(self, customer_id: str, campaign_id: str, limit: int) -> list[str]:
+        """Live campaigns, other than itself, that name campaign_id as their next campaign."""
+        return [str(row[0]) for row in self._referrers.all(customer_id, campaign_id, limit)]
 
     def compacted_revision(self) -> int:
         """Every event up to this revision has been removed from the log (0: none)."""
@@ -405,10 +629,6 @@ class Store:
 
     def ping(self) -> None:
         self.db.execute_sql("SELECT 1").fetchone()
-
-    def event_at(self, revision: int) -> Event | None:
-        row = self._event_at.one(revision)
-        return None if row is None else _event(row)
 
     # -- writes (writer thread, inside its transaction) --------------------------------
 
@@ -464,9 +684,17 @@ class Store:
             c.tm_delete,
             c.version,
             c.revision,
+            c.stop_revision,
+            int(c.last_reason),
             c.customer_id,
             c.id,
         )
+
+    def supersede_body(self, c: Campaign, superseded_at: int) -> None:
+        """Keeps the stored body of c, about to be replaced at revision superseded_at, for
+        the events written with it (see schema.CampaignBody). Copied inside the database:
+        no actions to encode again."""
+        self._supersede_body.execute(superseded_at, c.customer_id, c.id)
 
     def append_event(
         self,
@@ -478,11 +706,26 @@ class Store:
         next_campaign_id: str = "",
         chained_from: str = "",
         detail: str = "",
+        next_campaign_result: NextCampaignResult = NextCampaignResult.UNSPECIFIED,
+        unmet_run_conditions: tuple[str, ...] = (),
+        begins_stop: bool = False,
+        new_body: bool = False,
+        origin: Origin = ANONYMOUS,
     ) -> Event:
-        """Takes the next revision and logs the campaign's new state; sets c.revision."""
+        """Takes the next revision and logs the campaign's new state; sets c.revision and
+        c.last_reason, and with begins_stop c.stop_revision, with new_body c.body_revision,
+        to this revision (a stop or a body is known by the revision of the change that made
+        it)."""
         assert self._revision_at_begin is not None, "events are written after journal_begin"
+        revision = self._revision_at_begin + len(self._journal) + 1
+        c.revision = revision
+        c.last_reason = reason
+        if begins_stop:
+            c.stop_revision = revision
+        if new_body:
+            c.body_revision = revision
         event = Event(
-            revision=self._revision_at_begin + len(self._journal) + 1,
+            revision=revision,
             customer_id=c.customer_id,
             campaign_id=c.id,
             status=c.status,
@@ -493,21 +736,39 @@ class Store:
             next_campaign_id=next_campaign_id,
             chained_from=chained_from,
             detail=detail,
+            version=c.version,
+            tm_update=c.tm_update,
+            tm_delete=c.tm_delete,
+            stop_revision=c.stop_revision,
+            body_revision=c.body_revision,
+            next_campaign_result=next_campaign_result,
+            unmet_run_conditions=unmet_run_conditions,
+            principal=origin.principal,
+            traceparent=origin.traceparent,
+            campaign=c,
         )
         self._insert_event.execute(
-            event.revision,
+            revision,
             event.customer_id,
             event.campaign_id,
             int(event.status),
             int(event.previous_status),
             event.deleted,
-            int(event.reason),
-            event.tm_event,
-            event.next_campaign_id,
-            event.chained_from,
-            event.detail,
+            int(reason),
+            now,
+            next_campaign_id,
+            chained_from,
+            detail,
+            event.version,
+            event.tm_update,
+            event.tm_delete,
+            event.stop_revision,
+            event.body_revision,
+            int(next_campaign_result),
+            ",".join(unmet_run_conditions),
+            origin.principal,
+            origin.traceparent,
         )
-        c.revision = event.revision
         self._journal.append(event)
         return event
 
@@ -527,6 +788,8 @@ class Store:
         if last == compacted:
             return 0
         removed = self._delete_events.execute(compacted, last).rowcount
+        # The bodies superseded at or before it: every event written with them is gone too.
+        self._delete_bodies.execute(last)
         self._set_compacted.execute(last)
         return int(removed)
 

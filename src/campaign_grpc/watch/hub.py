@@ -18,12 +18,17 @@ from dataclasses import dataclass
 
 from ..domain.campaigns import Campaigns
 from ..domain.errors import CampaignError, NotFound, OutOfRange, ResourceExhausted, Unavailable
-from ..domain.types import Campaign, Event
+from ..domain.types import Campaign, CampaignState, Event
 from ..ops.limits import WatchStreamCounts
 
 log = logging.getLogger(__name__)
 
 _READ_BATCH = 1000
+# Full-view events and snapshot pages carry whole campaigns (up to about 1 MB each): fewer
+# at a time, so that one stream holds a few MB at most, never a whole snapshot.
+_FULL_READ_BATCH = 64
+_SNAPSHOT_PAGE = 1000
+_FULL_SNAPSHOT_PAGE = 16
 # Heartbeats go out to one slot of the streams at a time, a slot every interval / _BEAT_SLOTS.
 _BEAT_SLOTS = 16
 
@@ -39,8 +44,15 @@ class Kind(enum.IntEnum):
 class Item:
     kind: Kind
     revision: int
+    # A snapshot item: the campaign's state (the status view) or the whole campaign (full).
+    state: CampaignState | None = None
     campaign: Campaign | None = None
+    # A change; with full, sent with the campaign as of its revision (event.campaign).
     event: Event | None = None
+    full: bool = False
+    # On SNAPSHOT_END and HEARTBEAT: seconds between heartbeats, so that a client can tell a
+    # quiet stream from a dead one.
+    heartbeat_interval: float = 0.0
     # The item as the stream sends it, made once for every stream that receives it (the
     # hub's encode); None for what only one stream sends, a snapshot or a replay.
     payload: bytes | None = None
@@ -80,14 +92,19 @@ class Subscription:
         "beat_slot",
         "campaign_id",
         "customer_id",
+        "full",
         "limit",
     )
 
-    def __init__(self, customer_id: str, campaign_id: str, limit: int, beat_slot: int) -> None:
+    def __init__(
+        self, customer_id: str, campaign_id: str, limit: int, beat_slot: int, full: bool = False
+    ) -> None:
         self.customer_id = customer_id
         self.campaign_id = campaign_id
         self.limit = limit
         self.beat_slot = beat_slot
+        # The full view: changes are sent with the campaign as of their revision.
+        self.full = full
         self._buffer: list[Item] = []
         # Why the stream ends, made into an exception on the stream's own task: one
         # exception object raised by thousands of tasks would gather all their tracebacks.
@@ -163,6 +180,8 @@ class Hub:
         self._poll_interval = poll_interval
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
         self._subscribed = 0
+        # Subscriptions of the full view: while there are any, the log is read with campaigns.
+        self._full_subscribers = 0
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -232,19 +251,21 @@ class Hub:
             for sub in subs:
                 sub.end(why)
 
-    def _subscribe(self, customer_id: str, campaign_id: str) -> Subscription:
+    def _subscribe(self, customer_id: str, campaign_id: str, full: bool) -> Subscription:
         self.streams.take(customer_id)
         self._subscribed += 1
         sub = Subscription(
-            customer_id, campaign_id, self._buffer_limit, self._subscribed % _BEAT_SLOTS
+            customer_id, campaign_id, self._buffer_limit, self._subscribed % _BEAT_SLOTS, full
         )
         if self._closed:
             sub.end(_shutting_down)
         self._subs.setdefault(sub.key, set()).add(sub)
+        self._full_subscribers += full
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
         self.streams.release(sub.customer_id)
+        self._full_subscribers -= sub.full
         subs = self._subs.get(sub.key)
         if subs is not None:
             subs.discard(sub)
@@ -252,12 +273,24 @@ class Hub:
                 del self._subs[sub.key]
 
     def _dispatch(self, event: Event) -> None:
-        item: Item | None = None
+        status: Item | None = None
+        full: Item | None = None
         for key in ((event.customer_id, event.campaign_id), (event.customer_id, ""), ("", "")):
             for sub in self._subs.get(key, ()):
-                if item is None:
-                    item = self._shared(Item(Kind.CHANGE, event.revision, event=event))
-                sub.push(item)
+                if not sub.full:
+                    if status is None:
+                        # What the status view buffers holds no campaign.
+                        light = dataclasses.replace(event, campaign=None)
+                        status = self._shared(Item(Kind.CHANGE, event.revision, event=light))
+                    sub.push(status)
+                elif event.campaign is not None:
+                    if full is None:
+                        item = Item(Kind.CHANGE, event.revision, event=event, full=True)
+                        full = self._shared(item)
+                    sub.push(full)
+                else:  # pragma: no cover - _catch_up reads campaigns while full streams exist
+                    log.error("event %d reached a full view without its campaign", event.revision)
+                    sub.end(_resume_needed)
 
     def _shared(self, item: Item) -> Item:
         """The item with its payload, encoded once for all the streams that send it."""
@@ -267,7 +300,8 @@ class Hub:
 
     def _heartbeat_at(self, revision: int) -> Item:
         if self._heartbeat.revision != revision:
-            self._heartbeat = self._shared(Item(Kind.HEARTBEAT, revision))
+            beat = Item(Kind.HEARTBEAT, revision, heartbeat_interval=self.heartbeat_interval)
+            self._heartbeat = self._shared(beat)
         return self._heartbeat
 
     async def _beat(self) -> None:
@@ -294,10 +328,19 @@ class Hub:
             except Exception:
                 log.warning("reading the event log failed; retrying", exc_info=True)
 
+    async def _read_log(self, after: int) -> list[Event]:
+        """The next events, with their campaigns while any stream has the full view."""
+        full = self._full_subscribers > 0
+        events = await self._campaigns.events_after(after, "", "", _READ_BATCH, full=full)
+        if not full and self._full_subscribers > 0:
+            # A full-view stream subscribed during the read: it needs the campaigns too.
+            events = await self._campaigns.events_after(after, "", "", _READ_BATCH, full=True)
+        return events
+
     async def _catch_up(self) -> None:
         while True:
             after = self.head
-            events = await self._campaigns.events_after(after, "", "", _READ_BATCH)
+            events = await self._read_log(after)
             if not events or events[0].revision != after + 1:
                 # Revisions have no holes: the next one is not written yet, or compaction
                 # removed it before this hub read it.
@@ -332,27 +375,28 @@ class Hub:
         self.head = compacted
 
     async def watch(
-        self, customer_id: str, campaign_id: str, after_revision: int
+        self, customer_id: str, campaign_id: str, after_revision: int, *, full: bool = False
     ) -> AsyncGenerator[Item, None]:
-        """A stream's items: snapshot or replay first, then live changes and heartbeats."""
+        """A stream's items: snapshot or replay first, then live changes and heartbeats.
+
+        Revisions never go down, so every one the stream sends is a point to resume from.
+        """
         # Subscribe before reading, so that nothing committed after the read is missed;
         # what both deliver is dropped by revision.
-        sub = self._subscribe(customer_id, campaign_id)
+        sub = self._subscribe(customer_id, campaign_id, full)
         try:
-            if after_revision == 0:
-                snapshot = await self._snapshot(customer_id, campaign_id)
-                cursor = snapshot[-1].revision
-                for item in snapshot:
+            first = (
+                self._snapshot(customer_id, campaign_id, full)
+                if after_revision == 0
+                else self._replay(customer_id, campaign_id, after_revision, full)
+            )
+            cursor = after_revision
+            async with contextlib.aclosing(first):
+                async for item in first:
+                    cursor = item.revision
                     yield item
-                # An idle stream keeps nothing of its snapshot.
-                del snapshot, item
-            else:
-                cursor = after_revision
-                replay = self._replay(customer_id, campaign_id, after_revision)
-                async with contextlib.aclosing(replay):
-                    async for change in replay:
-                        cursor = change.revision
-                        yield change
+            # An idle stream keeps nothing of its snapshot.
+            del first
             while True:
                 waiter = sub.waiting()
                 if waiter is not None:
@@ -370,18 +414,35 @@ class Hub:
         finally:
             self._unsubscribe(sub)
 
-    async def _snapshot(self, customer_id: str, campaign_id: str) -> list[Item]:
-        """The snapshot's items, its SNAPSHOT_END last."""
-        snapshot = await self._campaigns.snapshot(customer_id, campaign_id)
-        if campaign_id and not snapshot.campaigns:
-            raise NotFound(f"campaign {campaign_id} not found", metadata={"id": campaign_id})
-        items = [Item(Kind.SNAPSHOT, c.revision, campaign=c) for c in snapshot.campaigns]
-        items.append(Item(Kind.SNAPSHOT_END, snapshot.revision))
-        return items
+    async def _snapshot(
+        self, customer_id: str, campaign_id: str, full: bool
+    ) -> AsyncGenerator[Item, None]:
+        """The snapshot's items in revision order, page by page, then its SNAPSHOT_END."""
+        if campaign_id:
+            found, head = await self._campaigns.snapshot_one(customer_id, campaign_id, full=full)
+            if found is None:
+                raise NotFound(f"campaign {campaign_id} not found", metadata={"id": campaign_id})
+            yield _snapshot_item(found)
+        else:
+            head = await self._campaigns.head_revision()
+            page_size = _FULL_SNAPSHOT_PAGE if full else _SNAPSHOT_PAGE
+            after = 0
+            while True:
+                page = await self._campaigns.snapshot_page(
+                    customer_id, after, head, page_size, full=full
+                )
+                for found in page:
+                    yield _snapshot_item(found)
+                if len(page) < page_size:
+                    break
+                after = page[-1].revision
+                del page
+        yield Item(Kind.SNAPSHOT_END, head, heartbeat_interval=self.heartbeat_interval)
 
     async def _replay(
-        self, customer_id: str, campaign_id: str, after_revision: int
+        self, customer_id: str, campaign_id: str, after_revision: int, full: bool
     ) -> AsyncGenerator[Item, None]:
+        """The changes after after_revision, then a heartbeat: the stream has caught up."""
         if campaign_id:
             await self._campaigns.get(customer_id, campaign_id)
         head = await self._campaigns.head_revision()
@@ -392,10 +453,20 @@ class Hub:
                 reason="REVISION_AHEAD_OF_LOG",
                 metadata={"head_revision": str(head)},
             )
+        if full:
+            recorded = await self._campaigns.full_history_from()
+            if after_revision < recorded:
+                raise OutOfRange(
+                    f"the changes up to revision {recorded} were logged before the log kept "
+                    "whole campaigns; start again from a snapshot",
+                    reason="FULL_VIEW_NOT_RECORDED",
+                    metadata={"oldest_revision": str(recorded + 1)},
+                )
+        batch = _FULL_READ_BATCH if full else _READ_BATCH
         cursor = after_revision
         while True:
             events = await self._campaigns.events_after(
-                cursor, customer_id, campaign_id, _READ_BATCH
+                cursor, customer_id, campaign_id, batch, full=full
             )
             # Read after the events: compaction only moves forward, so if it has not passed
             # the cursor now, it had not when the events were read, and they have no gap.
@@ -406,6 +477,19 @@ class Hub:
                 )
             for event in events:
                 cursor = event.revision
-                yield Item(Kind.CHANGE, cursor, event=event)
-            if len(events) < _READ_BATCH:
-                return
+                yield Item(Kind.CHANGE, cursor, event=event, full=full)
+            if len(events) < batch:
+                break
+            del events
+        # Every matching change up to head has been sent (and those after it, to cursor).
+        yield Item(Kind.HEARTBEAT, max(cursor, head), heartbeat_interval=self.heartbeat_interval)
+
+
+def _snapshot_item(found: Campaign | CampaignState) -> Item:
+    if isinstance(found, Campaign):
+        return Item(Kind.SNAPSHOT, found.revision, campaign=found)
+    return Item(Kind.SNAPSHOT, found.revision, state=found)
+
+
+def _resume_needed() -> CampaignError:
+    return Unavailable("the stream must be resumed; reconnect and resume", reason="RESUME")

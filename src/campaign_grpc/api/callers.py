@@ -1,0 +1,47 @@
+"""Who is calling: the principal, and the trace context, that a call's writes are recorded with.
+
+The gate that checks a bearer token names the caller for the rest of the call (each call runs
+in a task, and so a context, of its own); without tokens, a client certificate's subject
+names it under mutual TLS, and "anonymous" is left.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+
+from ..domain.types import Origin
+from ..ops import tracing
+
+_principal: ContextVar[str | None] = ContextVar("campaign_grpc_principal", default=None)
+
+ANONYMOUS = "anonymous"
+
+
+def identify(principal: str) -> None:
+    """Names the caller of the current call (the token gate does, once it knows the token)."""
+    _principal.set(principal)
+
+
+def certificate_subject(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The subject of the client's certificate, under mutual TLS; "" without one."""
+    auth = context.auth_context() or {}
+    for key in ("x509_subject", "x509_common_name"):
+        values = list(auth.get(key) or ())
+        if values:
+            value = values[0]
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return ""
+
+
+def principal_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    named = _principal.get()
+    if named is not None:
+        return named
+    return certificate_subject(context) or ANONYMOUS
+
+
+def origin_of(context: grpc.aio.ServicerContext[Any, Any]) -> Origin:
+    return Origin(principal_of(context), tracing.current_traceparent())

@@ -1,0 +1,114 @@
+package campaignclient
+
+// The examples the README's Go section quotes, run (and their output checked) by go test.
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	campaignv1 "campaign-grpc/gen/go/campaign/v1"
+	"google.golang.org/grpc"
+)
+
+func Example() {
+	address, token, customer := shared.address, dialerToken, newID()
+
+	conn, err := Dial(address, token)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	client := campaignv1.NewCampaignServiceClient(conn)
+
+	// Every call gets a deadline of its own.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	created, err := client.CreateCampaign(ctx, &campaignv1.CreateCampaignRequest{
+		Campaign: &campaignv1.Campaign{
+			CustomerId: customer, Type: campaignv1.Campaign_TYPE_CALL, Name: "spring promo",
+		},
+		RequestId: newID(), // the same on a retry: the retry cannot create a second campaign
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = client.UpdateCampaignStatus(ctx, &campaignv1.UpdateCampaignStatusRequest{
+		CustomerId: customer, Id: created.Campaign.Id, Status: campaignv1.Campaign_STATUS_RUN,
+	})
+	details := DetailsOf(err)
+	fmt.Println(details.Code, details.Info.Reason)
+	for _, violation := range details.Precondition.Violations {
+		fmt.Println(violation.Type, violation.Subject)
+	}
+	// Output:
+	// FailedPrecondition RUN_CONDITIONS_UNMET
+	// OUTPLAN_MISSING outplan_id
+	// OUTDIAL_MISSING outdial_id
+	// NOTHING_TO_RUN actions
+}
+
+func ExampleWatch() {
+	customer, conn := newID(), exampleConn()
+	defer conn.Close()
+	client := campaignv1.NewCampaignServiceClient(conn)
+	stopped := exampleStopping(client, customer)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+
+	// The dialer: it follows the campaigns and, once a stopping campaign's calls are
+	// drained, confirms that stop.
+	request := &campaignv1.WatchStatusRequest{CustomerId: customer}
+	err := Watch(ctx, client, request, func(item *campaignv1.WatchStatusResponse) error {
+		if item.Reason == campaignv1.WatchStatusResponse_REASON_DRAINED {
+			fmt.Println(item.CampaignId == stopped.Id, item.PreviousStatus, "->", item.Status)
+			stop()
+		}
+		if item.Status != campaignv1.Campaign_STATUS_STOPPING {
+			return nil
+		}
+		// ... the campaign's calls hang up, then:
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err := client.ConfirmDrained(ctx, &campaignv1.ConfirmDrainedRequest{
+			CustomerId: item.CustomerId, Id: item.CampaignId, StopRevision: item.StopRevision,
+		})
+		return err
+	})
+	fmt.Println(err)
+	// Output:
+	// true STATUS_STOPPING -> STATUS_STOP
+	// context canceled
+}
+
+func exampleConn() *grpc.ClientConn {
+	conn, err := Dial(shared.address, dialerToken)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return conn
+}
+
+// exampleStopping is a campaign of customer that is stopping: run, then asked to stop.
+func exampleStopping(client campaignv1.CampaignServiceClient, customer string) *campaignv1.Campaign {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := &campaignv1.Campaign{
+		CustomerId: customer, Type: campaignv1.Campaign_TYPE_CALL,
+		OutplanId: newID(), OutdialId: newID(), QueueId: newID(),
+	}
+	created, err := client.CreateCampaign(ctx, &campaignv1.CreateCampaignRequest{Campaign: c, RequestId: newID()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, status := range []campaignv1.Campaign_Status{campaignv1.Campaign_STATUS_RUN, campaignv1.Campaign_STATUS_STOP} {
+		_, err := client.UpdateCampaignStatus(ctx, &campaignv1.UpdateCampaignStatusRequest{
+			CustomerId: customer, Id: created.Campaign.Id, Status: status,
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+	}
+	return created.Campaign
+}

@@ -1,0 +1,64 @@
+"""The README's Go and Java code is the tested code itself, so that it works as printed.
+
+Each ```go or ```java block of the README must appear, line for line (indentation aside), in
+one file of tests/go or tests/java; a line `// ...` in a block stands for code left out.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = {"go": ROOT / "tests" / "go", "java": ROOT / "tests" / "java"}
+EXTENSIONS = {"go": "*.go", "java": "*.java"}
+
+
+def lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def blocks(language: str) -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    return re.findall(rf"^```{language}\n(.*?)^```$", readme, re.DOTALL | re.MULTILINE)
+
+
+def parts(block: str) -> list[list[str]]:
+    """The runs of lines of a block between its `// ...` lines."""
+    runs: list[list[str]] = [[]]
+    for line in lines(block):
+        if line == "// ...":
+            runs.append([])
+        else:
+            runs[-1].append(line)
+    return [run for run in runs if run]
+
+
+def contains(haystack: list[str], needle: list[str]) -> bool:
+    return any(
+        haystack[i : i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1)
+    )
+
+
+@pytest.mark.parametrize("language", ["go", "java"])
+def test_every_snippet_of_the_readme_is_taken_from_the_tested_code(language: str) -> None:
+    sources = {
+        path.name: lines(path.read_text())
+        for path in sorted(SOURCES[language].glob(EXTENSIONS[language]))
+    }
+    snippets = blocks(language)
+    assert len(snippets) >= 5, f"the README has only {len(snippets)} {language} blocks"
+    for snippet in snippets:
+        for part in parts(snippet):
+            assert any(contains(source, part) for source in sources.values()), (
+                f"not in tests/{language}/ as printed:\n" + "\n".join(part)
+            )
+
+
+def test_a_changed_snippet_is_noticed() -> None:
+    source = lines("a := 1\nb := 2\nc := 3\n")
+    assert contains(source, lines("b := 2\nc := 3"))
+    assert not contains(source, lines("a := 1\nc := 3"))
+    assert parts("a\n// ...\nc\n") == [["a"], ["c"]]

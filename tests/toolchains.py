@@ -1,0 +1,79 @@
+"""Running the Go and Java client tests: their toolchains, generation, and child processes.
+
+Without a toolchain a test is skipped with what to install, except in CI (CI=true), where
+.ci/run installs every toolchain and a missing one is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+# Where Debian installs the sources of its Go packages (a GOPATH).
+DEBIAN_GOPATH = Path("/usr/share/gocode")
+CLI = Path(sys.executable).parent / "campaign-grpc"
+
+
+def require(missing: Sequence[str], install: str) -> None:
+    """Skips the test (fails it in CI) when anything it needs is missing."""
+    if not missing:
+        return
+    message = f"missing {', '.join(missing)}: install {install} (as .ci/run does)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def missing_commands(*commands: str) -> list[str]:
+    return [command for command in commands if shutil.which(command) is None]
+
+
+def missing_paths(*paths: Path) -> list[str]:
+    return [str(path) for path in paths if not path.exists()]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a client test: no setting of ours leaks into the servers it starts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_GRPC_")}
+    return {**env, "CAMPAIGN_GRPC_COMMAND": str(CLI), **extra}
+
+
+def run(
+    args: Sequence[str | Path],
+    *,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: float,
+) -> str:
+    """Runs a command to its end; its output, or a failure that shows it.
+
+    The command runs in a session of its own, killed whole on a timeout: `go test` runs the test
+    binary as a child, and the tests run servers as theirs."""
+    with subprocess.Popen(
+        [str(arg) for arg in args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            pytest.fail(f"{' '.join(map(str, args))} did not end within {timeout} s:\n{output}")
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} exited {proc.returncode}:\n{output}")
+    return output
