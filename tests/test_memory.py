@@ -7,36 +7,42 @@ import pytest
 from campaign_grpc.ops import memory
 
 
-async def test_a_server_grown_past_the_margin_is_trimmed_and_a_steady_one_is_not(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sizes = iter([100, 100, 200, 120, 120, 120, 120])
-    monkeypatch.setattr(memory, "resident_bytes", lambda: next(sizes))
+def trimmer(free: list[int]) -> tuple[memory.MemoryTrimmer, list[int]]:
+    sizes = iter(free)
     trims: list[int] = []
-    trimmer = memory.MemoryTrimmer(interval_s=0.01, margin=50, every=3)  # started at 100
-    trimmer._trim = lambda pad: trims.append(pad) or 1  # type: ignore[assignment]
-
-    await trimmer.step()  # 100: steady
-    await trimmer.step()  # 200: grown past the margin, trimmed (to 120)
-    await trimmer.step()  # 120
-    await trimmer.step()  # 120
-    await trimmer.step()  # 120: within the margin of the start: never due
-
-    assert trims == [0]
-    assert trimmer.trims == 1
+    t = memory.MemoryTrimmer(interval_s=0.01, margin=50)
+    t._trim = lambda pad: trims.append(pad) or 1
+    t._free = lambda: next(sizes)
+    return t, trims
 
 
-async def test_memory_still_high_after_a_trim_is_trimmed_again_now_and_then(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Memory in use at one trim (a burst still draining) may be free by a later one.
-    sizes = iter([100, 300, 260, 260, 260, 260, 200])
-    monkeypatch.setattr(memory, "resident_bytes", lambda: next(sizes))
-    trimmer = memory.MemoryTrimmer(interval_s=0.01, margin=50, every=3)
-    trimmer._trim = lambda pad: 1  # type: ignore[assignment]
+async def test_a_burst_of_freed_memory_is_trimmed_once_and_a_steady_server_never() -> None:
+    # free bytes in glibc's heaps at each step: a steady 10, a burst freed (200), kept free
+    # after the trim (a trim leaves them free in glibc's books), then more freed (260).
+    t, trims = trimmer([10, 10, 200, 200, 200, 260])
 
-    await trimmer.step()  # 300: grown, trimmed to 260
+    for _ in range(6):
+        await t.step()
+
+    assert trims == [0, 0]
+    assert t.trims == 2
+
+
+async def test_free_memory_reused_then_freed_again_is_trimmed_again() -> None:
+    t, trims = trimmer([200, 20, 200])
+
     for _ in range(3):
-        await trimmer.step()  # 260 three times: due on the third
+        await t.step()
 
-    assert trimmer.trims == 2
+    assert len(trims) == 2
+
+
+def test_glibc_reports_its_free_memory() -> None:
+    glibc = memory._glibc()
+    if glibc is None:
+        pytest.skip("not glibc 2.33 or later")
+    _, free_bytes = glibc
+    chunks = [bytearray(4096) for _ in range(20_000)]  # 80 MiB of small blocks
+    del chunks[::2]
+
+    assert free_bytes() >= 20_000 // 2 * 4096

@@ -4,9 +4,9 @@ A flood of calls (20,000 half-closed requests, a reconnect storm) makes grpc cor
 allocate hundreds of megabytes that are freed once the calls end, but glibc keeps freed pages
 in its heaps: after such an attack the server stayed at 3x its memory for as long as it ran.
 malloc_trim(0) returns the free pages (190 MB in some 30 ms after 20,000 calls). It runs off
-the event loop, and only while the resident size is above the server's at start by a margin:
-at once when it has grown past the last trim's, and now and then otherwise (memory still in
-use at one trim may be free by the next), so that a steady server is seldom trimmed.
+the event loop, and only when glibc holds a margin more free memory (mallinfo2) than at the
+last trim (a trim gives the pages back but leaves them free in glibc's books), so that a
+steady server, or one whose memory is in use, is not trimmed again and again.
 """
 
 from __future__ import annotations
@@ -22,8 +22,26 @@ from .background import Repeating
 
 log = logging.getLogger(__name__)
 
-# Growth of the resident size since the last trim that makes the next one worth its pause.
+# Free memory in glibc's heaps that makes a trim worth its pause.
 MARGIN_BYTES = 32 * 1024 * 1024
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def resident_bytes() -> int:
@@ -34,43 +52,50 @@ def resident_bytes() -> int:
         return 0
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc() -> tuple[Callable[[int], int], Callable[[], int]] | None:
+    """malloc_trim, and a function of the free bytes glibc holds; None where not glibc 2.33+."""
     name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc
+    if name is None:
         return None
-    if trim is None:
+    try:
+        libc = ctypes.CDLL(name)
+        trim, info = libc.malloc_trim, libc.mallinfo2
+    except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim
+    info.argtypes = []
+    info.restype = _MallInfo2
+
+    def free_bytes() -> int:
+        counts = info()
+        return int(counts.fordblks) + int(counts.fsmblks)
+
+    return trim, free_bytes
 
 
 class MemoryTrimmer(Repeating):
     name = "memory-trim"
 
-    def __init__(
-        self, interval_s: float = 10.0, margin: int = MARGIN_BYTES, every: int = 6
-    ) -> None:
+    def __init__(self, interval_s: float = 5.0, margin: int = MARGIN_BYTES) -> None:
         super().__init__(retry_delay=interval_s)
         self._interval_s = interval_s
         self._margin = margin
-        self._every = every
-        self._trim = _malloc_trim()
-        self._start = self._last = resident_bytes()
-        self._rounds = 0
+        glibc = _glibc()
+        self._trim: Callable[[int], int] | None = glibc[0] if glibc else None
+        self._free: Callable[[], int] | None = glibc[1] if glibc else None
+        self._free_at_trim = 0
         self.trims = 0
 
     async def step(self) -> float:
-        self._rounds += 1
-        size = resident_bytes()
-        grown = size > self._last + self._margin
-        due = self._rounds >= self._every and size > self._start + self._margin
-        if self._trim is not None and (grown or due):
-            trim = self._trim
-            await asyncio.get_running_loop().run_in_executor(None, trim, 0)
+        if self._trim is None or self._free is None:
+            return self._interval_s
+        free = self._free()
+        if free > self._free_at_trim + self._margin:
+            await asyncio.get_running_loop().run_in_executor(None, self._trim, 0)
             self.trims += 1
-            self._rounds = 0
-            self._last = resident_bytes()
+            self._free_at_trim = free
+        elif free < self._free_at_trim:
+            # Reused since: a later burst is measured from here.
+            self._free_at_trim = free
         return self._interval_s
