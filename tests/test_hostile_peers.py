@@ -344,3 +344,41 @@ async def test_a_watcher_that_never_reads_does_not_hold_back_the_others(
     # hub's bounded buffer (watch_buffer changes) and grpc's message in flight.
     assert stalled.received == 0
     assert not stalled.closed
+
+
+async def test_a_watcher_that_never_reads_is_cancelled_and_its_place_freed(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    app = await start_server(settings, watch_send_timeout=0.5, heartbeat_interval=0.1)
+    request = pb.WatchStatusRequest(customer_id=customer).SerializeToString()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = Stub(channel)
+        for _ in range(3):
+            await create(stub, runnable_campaign(customer))
+        stalled = hp.Peer(app.port, window=0)
+        try:
+            stream = stalled.next_stream()
+            stalled.flush(
+                stalled.headers(stream, hp.WATCH_STATUS)
+                + hp.frame(hp.DATA, hp.END_STREAM, stream, hp.grpc_message(request))
+            )
+
+            async def held() -> bool:
+                return app.hub.streams.held_by(customer) == 1
+
+            await eventually(held)
+
+            # Its first message never leaves: the stream is cancelled, its place given back.
+            async def freed() -> bool:
+                await asyncio.to_thread(stalled.poll, 0.05)
+                return app.hub.streams.held_by(customer) == 0
+
+            await eventually(freed, within=10)
+            assert app.hub.stuck_cancelled == 1
+            # A reading watcher of the customer is served as before.
+            follower = watch(stub, customer)
+            snapshot, _ = await read_snapshot(follower)
+            await follower.close()
+            assert len(snapshot) == 3
+        finally:
+            stalled.close()

@@ -99,6 +99,12 @@ class Settings:
     watch_buffer: int = _setting(
         1024, "events a WatchStatus stream may fall behind before it is ended", _count
     )
+    watch_send_timeout: float = _setting(
+        30.0,
+        "seconds a WatchStatus stream may wait for its client to read a message before it is "
+        "cancelled (a client that stopped reading would hold its place for good)",
+        _positive,
+    )
     read_threads: int | None = _setting(
         None,
         "threads serving database reads: 1 on SQLite, whose reads are quick and whose threads "

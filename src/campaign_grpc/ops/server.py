@@ -208,6 +208,7 @@ class App:
             self.campaigns,
             heartbeat_interval=settings.heartbeat_interval,
             buffer_limit=settings.watch_buffer,
+            send_timeout=settings.watch_send_timeout,
             poll_interval=settings.event_poll_interval,
             encode=convert.encode_item,
             streams=WatchStreamCounts(
