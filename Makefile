@@ -17,7 +17,7 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint format bench clean contract-release go-client java-client python-client
+.PHONY: install proto run test lint format bench bench-abuse clean contract-release go-client java-client python-client
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -125,3 +125,8 @@ bench: install
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/big.py
 	$(BIN)/python bench/tracing.py
+	$(BIN)/python bench/abuse.py
+
+# Hostile peers against this server and a bare grpc.aio server, side by side.
+bench-abuse: install
+	$(BIN)/python bench/abuse.py

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from campaign_grpc.api.interceptors import Call, DeadlineGate, UnaryCallsInFlight
+from campaign_grpc.api.interceptors import Call, DeadlineGate
 
 GET = Call(
     "/campaign.v1.CampaignService/GetCampaign", "campaign.v1.CampaignService", "Get", "unary"
@@ -15,7 +15,6 @@ WATCH = Call(
     "WatchStatus",
     "server_stream",
 )
-HEALTH = Call("/grpc.health.v1.Health/Check", "grpc.health.v1.Health", "Check", "unary")
 
 
 class Deadline:
@@ -29,31 +28,6 @@ class Deadline:
 
 
 NO_DEADLINE: Any = Deadline(None)
-
-
-def test_calls_past_the_limit_are_refused_until_one_finishes() -> None:
-    in_flight = UnaryCallsInFlight(2, exempt=("grpc.health.v1.Health",))
-    for _ in range(2):
-        in_flight.started(GET)
-        assert in_flight.refusal(GET, None, NO_DEADLINE) is None
-
-    in_flight.started(GET)
-    refused = in_flight.refusal(GET, None, NO_DEADLINE)
-    assert refused is not None
-    assert (refused.code, refused.reason) == ("RESOURCE_EXHAUSTED", "TOO_MANY_CALLS_IN_FLIGHT")
-    in_flight.finished(GET, "RESOURCE_EXHAUSTED", 0.0)
-
-    in_flight.finished(GET, "OK", 0.0)
-    in_flight.started(GET)
-    assert in_flight.refusal(GET, None, NO_DEADLINE) is None
-
-
-def test_the_in_flight_limit_guards_unary_calls_but_not_health_or_streams() -> None:
-    in_flight = UnaryCallsInFlight(2, exempt=("grpc.health.v1.Health",))
-    assert in_flight.guards(GET)
-    assert not in_flight.guards(HEALTH)
-    assert not in_flight.guards(WATCH)
-    assert not UnaryCallsInFlight().guards(GET)
 
 
 def test_a_call_whose_deadline_has_passed_is_refused() -> None:

@@ -265,3 +265,93 @@ async def test_calls_with_very_short_deadlines_fail_cleanly_and_the_server_serve
 
         await eventually(all_ended)
         await serves_on(stub, health, customer)
+
+
+# -- admission: writes, customers, request bytes ----------------------------------------------
+
+
+async def test_writes_stuck_behind_the_database_leave_reads_their_share(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings, max_unary_in_flight=4, max_unary_writes_in_flight=2)
+    async with connected(server) as (stub, health):
+        existing = await create(stub, runnable_campaign(customer))
+        with writes_held(settings.database_url):
+            stuck = [
+                asyncio.ensure_future(create_call(stub, runnable_campaign(customer)))
+                for _ in range(2)
+            ]
+
+            async def both_admitted() -> bool:
+                return server.admission.writes == 2
+
+            await eventually(both_admitted)
+
+            refused = await fails(
+                create_call(stub, runnable_campaign(customer)), Code.RESOURCE_EXHAUSTED
+            )
+            assert refused.info.reason == "TOO_MANY_WRITES_IN_FLIGHT"
+            assert refused.info.metadata["limit"] == "2"
+            assert refused.quota_subjects == {"server"}
+            # The reads the database can serve are served while the writes wait.
+            for _ in range(5):
+                assert (await get(stub, customer, existing.id)).id == existing.id
+            assert not any(call.done() for call in stuck)
+        await asyncio.wait_for(asyncio.gather(*stuck), 10)
+        await serves_on(stub, health, customer)
+
+
+async def test_a_customer_past_its_share_is_refused_and_another_customer_is_served(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings, max_unary_in_flight_per_customer=2)
+    other = new_id()
+    async with connected(server) as (stub, health):
+        with writes_held(settings.database_url):
+            stuck = [
+                asyncio.ensure_future(create_call(stub, runnable_campaign(customer)))
+                for _ in range(2)
+            ]
+
+            async def both_admitted() -> bool:
+                return server.admission.held_by(customer) == 2
+
+            await eventually(both_admitted)
+
+            refused = await fails(
+                stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=new_id())),
+                Code.RESOURCE_EXHAUSTED,
+            )
+            assert refused.info.reason == "TOO_MANY_CALLS_IN_FLIGHT_FOR_CUSTOMER"
+            assert refused.info.metadata == {"limit": "2", "customer_id": customer}
+            assert refused.quota_subjects == {f"customer_id:{customer}"}
+            await never_written(stub, other, new_id())  # answered NOT_FOUND: served
+        await asyncio.wait_for(asyncio.gather(*stuck), 10)
+        await serves_on(stub, health, customer)
+
+
+async def test_requests_past_the_bytes_in_flight_are_refused_before_they_are_parsed(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server = await start_server(settings, max_request_bytes_in_flight=64 * 1024)
+    async with connected(server) as (stub, health):
+        with writes_held(settings.database_url):
+            big = campaign_of_size(customer, 40 * 1024)
+            stuck = asyncio.ensure_future(create_call(stub, big))
+
+            async def held() -> bool:
+                return server.admission.request_bytes > 40 * 1024
+
+            await eventually(held)
+
+            too_much = campaign_of_size(customer, 40 * 1024)
+            refused = await fails(create_call(stub, too_much), Code.RESOURCE_EXHAUSTED)
+            assert refused.info.reason == "REQUEST_BYTES_IN_FLIGHT"
+            assert refused.info.metadata["limit"] == str(64 * 1024)
+            assert refused.quota_subjects == {"server"}
+            # Small requests still fit in what is left.
+            await never_written(stub, customer, new_id())
+        await asyncio.wait_for(stuck, 10)
+        assert server.admission.request_bytes == 0
+        await never_written(stub, customer, too_much.id)
+        await serves_on(stub, health, customer)

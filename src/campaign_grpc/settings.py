@@ -144,6 +144,12 @@ class Settings:
     watch_buffer: int = _setting(
         1024, "events a WatchStatus stream may fall behind before it is ended", _count
     )
+    watch_send_timeout: float = _setting(
+        30.0,
+        "seconds a WatchStatus stream may wait for its client to read a message before it is "
+        "cancelled (a client that stopped reading would hold its place for good)",
+        _positive,
+    )
     read_threads: int | None = _setting(
         None,
         "threads serving database reads: 1 on SQLite, whose reads are quick and whose threads "
@@ -203,6 +209,73 @@ class Settings:
         1_000,
         "unary calls this server runs at once; more get RESOURCE_EXHAUSTED (health checks never)",
         _count,
+    )
+    max_unary_writes_in_flight: int = _setting(
+        750,
+        "of --max-unary-in-flight, how many may be writes: the rest is kept for reads "
+        "(GetCampaign, ListCampaigns), so that writes stuck behind a slow database leave reads "
+        "the database could serve their share",
+        _count,
+    )
+    max_unary_in_flight_per_customer: int = _setting(
+        100,
+        "unary calls one customer_id may have in flight on this server (requests naming no "
+        "customer count as one more customer)",
+        _count,
+    )
+    max_request_bytes_in_flight: int = _setting(
+        8 * 1024 * 1024,
+        "bytes of unary requests the server holds at once, from their arrival to their answer; "
+        "handling a request takes several times its size in memory (about 9 MB for 1 MiB)",
+        _count,
+        metavar="BYTES",
+    )
+    request_receive_timeout: float = _setting(
+        10.0,
+        "seconds a call's request message may take to arrive after its headers; a call that "
+        "has none by then is ended with DEADLINE_EXCEEDED",
+        _positive,
+    )
+    max_aborted_calls: int = _setting(
+        100,
+        "calls one connection may end before their request arrives (reset at once, or "
+        "half-closed with none) within 10 s; past it the connection is closed (rapid reset, "
+        "CVE-2023-44487)",
+        _count,
+    )
+    max_health_watches: int = _setting(
+        1_000,
+        "grpc.health.v1.Health/Watch streams open at once; more get RESOURCE_EXHAUSTED "
+        "(Check never)",
+        _count,
+    )
+    max_connections: int = _setting(
+        4_000,
+        "client connections open at once; more are closed as soon as they are accepted",
+        _count,
+    )
+    max_streams_per_connection: int = _setting(
+        1_000,
+        "calls and streams one connection may have open at once (HTTP/2 "
+        "SETTINGS_MAX_CONCURRENT_STREAMS); clients queue the ones past it",
+        _count,
+    )
+    handshake_timeout: float = _setting(
+        10.0,
+        "seconds a new connection has to complete its TLS and HTTP/2 handshake",
+        _positive,
+    )
+    max_connection_idle: float = _setting(
+        300.0,
+        "seconds a connection may have no call open before it is closed (GOAWAY); clients "
+        "reconnect by themselves when they next call",
+        _positive,
+    )
+    keepalive_interval: float = _setting(
+        60.0,
+        "seconds of quiet on a connection after which the server PINGs the client; a client "
+        "that does not answer within 20 s is disconnected",
+        _positive,
     )
     auth_tokens: str = _setting(
         "",

@@ -44,15 +44,18 @@ def customer_of(request_type: Descriptor) -> CustomerOf:
     return _every_customer
 
 
+def customers_of(service: ServiceDescriptor) -> dict[str, CustomerOf]:
+    """How to read the customer of each method's request, by method path."""
+    return {f"/{service.full_name}/{m.name}": customer_of(m.input_type) for m in service.methods}
+
+
 class Authorize:
     """The gate: who the token is, then whether it may act for the customer requested."""
 
     def __init__(self, tokens: TokenFile, service: ServiceDescriptor) -> None:
         self._tokens = tokens
         self._service = service.full_name
-        self._customer_of = {
-            f"/{service.full_name}/{m.name}": customer_of(m.input_type) for m in service.methods
-        }
+        self._customer_of = customers_of(service)
 
     def guards(self, call: Call) -> bool:
         return call.service == self._service

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from ..domain.errors import LimitExceeded, QuotaViolation
+from ..domain.errors import DeadlineExceeded, LimitExceeded, QuotaViolation
 
 # gRPC core reads a message length into a C int.
 _MAX_CORE_LENGTH = 2**31 - 1
@@ -36,6 +36,55 @@ def too_many_calls_in_flight(limit: int) -> LimitExceeded:
         QuotaViolation("server", f"at most {limit} unary calls in flight per server"),
         reason="TOO_MANY_CALLS_IN_FLIGHT",
         limit=limit,
+    )
+
+
+def too_many_writes_in_flight(limit: int, calls: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"the server is running {limit} writes already (the rest of its {calls} calls in "
+        "flight are kept for reads); retry with backoff",
+        QuotaViolation("server", f"at most {limit} unary writes in flight per server"),
+        reason="TOO_MANY_WRITES_IN_FLIGHT",
+        limit=limit,
+    )
+
+
+def too_many_calls_in_flight_for_customer(limit: int, customer_id: str) -> LimitExceeded:
+    subject = _customer_subject(customer_id)
+    return LimitExceeded(
+        f"{subject} has {limit} calls in flight on this server already; retry with backoff",
+        QuotaViolation(subject, f"at most {limit} unary calls in flight per customer"),
+        reason="TOO_MANY_CALLS_IN_FLIGHT_FOR_CUSTOMER",
+        limit=limit,
+        metadata={"customer_id": customer_id},
+    )
+
+
+def request_bytes_in_flight(limit: int, held: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"the server holds {held} bytes of requests already, of at most {limit}; "
+        "retry with backoff",
+        QuotaViolation("server", f"at most {limit} bytes of requests in flight per server"),
+        reason="REQUEST_BYTES_IN_FLIGHT",
+        limit=limit,
+    )
+
+
+def too_many_health_watches(limit: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"the server has {limit} health Watch streams open already; use Check, or retry "
+        "with backoff",
+        QuotaViolation("server", f"at most {limit} grpc.health.v1.Health/Watch streams"),
+        reason="TOO_MANY_HEALTH_WATCHES",
+        limit=limit,
+    )
+
+
+def request_not_received(seconds: float) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"the request message did not arrive within {seconds:g} s of the call's start",
+        reason="REQUEST_NOT_RECEIVED",
+        metadata={"limit_seconds": f"{seconds:g}"},
     )
 
 

@@ -94,6 +94,20 @@ class Metrics:
         )
         for reason in DATABASE_ERROR_REASONS:
             self.database_errors.labels(reason)
+        self.calls_refused = Counter(
+            "campaign_grpc_calls_refused",
+            "Calls refused or dropped before their handler ran, by reason (a limit, a request "
+            "that did not arrive in time or at all, a missing token).",
+            ("reason",),
+            registry=r,
+        )
+        self.connections_closed = Counter(
+            "campaign_grpc_connections_closed",
+            "Client connections the server closed for their calls, by reason (grpc core's "
+            "own GOAWAYs are not seen here).",
+            ("reason",),
+            registry=r,
+        )
         self._state = _StateCollector(hub, store, readers)
         r.register(self._state)
         self.calls = CallMetrics(self)

@@ -17,8 +17,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from campaign.v1 import campaign_pb2, campaign_pb2_grpc
 
 from ..api import convert, reflection
+from ..api.admission import Admission, Budgets, HealthWatches
 from ..api.audit import AuditLog
-from ..api.auth_gate import Authorize
+from ..api.auth_gate import Authorize, customers_of
 from ..api.interceptors import (
     AccessLog,
     Call,
@@ -26,6 +27,7 @@ from ..api.interceptors import (
     Gate,
     Observe,
     Observer,
+    Receiving,
     UnaryCallsInFlight,
 )
 from ..api.servicer import CampaignServicer
@@ -46,8 +48,11 @@ from ..watch.hub import Hub
 from . import security
 from .caches import Caches
 from .compaction import Compactor
+from .connections import AbortedCalls, shut_down
 from .limits import WatchStreamCounts, receive_ceiling
+from .memory import MemoryTrimmer
 from .metrics import Metrics
+from .peer_reports import PeerReports
 from .stop_timer import StopTimer
 from .tracing import Tracing
 
@@ -70,6 +75,48 @@ GRPC_OPTIONS = [
     ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
     ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
 ]
+HEALTH_WATCH_METHOD = f"/{health.SERVICE_NAME}/Watch"
+READ_METHODS = (f"/{SERVICE_NAME}/GetCampaign", f"/{SERVICE_NAME}/ListCampaigns")
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """grpc core's own protections against hostile and broken peers, from the settings.
+
+    Each is enforced by core before a call reaches Python, where it is cheapest; see the
+    README's "Hostile clients" for what each one answers.
+    """
+    ms = 1000
+    return [
+        *GRPC_OPTIONS,
+        ("grpc.max_receive_message_length", receive_ceiling(settings.max_request_bytes)),
+        # Streams a connection may hold: HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. Past it core
+        # refuses a new stream (REFUSED_STREAM) while the streams it allocated, reset ones
+        # still queued for grpc.aio among them, are over the cap: a rapid-reset connection
+        # gets no more than this many into the queue.
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # Connections past the cap are closed as soon as they are accepted.
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        # A connection that sends nothing, or no HTTP/2 preface and SETTINGS, is closed.
+        ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout * ms)),
+        # An idle connection is sent GOAWAY, so that silent connections do not pile up.
+        ("grpc.max_connection_idle_ms", int(settings.max_connection_idle * ms)),
+        # The server PINGs a quiet connection and drops it when the PING goes unanswered:
+        # peers gone without a FIN, and peers that stopped reading their socket.
+        ("grpc.keepalive_time_ms", int(settings.keepalive_interval * ms)),
+        ("grpc.keepalive_timeout_ms", 20 * ms),
+        # PINGs from the client: at most one every 10 s while no call is open (grpc's
+        # clients send none by default), two strikes and the connection gets GOAWAY
+        # ENHANCE_YOUR_CALM (core's defaults are 5 minutes and 2; stated here on purpose).
+        ("grpc.http2.min_ping_interval_without_data_ms", 10 * ms),
+        ("grpc.http2.max_ping_strikes", 2),
+        # Headers and metadata of one call: 16 KiB at most, refused at once past it (the
+        # soft limit below which core refuses some calls at random is set to the same).
+        ("grpc.max_metadata_size", 16 * 1024),
+        ("grpc.absolute_max_metadata_size", 16 * 1024),
+        # grpc core sets SO_REUSEPORT by default: a second server on a port in use would
+        # start and take half of the connections, silently.
+        ("grpc.so_reuseport", int(settings.reuse_port)),
+    ]
 
 
 class ListenRefused(OSError):
@@ -189,6 +236,7 @@ class App:
             self.campaigns,
             heartbeat_interval=settings.heartbeat_interval,
             buffer_limit=settings.watch_buffer,
+            send_timeout=settings.watch_send_timeout,
             poll_interval=settings.event_poll_interval,
             encode=convert.encode_item,
             streams=WatchStreamCounts(
@@ -212,41 +260,80 @@ class App:
             retention_s=settings.event_retention,
             interval_s=settings.compaction_interval,
         )
+        self._trimmer = MemoryTrimmer()
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
-        # Load balancers must see the server healthy however busy it is.
-        self._in_flight = UnaryCallsInFlight(
-            settings.max_unary_in_flight, exempt=(health.SERVICE_NAME,)
+        self._closing: set[asyncio.Future[bool]] = set()
+        self._in_flight = UnaryCallsInFlight()
+        # Load balancers must see the server healthy however busy it is: health is exempt.
+        self.admission = Admission(
+            Budgets(
+                calls=settings.max_unary_in_flight,
+                writes=settings.max_unary_writes_in_flight,
+                per_customer=settings.max_unary_in_flight_per_customer,
+                request_bytes=settings.max_request_bytes_in_flight,
+            ),
+            reads=READ_METHODS,
+            customer_of=customers_of(SERVICE),
+            exempt=(health.SERVICE_NAME,),
         )
+        self._health_watches = HealthWatches(HEALTH_WATCH_METHOD, settings.max_health_watches)
         self._watch_streams = WatchStreamsOpen()
-        observers: list[Observer] = [self._in_flight, self._watch_streams, AccessLog()]
+        observers: list[Observer] = [
+            self._in_flight,
+            self._watch_streams,
+            self._health_watches,
+            AccessLog(),
+        ]
         # Off unless --metrics-listen is given; metrics_port is known after start().
         self.metrics: Metrics | None = None
         self.metrics_port: int | None = None
         if settings.metrics_listen:
             self.metrics = Metrics(self.hub, self.store, self._readers)
             observers.append(self.metrics.calls)
-        gates: list[Gate] = [DeadlineGate(), self._in_flight]
+        gates: list[Gate] = [DeadlineGate(), self._health_watches]
         if self.tokens is not None:
             # First: a caller without a token is told so before anything else.
             gates.insert(0, Authorize(self.tokens, SERVICE))
+        self.peer_reports = PeerReports()
+        if self.metrics is not None:
+            counters = {
+                "refused": self.metrics.calls_refused,
+                "closed": self.metrics.connections_closed,
+            }
+            self.peer_reports.listeners.append(
+                lambda what, reason: counters[what].labels(reason).inc()
+            )
+        self.aborted_calls = AbortedCalls(settings.max_aborted_calls, self._close_connection)
+        self.receiving = Receiving(
+            settings.request_receive_timeout,
+            settings.max_unary_in_flight,
+            aborted=self.aborted_calls.count,
+        )
         observe = Observe(
             observers,
             gates=gates,
             max_request_bytes=settings.max_request_bytes,
+            admission=self.admission,
+            receiving=self.receiving,
+            on_refusal=lambda error, peer: self.peer_reports.refused(
+                error.reason, peer, error.message
+            ),
             recorders=[AuditLog(SERVICE)],
             tracing=tracing,
         )
-        self.server = grpc.aio.server(
-            interceptors=[observe],
-            options=[
-                *GRPC_OPTIONS,
-                ("grpc.max_receive_message_length", receive_ceiling(settings.max_request_bytes)),
-                # grpc core sets SO_REUSEPORT by default: a second server on a port in use
-                # would start and take half of the connections, silently.
-                ("grpc.so_reuseport", int(settings.reuse_port)),
-            ],
+        self.server = grpc.aio.server(interceptors=[observe], options=grpc_options(settings))
+
+    def _close_connection(self, peer: str) -> None:
+        self.peer_reports.closed(
+            "ABORTED_CALLS",
+            peer,
+            f"more than {self.settings.max_aborted_calls} calls ended before their request "
+            f"within {self.aborted_calls.window:g} s",
         )
+        task = asyncio.get_running_loop().run_in_executor(None, shut_down, peer)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @property
     def unary_calls_in_flight(self) -> int:
@@ -270,6 +357,7 @@ class App:
         self._stop_timer.start()
         self._compactor.start()
         self.caches.start()
+        self._trimmer.start()
         if self.metrics is not None:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
             host = self.settings.metrics_listen.rsplit(":", 1)[0]
@@ -387,6 +475,7 @@ class App:
         await self._stop_timer.close()
         await self._compactor.close()
         await self.caches.close()
+        await self._trimmer.close()
         if self._listener is not None:
             await self._listener.close()
         if self.metrics is not None:

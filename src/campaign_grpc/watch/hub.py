@@ -105,6 +105,8 @@ class Subscription:
         "customer_id",
         "full",
         "limit",
+        "sent_at",
+        "task",
     )
 
     def __init__(
@@ -121,6 +123,11 @@ class Subscription:
         # exception object raised by thousands of tasks would gather all their tracebacks.
         self._ending: Callable[[], CampaignError] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # The stream's task, and when it last got past a message it sent (the loop's clock):
+        # a stream that is not waiting for news and has not got past one for long is stuck
+        # in a send its client does not read (see Hub._cancel_stuck).
+        self.task: asyncio.Task[object] | None = None
+        self.sent_at = 0.0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -157,6 +164,9 @@ class Subscription:
         self._waiter = asyncio.get_running_loop().create_future()
         return self._waiter
 
+    def stuck(self, now: float, timeout: float) -> bool:
+        return self._waiter is None and now - self.sent_at > timeout
+
     def take(self) -> list[Item]:
         """The changes pushed since the last take ([]: none, send a heartbeat). Raises once
         the stream is ended."""
@@ -179,6 +189,7 @@ class Hub:
         poll_interval: float = 0.5,
         encode: Encode | None = None,
         streams: WatchStreamCounts | None = None,
+        send_timeout: float = 30.0,
         log_state: Callable[[int], Awaitable[LogState]] | None = None,
         identity: LogIdentity | None = None,
         on_reset: Callable[[], None] = lambda: None,
@@ -201,6 +212,9 @@ class Hub:
         # The heartbeat of the latest revision, shared by every idle stream.
         self._heartbeat = Item(Kind.HEARTBEAT, -1)
         self.heartbeat_interval = heartbeat_interval
+        self._send_timeout = send_timeout
+        # Streams cancelled for a client that stopped reading (see _cancel_stuck).
+        self.stuck_cancelled = 0
         self._buffer_limit = buffer_limit
         self._poll_interval = poll_interval
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
@@ -350,11 +364,31 @@ class Hub:
         slot = 0
         while True:
             await asyncio.sleep(self.heartbeat_interval / _BEAT_SLOTS)
+            now = asyncio.get_running_loop().time()
             for subs in self._subs.values():
                 for sub in subs:
                     if sub.beat_slot == slot:
                         sub.wake()
+                        if sub.stuck(now, self._send_timeout):
+                            self._cancel_stuck(sub)
             slot = (slot + 1) % _BEAT_SLOTS
+
+    def _cancel_stuck(self, sub: Subscription) -> None:
+        """Ends a stream whose client has stopped reading: its send would wait for the
+        client's flow-control window for as long as the connection lives, holding its place
+        among the server's streams. Cancelled, it frees them at once."""
+        if sub.task is None or sub.task.done():
+            return
+        sub.task.cancel()
+        sub.task = None
+        self.stuck_cancelled += 1
+        log.warning(
+            "a WatchStatus stream of %s sent nothing for %.0f s: its client does not read; "
+            "cancelled (%d so far)",
+            sub.customer_id or "every customer",
+            self._send_timeout,
+            self.stuck_cancelled,
+        )
 
     async def _tail(self) -> None:
         while not self._closed:
@@ -485,6 +519,9 @@ class Hub:
         # Subscribe before reading, so that nothing committed after the read is missed;
         # what both deliver is dropped by revision.
         sub = self._subscribe(customer_id, campaign_id, full)
+        loop = asyncio.get_running_loop()
+        sub.task = asyncio.current_task()
+        sub.sent_at = loop.time()
         try:
             first = (
                 self._snapshot(customer_id, campaign_id, full)
@@ -496,6 +533,7 @@ class Hub:
                 async for item in first:
                     cursor = item.revision
                     yield item
+                    sub.sent_at = loop.time()
             # An idle stream keeps nothing of its snapshot.
             del first
             while True:
@@ -506,11 +544,13 @@ class Hub:
                 if not changes:
                     cursor = max(cursor, self.head)
                     yield self._heartbeat_at(cursor)
+                    sub.sent_at = loop.time()
                     continue
                 for change in changes:
                     if change.revision > cursor:
                         cursor = change.revision
                         yield change
+                        sub.sent_at = loop.time()
                 del changes
         finally:
             self._unsubscribe(sub)
