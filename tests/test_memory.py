@@ -46,3 +46,14 @@ def test_glibc_reports_its_free_memory() -> None:
     del chunks[::2]
 
     assert free_bytes() >= 20_000 // 2 * 4096
+
+
+async def test_a_release_trims_below_the_margin_and_counts_as_the_last_trim() -> None:
+    # A cache let go of 30 bytes' worth (below the margin of 50): released at once; the
+    # next step finds nothing more freed since, and leaves the heap alone.
+    t, trims = trimmer([40, 40])
+
+    await t.release()
+    await t.step()
+
+    assert trims == [0]

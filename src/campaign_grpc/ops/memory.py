@@ -92,10 +92,20 @@ class MemoryTrimmer(Repeating):
             return self._interval_s
         free = self._free()
         if free > self._free_at_trim + self._margin:
-            await asyncio.get_running_loop().run_in_executor(None, self._trim, 0)
-            self.trims += 1
-            self._free_at_trim = free
+            await self._trim_now(free)
         elif free < self._free_at_trim:
             # Reused since: a later burst is measured from here.
             self._free_at_trim = free
         return self._interval_s
+
+    async def release(self) -> None:
+        """Trims now, below the margin too: called when a cache has just let go of what it
+        held (see ops.caches), which is known to be free."""
+        if self._trim is not None and self._free is not None:
+            await self._trim_now(self._free())
+
+    async def _trim_now(self, free: int) -> None:
+        assert self._trim is not None
+        await asyncio.get_running_loop().run_in_executor(None, self._trim, 0)
+        self.trims += 1
+        self._free_at_trim = free

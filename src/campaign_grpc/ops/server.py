@@ -222,7 +222,8 @@ class App:
             page_bytes=settings.list_page_bytes,
             encoded_size=self.wire.size,
         )
-        self.caches = Caches([self.store.cache, self.wire.cache])
+        self._trimmer = MemoryTrimmer()
+        self.caches = Caches([self.store.cache, self.wire.cache], released=self._trimmer.release)
         self._readers = Readers(self._db, read_threads, bulk=Store.BULK_READS, tracing=tracing)
         self._writer = Writer(
             self._db,
@@ -260,7 +261,6 @@ class App:
             retention_s=settings.event_retention,
             interval_s=settings.compaction_interval,
         )
-        self._trimmer = MemoryTrimmer()
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Future[bool]] = set()

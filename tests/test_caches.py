@@ -1,0 +1,34 @@
+"""The caches' aging: what nobody reads leaves, and the memory it held is given back."""
+
+from __future__ import annotations
+
+from campaign_grpc.ops.caches import Caches
+from campaign_grpc.storage.versions import VersionCache
+
+MIB = 1024 * 1024
+
+
+async def test_an_aging_that_lets_megabytes_go_has_them_given_back_and_one_that_does_not_not() -> (
+    None
+):
+    big: VersionCache[bytes] = VersionCache(64 * MIB)
+    small: VersionCache[bytes] = VersionCache(64 * MIB)
+    big.put(("c", "a", 1, 1), b"", 8 * MIB)
+    small.put(("c", "b", 1, 1), b"", 1024)
+    released: list[int] = []
+
+    async def release() -> None:
+        released.append(1)
+
+    caches = Caches([big, small], released=release)
+    await caches.step()  # both move to the old generation: nothing goes
+    assert released == []
+    assert caches.bytes == 8 * MIB + 1024
+    await caches.step()  # nobody read them: they go
+    assert caches.bytes == 0
+    assert released == [1]
+
+    small.put(("c", "b", 2, 2), b"", 1024)
+    await caches.step()
+    await caches.step()  # a kilobyte let go: not worth a trim
+    assert released == [1]
