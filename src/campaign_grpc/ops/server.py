@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -523,7 +524,22 @@ def _describe_tls(tls: security.TLSFiles | None) -> str:
     return "mutual TLS" if tls.client_ca is not None else "TLS"
 
 
+# Allocations less deallocations between two collections of the youngest generation (700 by
+# default). Reading a page of the largest campaigns makes some 40,000 objects: at 700, four
+# walks of them set off 270 collections a second, and the full collections among them held
+# the interpreter 30 to 40 ms each (event-loop lag p99 31 ms, another customer's GetCampaign
+# p99 45 ms); at 10,000, three a second and no full one (lag p99 10 ms, GetCampaign 32 ms).
+YOUNG_GC_THRESHOLD = 10_000
+
+
+def _tune_gc() -> None:
+    """For the serving process only: the tests' processes keep Python's defaults."""
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
+
+
 async def serve(settings: Settings) -> None:
+    _tune_gc()
     app = App(settings)
     await app.start()
     stop = asyncio.Event()
