@@ -8,9 +8,7 @@ from campaign_grpc.storage.versions import VersionCache
 MIB = 1024 * 1024
 
 
-async def test_an_aging_that_lets_megabytes_go_has_them_given_back_and_one_that_does_not_not() -> (
-    None
-):
+async def test_megabytes_let_go_by_an_aging_are_given_back_and_a_kilobyte_is_not() -> None:
     big: VersionCache[bytes] = VersionCache(64 * MIB)
     small: VersionCache[bytes] = VersionCache(64 * MIB)
     big.put(("c", "a", 1, 1), b"", 8 * MIB)
