@@ -101,6 +101,16 @@ async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> ErrorDetails:
     return details_of(err)
 
 
+def stored_rows(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row a request could change: all but the health check's probe, which the server
+    writes by itself every interval."""
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = {t: sorted(db.execute(f'SELECT * FROM "{t}"'), key=repr) for t in tables}
+    rows["meta"] = [row for row in rows["meta"] if row[0] != "write_probe"]
+    return rows
+
+
 async def refuses_new_calls(target: str) -> bool:
     """Whether the server at target answers a new call UNAVAILABLE, as one shutting down does."""
     async with grpc.aio.insecure_channel(target) as probe:

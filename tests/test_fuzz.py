@@ -8,9 +8,7 @@ never a hang; a rejected request changes nothing stored; and afterwards the serv
 
 from __future__ import annotations
 
-import contextlib
 import random
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign_grpc.settings import Settings
-from e2e_helpers import details_of
+from e2e_helpers import details_of, stored_rows
 from factories import new_id, runnable_campaign
 
 Code = grpc.StatusCode
@@ -172,16 +170,6 @@ def parses(request_class: Any, raw: bytes) -> bool:
     return True
 
 
-def stored(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row a request could change: all but the health check's probe, which the server
-    writes by itself every interval."""
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        rows = {t: sorted(db.execute(f'SELECT * FROM "{t}"'), key=repr) for t in tables}
-    rows["meta"] = [row for row in rows["meta"] if row[0] != "write_probe"]
-    return rows
-
-
 async def answer(channel: grpc.aio.Channel, method: Any, raw: bytes) -> grpc.aio.AioRpcError | None:
     """Sends raw as a request of method; the error it was answered with, or None for OK."""
     path = f"/{SERVICE.full_name}/{method.name}"
@@ -232,7 +220,7 @@ async def test_malformed_requests_get_clean_answers_and_the_server_keeps_serving
             fields = [f.number for f in method.input_type.fields]
             valid = valid_request(method, customer, created.campaign.id)
             for raw in malformed(rng, valid, fields):
-                before = stored(db_path)
+                before = stored_rows(db_path)
                 err = await answer(channel, method, raw)
                 sent += 1
                 if err is None:
@@ -248,7 +236,7 @@ async def test_malformed_requests_get_clean_answers_and_the_server_keeps_serving
                     continue
                 assert err.code() in DOMAIN_CODES, f"{err.code()} {err.details()}: {where}"
                 details_of(err)
-                assert stored(db_path) == before, f"rejected, but data changed: {where}"
+                assert stored_rows(db_path) == before, f"rejected, but data changed: {where}"
                 answered_by_service += 1
 
         # Still serving: health, and a valid call.

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import contextlib
 import math
-import sqlite3
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from campaign_grpc.domain import page_token
 from campaign_grpc.domain.types import UPDATABLE_FIELD_ORDER, CampaignType, ListFilter, Status
 from campaign_grpc.domain.validation import ACTION_TYPES
 from campaign_grpc.settings import Settings
-from e2e_helpers import details_of
+from e2e_helpers import details_of, stored_rows
 
 Code = grpc.StatusCode
 Stub = campaign_pb2_grpc.CampaignServiceStub
@@ -299,11 +298,7 @@ class Live:
     db_path: Path
 
     def stored(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every row of every table, read straight from the database file."""
-        uri = f"file:{self.db_path}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            return {t: sorted(db.execute(f'SELECT * FROM "{t}"'), key=repr) for t in tables}
+        return stored_rows(self.db_path)
 
     async def check(self, call: Awaitable[Any]) -> Any:
         """Awaits a call; a rejection must be clean, and must have changed nothing stored.
