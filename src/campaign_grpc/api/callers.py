@@ -40,7 +40,11 @@ def principal_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     named = _principal.get()
     if named is not None:
         return named
-    return certificate_subject(context) or ANONYMOUS
+    # Kept for the rest of the call (its task's own context): a write asks twice, for its
+    # event and for its audit line, and reading the auth context makes a dict each time.
+    named = certificate_subject(context) or ANONYMOUS
+    _principal.set(named)
+    return named
 
 
 def origin_of(context: grpc.aio.ServicerContext[Any, Any]) -> Origin:
