@@ -11,7 +11,7 @@ import pytest
 
 from campaign_grpc.api.convert import CampaignWire
 from campaign_grpc.domain.errors import AlreadyExists
-from campaign_grpc.domain.types import Campaign, ListFilter
+from campaign_grpc.domain.types import Campaign, EncodedCampaign, ListFilter
 from campaign_grpc.storage.database import close_database, open_database
 from campaign_grpc.storage.store import Store
 from factories import big_actions, new_id, runnable_draft
@@ -86,7 +86,7 @@ def insert_campaigns(store: Store, customer: str, actions: list[list[object]]) -
     return ids
 
 
-def walk(store: Store, customer: str, limit: int) -> list[list[Campaign]]:
+def walk(store: Store, customer: str, limit: int) -> list[list[Campaign | EncodedCampaign]]:
     pages, after = [], None
     while True:
         page, after = store.list_page(ListFilter(customer), after, limit)
@@ -113,6 +113,37 @@ def test_pages_of_big_campaigns_stay_within_the_byte_budget_and_walk_them_all(
             assert sum(len(wire.serialized(c)) + 5 for c in page) <= MIB
         # About 220 KB each: four to a page of 1 MiB, fewer than page_size asked for.
         assert [len(page) for page in pages] == [4, 4, 3]
+    finally:
+        close_database(store.db)
+
+
+def test_a_page_takes_the_cached_messages_of_campaigns_it_would_have_to_decode(
+    database_url: str,
+) -> None:
+    # The decoded campaigns are too big for their cache; their messages are not.
+    wire = CampaignWire()
+    store = Store(
+        open_database(database_url),
+        cache_bytes=1,
+        page_bytes=MIB,
+        encoded_size=wire.size,
+        encoded=wire.cache.peek,
+    )
+    store.migrate()
+    try:
+        customer = new_id()
+        ids = insert_campaigns(store, customer, [big_actions() for _ in range(6)])
+        first = walk(store, customer, 50)
+        again = walk(store, customer, 50)
+        assert all(isinstance(c, EncodedCampaign) for page in again for c in page)
+        assert [[c.id for c in page] for page in again] == [[c.id for c in page] for page in first]
+        assert [c.id for page in again for c in page] == ids[::-1]
+        sent = [
+            c.data if isinstance(c, EncodedCampaign) else wire.serialized(c)
+            for page in first
+            for c in page
+        ]
+        assert [c.data for page in again for c in page if isinstance(c, EncodedCampaign)] == sent
     finally:
         close_database(store.db)
 

@@ -12,7 +12,7 @@ from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc as pb_grpc
 
 from ..domain.campaigns import Campaigns
-from ..domain.types import Campaign, EventFilter
+from ..domain.types import Campaign, EncodedCampaign, EventFilter
 from ..domain.validation import validate_view, validate_watch
 from ..watch.hub import Hub, Item
 from . import convert
@@ -69,7 +69,11 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         # weighed the page by them, and server.add_campaign_service registers
         # convert.page_to_wire as the serializer.
         encoded = convert.EncodedPage(
-            [self._wire.serialized(c) for c in page.campaigns], page.next_page_token
+            [
+                c.data if isinstance(c, EncodedCampaign) else self._wire.serialized(c)
+                for c in page.campaigns
+            ],
+            page.next_page_token,
         )
         return cast(pb.ListCampaignsResponse, encoded)
 

@@ -185,8 +185,19 @@ class ListFilter:
 
 
 @dataclass(slots=True, frozen=True)
+class EncodedCampaign:
+    """A listed campaign as the bytes of its message, which the wire's cache held already: a
+    page of them was found without decoding a row (a campaign of 1,000 actions takes some
+    8 ms of the interpreter to decode, and as long again to encode)."""
+
+    customer_id: str
+    id: str
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
 class Page:
-    campaigns: list[Campaign]
+    campaigns: list[Campaign | EncodedCampaign]
     next_page_token: str
 
 

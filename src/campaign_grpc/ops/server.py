@@ -222,6 +222,7 @@ class App:
             cache_bytes=decoded_bytes,
             page_bytes=settings.list_page_bytes,
             encoded_size=self.wire.size,
+            encoded=self.wire.cache.peek,
         )
         self._trimmer = MemoryTrimmer()
         self.caches = Caches([self.store.cache, self.wire.cache], released=self._trimmer.release)

@@ -28,6 +28,7 @@ from ..domain.types import (
     Campaign,
     CampaignState,
     CampaignType,
+    EncodedCampaign,
     EndHandle,
     Event,
     ListFilter,
@@ -224,13 +225,14 @@ class _Page:
     def __init__(self, budget: int, encoded_size: Callable[[Campaign], int]) -> None:
         self._budget = budget
         self._encoded_size = encoded_size
-        self.campaigns: list[Campaign] = []
+        self.campaigns: list[Campaign | EncodedCampaign] = []
         self.last_seq: int | None = None
         self.bytes = _PAGE_RESERVE
 
-    def add(self, c: Campaign, seq: int) -> bool:
+    def add(self, c: Campaign | EncodedCampaign, seq: int) -> bool:
         """Adds c unless it would take the page past its budget; the first always goes in."""
-        size = self._encoded_size(c) + _ENTRY_OVERHEAD
+        weight = len(c.data) if isinstance(c, EncodedCampaign) else self._encoded_size(c)
+        size = weight + _ENTRY_OVERHEAD
         if self.campaigns and self.bytes + size > self._budget:
             return False
         self.campaigns.append(c)
@@ -358,12 +360,16 @@ class Store:
         cache_bytes: int = 16 * 1024 * 1024,
         page_bytes: int = 1024 * 1024,
         encoded_size: Callable[[Campaign], int] | None = None,
+        encoded: Callable[[Key], bytes | None] | None = None,
     ) -> None:
         """cache_bytes bounds the decoded campaigns kept for reads; page_bytes the campaigns
-        of a list page, each weighed by encoded_size (the size of its message)."""
+        of a list page, each weighed by encoded_size (the size of its message). encoded
+        gives a version's message where one is at hand (the wire's cache): a list page takes
+        it rather than decode the row."""
         self.db = db
         self.page_bytes = page_bytes
         self._encoded_size = encoded_size or _estimated_size
+        self._encoded = encoded
         self.cache: VersionCache[Campaign] = VersionCache(cache_bytes)
         # The events written by the writer's transaction in progress (see database.Journal).
         self._journal: list[Event] = []
@@ -583,10 +589,10 @@ class Store:
 
     def list_page(
         self, f: ListFilter, after_seq: int | None, limit: int
-    ) -> tuple[list[Campaign], int | None]:
+    ) -> tuple[list[Campaign | EncodedCampaign], int | None]:
         """Up to limit campaigns newest first, no more than page_bytes of them encoded (but
         at least one, so that a walk always moves on), and the seq to continue after (None
-        at the end)."""
+        at the end). A campaign comes decoded, or as its message where only that is cached."""
         shape = (after_seq is not None, bool(f.status), bool(f.type), f.show_deleted)
         args = (f.customer_id, after_seq, int(f.status), int(f.type), limit + 1)
         # Most pages are of campaigns read before: their keys and versions alone find them
@@ -596,7 +602,7 @@ class Store:
         keys = keys[:limit]
         page = _Page(self.page_bytes, self._encoded_size)
         for k in keys:
-            found = self.cache.peek((k[0], k[1], k[2], k[3] if k[4] is None else k[4]))
+            found = self._listed((k[0], k[1], k[2], k[3] if k[4] is None else k[4]))
             if found is None:
                 break
             if not page.add(found, k[5]):
@@ -612,10 +618,19 @@ class Store:
             lambda: self._list_query(after is not None, *shape[1:], False),
         )
         for row in full.rows(f.customer_id, after, int(f.status), int(f.type), wanted):
-            if not page.add(self._shared(row), row[-1]):
+            found = self._listed(_row_key(row))
+            if not page.add(self._shared(row) if found is None else found, row[-1]):
                 return page.campaigns, page.last_seq
         more = more or wanted < len(rest)
         return page.campaigns, page.last_seq if more else None
+
+    def _listed(self, key: Key) -> Campaign | EncodedCampaign | None:
+        """A campaign of a page as the caches hold it: decoded, or else its message."""
+        found = self.cache.peek(key)
+        if found is not None or self._encoded is None:
+            return found
+        data = self._encoded(key)
+        return None if data is None else EncodedCampaign(key[0], key[1], data)
 
     def _rows_worth(self, keys: list[tuple[Any, ...]], budget: int) -> int:
         """How many of these rows to fetch for a page with budget bytes left. On PostgreSQL,
