@@ -138,12 +138,42 @@ def test_a_page_takes_the_cached_messages_of_campaigns_it_would_have_to_decode(
         assert all(isinstance(c, EncodedCampaign) for page in again for c in page)
         assert [[c.id for c in page] for page in again] == [[c.id for c in page] for page in first]
         assert [c.id for page in again for c in page] == ids[::-1]
+        for page in again:
+            assert sum(len(c.data) + 5 for c in page if isinstance(c, EncodedCampaign)) <= MIB
         sent = [
             c.data if isinstance(c, EncodedCampaign) else wire.serialized(c)
             for page in first
             for c in page
         ]
         assert [c.data for page in again for c in page if isinstance(c, EncodedCampaign)] == sent
+    finally:
+        close_database(store.db)
+
+
+def test_a_page_never_takes_the_cached_message_of_an_earlier_version(database_url: str) -> None:
+    wire = CampaignWire()
+    store = Store(
+        open_database(database_url), cache_bytes=1, encoded_size=wire.size, encoded=wire.cache.peek
+    )
+    store.migrate()
+    try:
+        customer = new_id()
+        ids = insert_campaigns(store, customer, [big_actions() for _ in range(3)])
+        walk(store, customer, 50)  # every message cached
+        changed = store.load(customer, ids[1])
+        assert changed is not None
+        with store.db.atomic():
+            store.save(
+                dataclasses.replace(
+                    changed, name="renamed", version=changed.version + 1, tm_update=9
+                )
+            )
+        listed = [c for page in walk(store, customer, 50) for c in page]
+        assert [c.id for c in listed] == ids[::-1]
+        renamed = listed[1]
+        name = renamed.name if isinstance(renamed, Campaign) else None
+        assert name == "renamed"
+        assert all(isinstance(c, EncodedCampaign) for c in (listed[0], listed[2]))
     finally:
         close_database(store.db)
 

@@ -618,18 +618,20 @@ class Store:
             lambda: self._list_query(after is not None, *shape[1:], False),
         )
         for row in full.rows(f.customer_id, after, int(f.status), int(f.type), wanted):
-            found = self._listed(_row_key(row))
+            found = self._encoded_campaign(_row_key(row))
             if not page.add(self._shared(row) if found is None else found, row[-1]):
                 return page.campaigns, page.last_seq
         more = more or wanted < len(rest)
         return page.campaigns, page.last_seq if more else None
 
     def _listed(self, key: Key) -> Campaign | EncodedCampaign | None:
-        """A campaign of a page as the caches hold it: decoded, or else its message."""
-        found = self.cache.peek(key)
-        if found is not None or self._encoded is None:
-            return found
-        data = self._encoded(key)
+        """A campaign of a page as the caches hold it: its message, which is what the page
+        is sent as, or else decoded."""
+        found = self._encoded_campaign(key)
+        return self.cache.peek(key) if found is None else found
+
+    def _encoded_campaign(self, key: Key) -> EncodedCampaign | None:
+        data = None if self._encoded is None else self._encoded(key)
         return None if data is None else EncodedCampaign(key[0], key[1], data)
 
     def _rows_worth(self, keys: list[tuple[Any, ...]], budget: int) -> int:
