@@ -39,7 +39,8 @@ from campaign.v1 import campaign_pb2_grpc
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from fanout import free_port, rss_bytes, wait_serving  # noqa: E402
+from common import free_port, rss_bytes, stop  # noqa: E402
+from fanout import wait_serving  # noqa: E402
 
 import hostile_peer as hp  # noqa: E402
 
@@ -130,13 +131,7 @@ def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subp
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop(proc)
 
 
 def this_script(*args: str) -> list[str]:

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-from common import free_port, percentile, rss_bytes, server_process, write_results
+from common import free_port, percentile, rss_bytes, server_process, stop, write_results
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from campaign.v1 import campaign_pb2 as pb
@@ -164,8 +164,7 @@ def bare_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 async def measure_bare(n: int) -> float:

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 import grpc
+from common import free_port, stop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 HERE = Path(__file__).resolve().parent
@@ -40,12 +40,6 @@ LABELS = {
     "status": "UpdateCampaignStatus",
 }
 TARGETS = {"get": 0.8, "create": 0.5, "update": 0.5, "status": 0.5, "list": 0.3}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_serving(target: str, timeout: float = 30.0) -> None:
@@ -82,11 +76,7 @@ def server(database_url: str, extra: list[str], env: dict[str, str] | None = Non
         wait_serving(target)
         yield target
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 
