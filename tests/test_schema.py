@@ -6,7 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from campaign_grpc.domain.types import Campaign, Reason, Status
+from campaign.v1 import campaign_pb2 as pb
+from campaign_grpc.api.convert import CampaignWire, campaign_to_proto
+from campaign_grpc.domain.types import Campaign, EncodedCampaign, ListFilter, Reason, Status
 from campaign_grpc.storage.database import close_database, open_database
 from campaign_grpc.storage.schema import (
     SCHEMA_VERSION,
@@ -34,6 +36,7 @@ V3_COLUMNS = {
     ],
 }
 V4_COLUMNS = {"event": ["principal", "traceparent"]}
+V5_COLUMNS = {"campaign": ["actions_wire"]}
 V3_INDEXES = [
     "campaign_id",
     "campaign_customer_id_revision",
@@ -110,8 +113,18 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
     close_database(upgraded.db)
 
 
+def back_to_version_4(store: Store) -> None:
+    """Takes a current database back to what version 4 wrote."""
+    for table, names in V5_COLUMNS.items():
+        for name in names:
+            store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
+    store.db.execute_sql("DELETE FROM meta WHERE key = 'actions_encoded'")
+    store.db.execute_sql("UPDATE meta SET value = 4 WHERE key = 'schema_version'")
+
+
 def back_to_version_3(store: Store) -> None:
     """Takes a current database back to what version 3 wrote."""
+    back_to_version_4(store)
     for table, names in V4_COLUMNS.items():
         for name in names:
             store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
@@ -193,6 +206,33 @@ def test_a_version_3_database_is_upgraded_and_its_events_name_no_one(
     (event,) = upgraded.events_after(0, customer, "", 10)
     # Who made a change before the upgrade is not known: nothing is made up.
     assert (event.principal, event.traceparent) == ("", "")
+    close_database(upgraded.db)
+
+
+def test_a_version_4_database_is_upgraded_and_its_campaigns_listed_as_stored_bytes(
+    database_url: str, customer: str
+) -> None:
+    store = Store(open_database(database_url))
+    store.migrate()
+    stored = [runnable_draft(customer, id=new_id(), tm_create=n + 1) for n in range(3)]
+    log_events(store, *((c, Status.UNSPECIFIED, Reason.CREATED) for c in stored))
+    back_to_version_4(store)
+    close_database(store.db)
+
+    wire = CampaignWire()
+    upgraded = Store(open_database(database_url), cache_bytes=1, wire=wire)
+    assert current_version(upgraded.db, upgraded.t) == 4
+    assert upgraded.migrate() == SCHEMA_VERSION
+    with upgraded.db.atomic():
+        assert upgraded.encode_stored_actions(0, 10) is None
+    page, _ = upgraded.list_page(ListFilter(customer), None, 10)
+    assert all(isinstance(c, EncodedCampaign) for c in page)
+    expected = {
+        c.id: campaign_to_proto(c) for c in (upgraded.load(customer, s.id) for s in stored) if c
+    }
+    assert {
+        c.id: pb.Campaign.FromString(c.data) for c in page if isinstance(c, EncodedCampaign)
+    } == expected
     close_database(upgraded.db)
 
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from campaign_grpc.api.convert import CampaignWire
+from campaign.v1 import campaign_pb2 as pb
+from campaign_grpc.api.convert import CampaignWire, campaign_to_proto
 from campaign_grpc.domain.errors import AlreadyExists
 from campaign_grpc.domain.types import Campaign, EncodedCampaign, ListFilter
 from campaign_grpc.storage.database import close_database, open_database
@@ -95,71 +96,127 @@ def walk(store: Store, customer: str, limit: int) -> list[list[Campaign | Encode
             return pages
 
 
+def sent(wire: CampaignWire, c: Campaign | EncodedCampaign) -> bytes:
+    """What ListCampaigns sends of a listed campaign."""
+    return c.data if isinstance(c, EncodedCampaign) else wire.serialized(c)
+
+
 @pytest.mark.parametrize("cached", [False, True], ids=["read", "cached"])
 def test_pages_of_big_campaigns_stay_within_the_byte_budget_and_walk_them_all(
     database_url: str, cached: bool
 ) -> None:
     wire = CampaignWire()
-    store = Store(open_database(database_url), page_bytes=MIB, encoded_size=wire.size)
+    store = Store(open_database(database_url), page_bytes=MIB, wire=wire)
     store.migrate()
     try:
         customer = new_id()
         ids = insert_campaigns(store, customer, [big_actions() for _ in range(11)])
         if cached:
-            walk(store, customer, 50)
+            for campaign_id in ids:
+                found = store.get(customer, campaign_id)
+                assert found is not None
+                wire.serialized(found)
         pages = walk(store, customer, 50)
         assert [c.id for page in pages for c in page] == ids[::-1]
         for page in pages:
-            assert sum(len(wire.serialized(c)) + 5 for c in page) <= MIB
+            assert sum(len(sent(wire, c)) + 5 for c in page) <= MIB
         # About 220 KB each: four to a page of 1 MiB, fewer than page_size asked for.
         assert [len(page) for page in pages] == [4, 4, 3]
     finally:
         close_database(store.db)
 
 
-def test_a_page_takes_the_cached_messages_of_campaigns_it_would_have_to_decode(
-    database_url: str,
-) -> None:
-    # The decoded campaigns are too big for their cache; their messages are not.
+def test_a_page_of_rows_is_their_messages_made_without_decoding_them(database_url: str) -> None:
     wire = CampaignWire()
-    store = Store(
-        open_database(database_url),
-        cache_bytes=1,
-        page_bytes=MIB,
-        encoded_size=wire.size,
-        encoded=wire.cache.peek,
-    )
+    store = Store(open_database(database_url), cache_bytes=1, page_bytes=MIB, wire=wire)
     store.migrate()
     try:
         customer = new_id()
-        ids = insert_campaigns(store, customer, [big_actions() for _ in range(6)])
+        ids = insert_campaigns(store, customer, [big_actions(), [], big_actions()])
+        listed = [c for page in walk(store, customer, 50) for c in page]
+        assert all(isinstance(c, EncodedCampaign) for c in listed)
+        assert [c.id for c in listed] == ids[::-1]
+        for c in listed:
+            stored = store.load(customer, c.id)
+            assert stored is not None
+            # What a client parses is the campaign as GetCampaign shows it, actions and all.
+            assert pb.Campaign.FromString(sent(wire, c)) == campaign_to_proto(stored)
+    finally:
+        close_database(store.db)
+
+
+def insert_unencoded(database_url: str, customer: str, count: int) -> list[str]:
+    """Big campaigns as a release before the actions' encoding wrote them: by a store
+    without the wire's form."""
+    plain = Store(open_database(database_url))
+    plain.migrate()
+    try:
+        return insert_campaigns(plain, customer, [big_actions() for _ in range(count)])
+    finally:
+        close_database(plain.db)
+
+
+def test_rows_written_without_the_encoding_are_listed_then_given_it(
+    database_url: str,
+) -> None:
+    customer = new_id()
+    ids = insert_unencoded(database_url, customer, 3)
+    wire = CampaignWire()
+    store = Store(open_database(database_url), cache_bytes=1, page_bytes=MIB, wire=wire)
+    try:
+        before = [c for page in walk(store, customer, 50) for c in page]
+        assert all(isinstance(c, Campaign) for c in before)
+        assert not store.actions_all_encoded()
+        after_seq: int | None = 0
+        while after_seq is not None:  # two at a time, as the server's background job does
+            with store.db.atomic():
+                after_seq = store.encode_stored_actions(after_seq, 2)
+        assert store.actions_all_encoded()
+        after = [c for page in walk(store, customer, 50) for c in page]
+        assert all(isinstance(c, EncodedCampaign) for c in after)
+        assert [c.id for c in after] == [c.id for c in before] == ids[::-1]
+        assert [pb.Campaign.FromString(sent(wire, c)) for c in after] == [
+            pb.Campaign.FromString(sent(wire, c)) for c in before
+        ]
+    finally:
+        close_database(store.db)
+
+
+def test_a_page_takes_the_cached_messages_of_rows_it_would_have_to_decode(
+    database_url: str,
+) -> None:
+    customer = new_id()
+    # Rows without their encoding, not given it yet, too big for the decoded cache; their
+    # messages fit the wire's.
+    ids = insert_unencoded(database_url, customer, 6)
+    wire = CampaignWire()
+    store = Store(open_database(database_url), cache_bytes=1, page_bytes=MIB, wire=wire)
+    try:
         first = walk(store, customer, 50)
         again = walk(store, customer, 50)
         assert all(isinstance(c, EncodedCampaign) for page in again for c in page)
         assert [[c.id for c in page] for page in again] == [[c.id for c in page] for page in first]
         assert [c.id for page in again for c in page] == ids[::-1]
         for page in again:
-            assert sum(len(c.data) + 5 for c in page if isinstance(c, EncodedCampaign)) <= MIB
-        sent = [
-            c.data if isinstance(c, EncodedCampaign) else wire.serialized(c)
-            for page in first
-            for c in page
+            assert sum(len(sent(wire, c)) + 5 for c in page) <= MIB
+        assert [sent(wire, c) for page in again for c in page] == [
+            sent(wire, c) for page in first for c in page
         ]
-        assert [c.data for page in again for c in page if isinstance(c, EncodedCampaign)] == sent
     finally:
         close_database(store.db)
 
 
 def test_a_page_never_takes_the_cached_message_of_an_earlier_version(database_url: str) -> None:
     wire = CampaignWire()
-    store = Store(
-        open_database(database_url), cache_bytes=1, encoded_size=wire.size, encoded=wire.cache.peek
-    )
+    store = Store(open_database(database_url), cache_bytes=1, wire=wire)
     store.migrate()
     try:
         customer = new_id()
         ids = insert_campaigns(store, customer, [big_actions() for _ in range(3)])
-        walk(store, customer, 50)  # every message cached
+        for campaign_id in ids:  # every message cached
+            found = store.get(customer, campaign_id)
+            assert found is not None
+            wire.serialized(found)
         changed = store.load(customer, ids[1])
         assert changed is not None
         with store.db.atomic():
@@ -170,17 +227,16 @@ def test_a_page_never_takes_the_cached_message_of_an_earlier_version(database_ur
             )
         listed = [c for page in walk(store, customer, 50) for c in page]
         assert [c.id for c in listed] == ids[::-1]
-        renamed = listed[1]
-        name = renamed.name if isinstance(renamed, Campaign) else None
-        assert name == "renamed"
-        assert all(isinstance(c, EncodedCampaign) for c in (listed[0], listed[2]))
+        names = [pb.Campaign.FromString(sent(wire, c)).name for c in listed]
+        assert names[1] == "renamed"
+        assert names[0] == names[2] != "renamed"
     finally:
         close_database(store.db)
 
 
 def test_a_campaign_larger_than_the_budget_is_a_page_of_its_own(database_url: str) -> None:
     wire = CampaignWire()
-    store = Store(open_database(database_url), page_bytes=64 * 1024, encoded_size=wire.size)
+    store = Store(open_database(database_url), page_bytes=64 * 1024, wire=wire)
     store.migrate()
     try:
         customer = new_id()

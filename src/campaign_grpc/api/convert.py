@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -10,7 +11,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from campaign.v1 import campaign_pb2 as pb
 
 from ..domain.types import Action, Campaign, CampaignType, EndHandle, Event, ListFilter, Status
-from ..storage.versions import VersionCache, version_key
+from ..storage.versions import Key, VersionCache, version_key
 from ..watch.hub import Item, Kind
 
 
@@ -106,8 +107,12 @@ def fill_campaign(m: pb.Campaign, c: Campaign) -> None:
         _set_time(m.tm_update, c.tm_update)
     if c.tm_delete is not None:
         _set_time(m.tm_delete, c.tm_delete)
+    _fill_actions(m, c.actions)
+
+
+def _fill_actions(m: pb.Campaign, actions: Sequence[Action]) -> None:
     add = m.actions.add
-    for a in c.actions:
+    for a in actions:
         action = add(id=a.id, next_id=a.next_id, type=a.type)
         action.option.SetInParent()
         if a.option:
@@ -141,6 +146,21 @@ class CampaignWire:
 
     def fill(self, target: pb.Campaign, c: Campaign) -> None:
         target.MergeFromString(self.serialized(c))
+
+    def cached(self, key: Key) -> bytes | None:
+        return self.cache.peek(key)
+
+    def actions(self, actions: Sequence[Action]) -> bytes:
+        """The actions as a Campaign message encodes them, tags included, to be stored."""
+        m = pb.Campaign()
+        _fill_actions(m, actions)
+        return m.SerializeToString()
+
+    def message(self, c: Campaign, actions: bytes) -> bytes:
+        """The message of c, read without its actions, with the stored actions appended:
+        protobuf parsers take a message's fields in any order, and the elements of a repeated
+        field wherever they come (protobuf's encoding guide, on field order)."""
+        return campaign_to_proto(c).SerializeToString() + actions
 
 
 @dataclass(frozen=True, slots=True)

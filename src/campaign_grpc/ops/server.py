@@ -47,6 +47,7 @@ from ..storage.pg_notify import Listener
 from ..storage.store import DECODED_SHARE, Store
 from ..watch.hub import Hub
 from . import security
+from .actions_encoding import ActionsEncoding
 from .caches import Caches
 from .compaction import Compactor
 from .connections import AbortedCalls, shut_down
@@ -221,8 +222,7 @@ class App:
             self._db,
             cache_bytes=decoded_bytes,
             page_bytes=settings.list_page_bytes,
-            encoded_size=self.wire.size,
-            encoded=self.wire.cache.peek,
+            wire=self.wire,
         )
         self._trimmer = MemoryTrimmer()
         self.caches = Caches([self.store.cache, self.wire.cache], released=self._trimmer.release)
@@ -263,6 +263,7 @@ class App:
             retention_s=settings.event_retention,
             interval_s=settings.compaction_interval,
         )
+        self._actions_encoding = ActionsEncoding(self.store, self._writer)
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Future[bool]] = set()
@@ -358,6 +359,7 @@ class App:
             self._listener.start()
         self._stop_timer.start()
         self._compactor.start()
+        self._actions_encoding.start()
         self.caches.start()
         self._trimmer.start()
         if self.metrics is not None:
@@ -476,6 +478,7 @@ class App:
         await stopping
         await self._stop_timer.close()
         await self._compactor.close()
+        await self._actions_encoding.close()
         await self.caches.close()
         await self._trimmer.close()
         if self._listener is not None:

@@ -12,7 +12,7 @@ from playhouse.migrate import migrate as migrate_columns
 
 from ..domain.types import UPDATABLE_FIELD_ORDER, Status
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ def bind_tables(db: pw.Database) -> Tables:
         stop_revision = pw.BigIntegerField(default=0)
         body_revision = pw.BigIntegerField(default=0)
         last_reason = pw.SmallIntegerField(default=0)
+        # The actions as the wire encodes them, beside their JSON text (which the domain
+        # reads): list pages are made of these bytes. Null where a release before version 5,
+        # or a store without the wire's encoding, wrote the row.
+        actions_wire = pw.BlobField(null=True)
 
         class Meta:
             table_name = "campaign"
@@ -248,8 +252,19 @@ def _v3_to_v4(db: pw.Database, tables: Tables) -> None:
     )
 
 
+def _v4_to_v5(db: pw.Database, tables: Tables) -> None:
+    """The actions' encoding beside their text; Store.migrate() fills it in for old rows."""
+    m = SchemaMigrator.from_database(db)
+    migrate_columns(m.add_column("campaign", "actions_wire", tables.campaign.actions_wire))
+
+
 # UPGRADES[i] takes an existing database from version i + 1 to i + 2; append, never edit.
-UPGRADES: list[Callable[[pw.Database, Tables], None]] = [_v1_to_v2, _v2_to_v3, _v3_to_v4]
+UPGRADES: list[Callable[[pw.Database, Tables], None]] = [
+    _v1_to_v2,
+    _v2_to_v3,
+    _v3_to_v4,
+    _v4_to_v5,
+]
 
 
 class SchemaTooNew(RuntimeError):

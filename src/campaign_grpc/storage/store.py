@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 import peewee as pw
 
@@ -52,6 +52,24 @@ _DECODED_PER_JSON_BYTE = 4
 # The part of the memory budget of the caches that decoded campaigns get; the rest holds
 # their encoded messages (see api.convert.CampaignWire).
 DECODED_SHARE = 1 / 3
+
+
+class WireForm(Protocol):
+    """How campaigns travel, as far as the store needs to know: the sizes and the cached
+    messages that weigh and make up list pages, and the encoding of actions that it keeps
+    beside their JSON text, so that a page of campaigns read from the database is made of
+    stored bytes rather than of rows decoded and encoded again (some 8 ms of the
+    interpreter for a campaign of 1,000 actions, where the bytes take 0.01 ms)."""
+
+    def size(self, c: Campaign) -> int: ...
+
+    def cached(self, key: Key) -> bytes | None: ...
+
+    def actions(self, actions: Sequence[Action]) -> bytes: ...
+
+    def message(self, c: Campaign, actions: bytes) -> bytes:
+        """The message of c, read without its actions, with actions as actions() made them."""
+        ...
 
 
 def _actions_to_json(actions: Iterable[Action]) -> str:
@@ -114,7 +132,10 @@ _CAMPAIGN = (
     "seq",
 )
 # What save() writes: everything but the key, tm_create, seq and request_id.
-_MUTABLE = _CAMPAIGN[2:13] + _CAMPAIGN[14:23]
+_MUTABLE = (*_CAMPAIGN[2:13], *_CAMPAIGN[14:23], "actions_wire")
+# Where a list page's rows (see _list_query) have the seq and the actions' encoding.
+_LISTED_SEQ = len(_CAMPAIGN) - 1
+_LISTED_WIRE = len(_CAMPAIGN)
 # What a lifecycle change (status, deletion) writes: the rest of the campaign stays as it is.
 _STATE = (
     "status",
@@ -169,7 +190,7 @@ _REASONS = {int(r): r for r in Reason}
 _RESULTS = {int(r): r for r in NextCampaignResult}
 
 
-def _campaign(row: tuple[Any, ...]) -> Campaign:
+def _campaign(row: tuple[Any, ...], actions: list[Action] | None = None) -> Campaign:
     return Campaign(
         customer_id=row[0],
         id=row[1],
@@ -179,7 +200,7 @@ def _campaign(row: tuple[Any, ...]) -> Campaign:
         status=_STATUSES[row[5]],
         service_level=row[6],
         end_handle=_END_HANDLES[row[7]],
-        actions=_actions_from_json(row[8]),
+        actions=_actions_from_json(row[8]) if actions is None else actions,
         outplan_id=row[9],
         outdial_id=row[10],
         queue_id=row[11],
@@ -206,6 +227,8 @@ def _decoded_size(row: tuple[Any, ...]) -> int:
     return _DECODED_BASE + _DECODED_PER_JSON_BYTE * len(row[8])
 
 
+# Set in meta once every row that an older release wrote has its actions' encoding.
+ACTIONS_ENCODED = "actions_encoded"
 # A campaign's message beyond its actions, for estimates: ids, times, etag, the small fields.
 _ENCODED_BASE = 400
 # A page's campaigns travel as field 1 of ListCampaignsResponse, each behind a tag byte and a
@@ -241,7 +264,7 @@ class _Page:
         return True
 
 
-def _mutable_values(c: Campaign) -> tuple[Any, ...]:
+def _mutable_values(c: Campaign, wire: WireForm | None) -> tuple[Any, ...]:
     return (
         int(c.type),
         c.name,
@@ -263,6 +286,7 @@ def _mutable_values(c: Campaign) -> tuple[Any, ...]:
         c.stop_revision,
         c.body_revision,
         int(c.last_reason),
+        None if wire is None else wire.actions(c.actions),
     )
 
 
@@ -359,17 +383,17 @@ class Store:
         *,
         cache_bytes: int = 16 * 1024 * 1024,
         page_bytes: int = 1024 * 1024,
-        encoded_size: Callable[[Campaign], int] | None = None,
-        encoded: Callable[[Key], bytes | None] | None = None,
+        wire: WireForm | None = None,
     ) -> None:
         """cache_bytes bounds the decoded campaigns kept for reads; page_bytes the campaigns
-        of a list page, each weighed by encoded_size (the size of its message). encoded
-        gives a version's message where one is at hand (the wire's cache): a list page takes
-        it rather than decode the row."""
+        of a list page, each weighed by the size of its message. With wire, the campaigns
+        written keep their actions encoded too, and list pages are made of messages: those
+        wire has cached, or those made of the rows' stored bytes; without it (a store that
+        only migrates, some tests) the rows are decoded and sizes estimated."""
         self.db = db
         self.page_bytes = page_bytes
-        self._encoded_size = encoded_size or _estimated_size
-        self._encoded = encoded
+        self._wire = wire
+        self._encoded_size = _estimated_size if wire is None else wire.size
         self.cache: VersionCache[Campaign] = VersionCache(cache_bytes)
         # The events written by the writer's transaction in progress (see database.Journal).
         self._journal: list[Event] = []
@@ -484,7 +508,7 @@ class Store:
                 conflict_target=[M.key], update={M.value: param(0)}
             ),
         )
-        inserted = [*self._campaign_fields[:-1], C.request_id]
+        inserted = [*self._campaign_fields[:-1], C.actions_wire, C.request_id]
         self._insert = Prepared(db, C.insert({f: param(i) for i, f in enumerate(inserted)}))
         self._save = Prepared(
             db,
@@ -567,7 +591,15 @@ class Store:
         self, after: bool, status: bool, type_: bool, show_deleted: bool, keys_only: bool
     ) -> Any:
         C = self.t.campaign
-        columns: tuple[Any, ...] = tuple(self._campaign_fields)
+        # The JSON text of the actions only where they were stored without their encoding
+        # (by an older release, or a store without wire): the other rows' pages never read it.
+        json_unless_encoded = pw.Case(None, [(C.actions_wire.is_null(), C.actions)], "")
+        columns: tuple[Any, ...] = (
+            *self._campaign_fields[:8],
+            json_unless_encoded,
+            *self._campaign_fields[9:],
+            C.actions_wire,
+        )
         if keys_only:
             columns = (C.customer_id, C.id, C.version, C.tm_create, C.tm_update, C.seq)
             if self._postgresql:
@@ -575,7 +607,11 @@ class Store:
                 # fetching it: what a page of them will weigh (SQLite's length() would read
                 # every byte, as dear as the rows themselves; there the rows are read one by
                 # one instead, see _page_rows).
-                columns += (pw.fn.OCTET_LENGTH(C.actions),)
+                columns += (
+                    pw.fn.COALESCE(
+                        pw.fn.OCTET_LENGTH(C.actions_wire), pw.fn.OCTET_LENGTH(C.actions)
+                    ),
+                )
         cond = C.customer_id == param(0)
         if after:
             cond &= C.seq < param(1)
@@ -618,8 +654,7 @@ class Store:
             lambda: self._list_query(after is not None, *shape[1:], False),
         )
         for row in full.rows(f.customer_id, after, int(f.status), int(f.type), wanted):
-            found = self._encoded_campaign(_row_key(row))
-            if not page.add(self._shared(row) if found is None else found, row[-1]):
+            if not page.add(self._listed_row(row), row[_LISTED_SEQ]):
                 return page.campaigns, page.last_seq
         more = more or wanted < len(rest)
         return page.campaigns, page.last_seq if more else None
@@ -631,8 +666,21 @@ class Store:
         return self.cache.peek(key) if found is None else found
 
     def _encoded_campaign(self, key: Key) -> EncodedCampaign | None:
-        data = None if self._encoded is None else self._encoded(key)
+        data = None if self._wire is None else self._wire.cached(key)
         return None if data is None else EncodedCampaign(key[0], key[1], data)
+
+    def _listed_row(self, row: tuple[Any, ...]) -> Campaign | EncodedCampaign:
+        """A row of a list page as the page sends it: the cached message, or one made of the
+        row's fields and its stored actions, or else the row decoded."""
+        key = _row_key(row)
+        found = self._encoded_campaign(key)
+        if found is not None:
+            return found
+        actions = row[_LISTED_WIRE]
+        if actions is None or self._wire is None:
+            return self._shared(row)
+        data = self._wire.message(_campaign(row, actions=[]), bytes(actions))
+        return EncodedCampaign(key[0], key[1], data)
 
     def _rows_worth(self, keys: list[tuple[Any, ...]], budget: int) -> int:
         """How many of these rows to fetch for a page with budget bytes left. On PostgreSQL,
@@ -845,7 +893,7 @@ class Store:
             self.db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
 
     def insert(self, c: Campaign, request_id: str) -> None:
-        values = _mutable_values(c)
+        values = _mutable_values(c, self._wire)
         try:
             self._insert.execute(
                 c.customer_id, c.id, *values[:11], c.tm_create, *values[11:], request_id or None
@@ -855,7 +903,7 @@ class Store:
 
     def save(self, c: Campaign) -> None:
         try:
-            self._save.execute(*_mutable_values(c), c.customer_id, c.id)
+            self._save.execute(*_mutable_values(c, self._wire), c.customer_id, c.id)
         except pw.IntegrityError as exc:
             raise _conflict(exc, c) from exc
 
@@ -962,6 +1010,37 @@ class Store:
         """A write nobody reads, committed like any other: whether the database takes
         writes now (its lock free, its disk not full, a connection to be had)."""
         self._set_write_probe.execute(now)
+
+    def actions_all_encoded(self) -> bool:
+        """Every row has its actions' encoding, or a store without the wire's form cannot
+        give them one (see encode_stored_actions)."""
+        M = self.t.meta
+        return self._wire is None or M.get_or_none(M.key == ACTIONS_ENCODED) is not None
+
+    def encode_stored_actions(self, after_seq: int, batch: int) -> int | None:
+        """Gives up to batch rows past after_seq that were written without the actions'
+        encoding (by a release before schema version 5) theirs; returns the seq to go on
+        after, or None once there are no more (and says so in meta, for good). A row that
+        another release writes later without it stays readable: its pages decode it."""
+        assert self._wire is not None, "a store without the wire's form encodes nothing"
+        C, M = self.t.campaign, self.t.meta
+        rows = list(
+            C.select(C.seq, C.version, C.actions)
+            .where(C.actions_wire.is_null() & (C.seq > after_seq))
+            .order_by(C.seq)
+            .limit(batch)
+            .tuples()
+        )
+        for seq, version, text in rows:
+            data = self._wire.actions(_actions_from_json(text))
+            # Unless a write of another version came first, with its own encoding.
+            C.update(actions_wire=data).where(
+                (C.seq == seq) & (C.version == version) & C.actions_wire.is_null()
+            ).execute()
+        if len(rows) < batch:
+            M.insert(key=ACTIONS_ENCODED, value=1).on_conflict_ignore().execute()
+            return None
+        return int(rows[-1][0])
 
     def compact(self, older_than: int, batch: int) -> int:
         """Removes up to batch of the oldest events logged before older_than; returns how many.
