@@ -3,7 +3,6 @@ time, while writes go on; list pages then send the stored bytes."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 from campaign.v1 import campaign_pb2 as pb
@@ -12,6 +11,7 @@ from campaign_grpc.domain.types import EncodedCampaign, ListFilter
 from campaign_grpc.ops.actions_encoding import ActionsEncoding
 from campaign_grpc.storage.database import Writer, close_database, open_database
 from campaign_grpc.storage.store import Store
+from e2e_helpers import eventually
 from factories import big_actions, new_id, runnable_draft
 
 WAIT = 10.0  # an upper bound for something that must happen; never reached when all is well
@@ -47,11 +47,10 @@ async def test_rows_of_an_older_release_are_encoded_while_writes_go_on(database_
         renamed = dataclasses.replace(renamed, name="renamed", version=renamed.version + 1)
         await writer.run(lambda: store.save(dataclasses.replace(renamed, tm_update=99)))
 
-        async def finished() -> None:
-            while not encoding.done:
-                await asyncio.sleep(0.01)
+        async def finished() -> bool:
+            return encoding.done
 
-        await asyncio.wait_for(finished(), WAIT)
+        await eventually(finished, within=WAIT, every=0.01)
         assert store.actions_all_encoded()
         page, _ = store.list_page(ListFilter(customer), None, 10)
         assert [c.id for c in page] == ids[::-1]
