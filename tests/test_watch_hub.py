@@ -14,7 +14,7 @@ from campaign_grpc.domain.errors import NotFound, OutOfRange, ResourceExhausted,
 from campaign_grpc.domain.types import Campaign, Reason, Status
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
-from campaign_grpc.watch.hub import Hub, Item, Kind
+from campaign_grpc.watch.hub import FREE_BULK_ITEMS, Hub, Item, Kind
 from factories import new_id, runnable_draft
 
 WAIT = 5.0  # an upper bound for something that must happen; never reached when all is well
@@ -416,6 +416,27 @@ async def test_a_slow_subscriber_is_ended_and_others_keep_up(
     assert [(await resumed.next()).revision for _ in range(6)] == list(
         range(last_seen + 1, head + 1)
     )
+
+
+async def test_a_snapshot_whose_reader_stopped_mid_way_does_not_hold_up_the_others(
+    server: App, customer: str, streams: Callable[..., Stream]
+) -> None:
+    campaigns = server.campaigns
+    ids = {(await create(campaigns, customer)).id for _ in range(FREE_BULK_ITEMS + 3)}
+    # Read past the items sent without a turn, then never again: its snapshot stops while
+    # holding its turn.
+    stuck = server.hub.watch(customer, "", 0)
+    for _ in range(FREE_BULK_ITEMS + 1):
+        item = await asyncio.wait_for(stuck.__anext__(), WAIT)
+        assert item.kind == Kind.SNAPSHOT
+    try:
+        for _ in range(2):
+            s = streams(server.hub, customer)
+            items = await s.until_snapshot_end()
+            assert {i.state.id for i in items if i.state is not None} == ids
+            await s.close()
+    finally:
+        await stuck.aclose()
 
 
 async def test_a_small_buffer_is_enough_for_a_reader_that_keeps_up(
