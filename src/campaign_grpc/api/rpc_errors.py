@@ -105,6 +105,10 @@ def unary(
 def streaming(
     fn: Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncGenerator[Resp, None]],
 ) -> Callable[[S, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncGenerator[Resp, None]]:
+    """fn may be a plain function that returns the generator of the layer below (checking
+    the request first): one generator fewer that each message passes through and each open
+    stream keeps, with its frame, for as long as it is open."""
+
     @functools.wraps(fn)
     async def handler(
         self: S, request: Req, context: grpc.aio.ServicerContext[Req, Resp]

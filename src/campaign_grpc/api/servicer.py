@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any, TypeVar, cast
 
@@ -159,20 +158,17 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         return response
 
     @streaming
-    async def WatchStatus(
+    def WatchStatus(
         self, request: pb.WatchStatusRequest, context: Context
     ) -> AsyncGenerator[Item, None]:
-        """Yields the hub's items: server.add_campaign_service registers convert.item_to_wire
-        as the serializer, so that a change is encoded once for all the streams that send it."""
+        """The hub's items: server.add_campaign_service registers convert.item_to_wire as the
+        serializer, so that a change is encoded once for all the streams that send it."""
         validate_watch(
             request.customer_id, request.campaign_id, request.after_revision, request.view
         )
-        items = self._hub.watch(
+        return self._hub.watch(
             request.customer_id,
             request.campaign_id,
             request.after_revision,
             full=request.view == pb.WATCH_VIEW_FULL,
         )
-        async with contextlib.aclosing(items):
-            async for item in items:
-                yield item
