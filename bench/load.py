@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,6 +23,31 @@ from campaign.v1 import campaign_pb2_grpc as pb_grpc
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) a process has used so far, all its threads."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+def children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
+def cpu_of(pid: int | None) -> tuple[float, float]:
+    """The CPU time of a process, and that of its children (the span exporter) together."""
+    if pid is None:
+        return 0.0, 0.0
+    return cpu_seconds(pid), sum(cpu_seconds(c) for c in children(pid))
 
 
 def draft(customer: str) -> pb.Campaign:
@@ -44,7 +71,9 @@ async def prepare(stub: pb_grpc.CampaignServiceStub, customer: str, count: int) 
     return ids
 
 
-async def run(target: str, scenario: str, concurrency: int, seconds: float, warmup: float) -> dict:
+async def run(
+    target: str, scenario: str, concurrency: int, seconds: float, warmup: float, pid: int | None
+) -> dict:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.CampaignServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
@@ -113,6 +142,7 @@ async def run(target: str, scenario: str, concurrency: int, seconds: float, warm
         latencies: list[float] = []
         errors = 0
         measuring = False
+        cpu_start = (0.0, 0.0)
         stop_at = time.perf_counter() + warmup + seconds
 
         async def worker(i: int) -> None:
@@ -126,15 +156,17 @@ async def run(target: str, scenario: str, concurrency: int, seconds: float, warm
                     latencies.append(time.perf_counter() - now)
 
         async def clock() -> None:
-            nonlocal measuring
+            nonlocal measuring, cpu_start
             await asyncio.sleep(warmup)
             measuring = True
+            cpu_start = cpu_of(pid)
 
         started = time.perf_counter()
         clock_task = asyncio.create_task(clock())
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         await clock_task
         elapsed = time.perf_counter() - started - warmup
+        cpu_end = cpu_of(pid)
         latencies.sort()
 
         def pct(p: float) -> float:
@@ -147,6 +179,9 @@ async def run(target: str, scenario: str, concurrency: int, seconds: float, warm
             "qps": len(latencies) / elapsed,
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
+            # The server's CPU per call measured (its children's apart), over the same window.
+            "server_cpu_us": (cpu_end[0] - cpu_start[0]) / max(1, len(latencies)) * 1e6,
+            "children_cpu_us": (cpu_end[1] - cpu_start[1]) / max(1, len(latencies)) * 1e6,
         }
 
 
@@ -157,8 +192,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--server-pid", type=int, help="measure this process's CPU per call")
     a = p.parse_args()
-    result = asyncio.run(run(a.target, a.scenario, a.concurrency, a.seconds, a.warmup))
+    result = asyncio.run(
+        run(a.target, a.scenario, a.concurrency, a.seconds, a.warmup, a.server_pid)
+    )
     json.dump(result, sys.stdout)
 
 

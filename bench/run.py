@@ -57,6 +57,15 @@ def wait_serving(target: str, timeout: float = 30.0) -> None:
 
 @contextlib.contextmanager
 def server(database_url: str, extra: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
+    with served(database_url, extra, env) as (target, _):
+        yield target
+
+
+@contextlib.contextmanager
+def served(
+    database_url: str, extra: list[str], env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """The server, as its address and its process id (whose CPU time load() can measure)."""
     port = free_port()
     target = f"127.0.0.1:{port}"
     cmd = [
@@ -74,13 +83,17 @@ def server(database_url: str, extra: list[str], env: dict[str, str] | None = Non
     proc = subprocess.Popen(cmd, stderr=log, stdout=log, env={**os.environ, **(env or {})})
     try:
         wait_serving(target)
-        yield target
+        yield target, proc.pid
     finally:
         stop(proc)
         log.close()
 
 
-def load(target: str, scenario: str, concurrency: int, seconds: float) -> dict:
+def load(
+    target: str, scenario: str, concurrency: int, seconds: float, pid: int | None = None
+) -> dict:
+    """One load run; with pid, also the CPU per call of that server process (and apart, of
+    its children) while it was measured."""
     out = subprocess.run(
         [
             sys.executable,
@@ -93,6 +106,7 @@ def load(target: str, scenario: str, concurrency: int, seconds: float) -> dict:
             str(concurrency),
             "--seconds",
             str(seconds),
+            *(["--server-pid", str(pid)] if pid is not None else []),
         ],
         check=True,
         capture_output=True,
