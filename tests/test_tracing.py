@@ -11,12 +11,14 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc.ops import span_export
 from campaign_grpc.ops.logs import JsonFormatter, TraceIds
 from campaign_grpc.ops.server import App
 from campaign_grpc.ops.tracing import Tracing, current_traceparent
@@ -204,3 +206,16 @@ def test_the_sampler_the_environment_names_decides_which_calls_are_traced(
         if metadata[0][0] == "traceparent":
             assert traceparent.startswith(f"00-{TRACE_ID}-")
         assert len(spans.get_finished_spans()) == (1 if sampled else 0)
+
+
+def test_the_exporting_process_resource_is_the_sdks_with_its_hash_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "campaigns-under-test")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+    kept = span_export.resource()
+    plain = Resource.create({"service.name": "campaign-grpc"}).merge(Resource.create())
+    assert kept == plain
+    assert hash(kept) == hash(plain)
+    assert kept.attributes["service.name"] == "campaigns-under-test"
+    assert kept.attributes["deployment.environment"] == "test"
