@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import grpc
 from common import free_port, stop
@@ -94,24 +95,37 @@ def load(
 ) -> dict:
     """One load run; with pid, also the CPU per call of that server process (and apart, of
     its children) while it was measured."""
+    return _load([target], [pid], scenario, concurrency, seconds, 1)
+
+
+def compare(
+    servers: list[tuple[str, int]], scenario: str, concurrency: int, seconds: float, slices: int
+) -> list[dict]:
+    """One load run against each server, by the same load process, in slices taken in turn;
+    each with its server's CPU per call."""
+    targets, pids = [t for t, _ in servers], [p for _, p in servers]
+    return _load(targets, pids, scenario, concurrency, seconds, slices)
+
+
+def _load(
+    targets: list[str],
+    pids: list[int | None],
+    scenario: str,
+    concurrency: int,
+    seconds: float,
+    slices: int,
+) -> Any:
+    command = [sys.executable, str(HERE / "load.py"), "--scenario", scenario]
+    command += ["--concurrency", str(concurrency), "--seconds", str(seconds)]
+    command += ["--slices", str(slices)]
+    for target, pid in zip(targets, pids, strict=True):
+        command += ["--target", target, *(["--server-pid", str(pid)] if pid is not None else [])]
     out = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "load.py"),
-            "--target",
-            target,
-            "--scenario",
-            scenario,
-            "--concurrency",
-            str(concurrency),
-            "--seconds",
-            str(seconds),
-            *(["--server-pid", str(pid)] if pid is not None else []),
-        ],
+        command,
         check=True,
         capture_output=True,
         text=True,
-        timeout=seconds * 10 + 120,
+        timeout=len(targets) * (seconds * 10 + 120),
     )
     return json.loads(out.stdout)
 

@@ -3,10 +3,10 @@ over OTLP/gRPC to a local receiver, as a ratio of the same call on a server with
 
     python bench/tracing.py        # part of make bench
 
-Both servers run side by side on fresh SQLite files; their rounds alternate call by call (which
-of the two goes first alternates too), so that a drift of the machine's speed falls on both;
-a call's ratio is the median of its rounds' ratios. The receiver runs in a process of its own.
-Target: every ratio >= 0.9.
+Both servers run side by side on fresh SQLite files. One load process per call and round loads
+them in turn, half a second at a time (ABBA), so that the machine's speed, which drifts by more
+than tracing costs on a shared machine, is the same for both; a call's ratio is the median of
+its rounds' ratios. The receiver runs in a process of its own. Target: every ratio >= 0.9.
 
 A second figure, far steadier than throughput on a shared machine: the server process's CPU
 time per call (/proc/<pid>/stat, user and system) over the same measured windows, on and off,
@@ -25,10 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import LABELS, RESULTS, SCENARIOS, free_port, load, served, versions
+from run import LABELS, RESULTS, SCENARIOS, compare, free_port, served, versions
 
 HERE = Path(__file__).resolve().parent
 TARGET = 0.9
+# How long one server is loaded before the other's turn.
+SLICE_S = 0.5
 
 
 def main() -> None:
@@ -57,10 +59,12 @@ def main() -> None:
         ):
             for round_ in range(args.rounds):
                 for scenario in SCENARIOS:
-                    pair = (("off", off), ("on", on))
-                    for name, (target, pid) in pair if round_ % 2 == 0 else pair[::-1]:
-                        measured = load(target, scenario, args.concurrency, args.seconds, pid)
-                        runs[name].setdefault(scenario, []).append(measured)
+                    names = ["off", "on"] if round_ % 2 == 0 else ["on", "off"]
+                    servers = [off if name == "off" else on for name in names]
+                    slices = max(1, round(args.seconds / SLICE_S))
+                    measured = compare(servers, scenario, args.concurrency, args.seconds, slices)
+                    for name, result in zip(names, measured, strict=True):
+                        runs[name].setdefault(scenario, []).append(result)
     finally:
         receiver.terminate()
         exported, _ = receiver.communicate(timeout=30)
@@ -101,6 +105,7 @@ def main() -> None:
                 "concurrency": args.concurrency,
                 "seconds": args.seconds,
                 "rounds": args.rounds,
+                "slice_s": SLICE_S,
                 "exported": exported.strip(),
                 "results": results,
                 "machine_cpus": os.cpu_count(),
