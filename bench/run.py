@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import grpc
 from common import free_port, stop
@@ -57,6 +58,15 @@ def wait_serving(target: str, timeout: float = 30.0) -> None:
 
 @contextlib.contextmanager
 def server(database_url: str, extra: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
+    with served(database_url, extra, env) as (target, _):
+        yield target
+
+
+@contextlib.contextmanager
+def served(
+    database_url: str, extra: list[str], env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """The server, as its address and its process id (whose CPU time load() can measure)."""
     port = free_port()
     target = f"127.0.0.1:{port}"
     cmd = [
@@ -74,30 +84,48 @@ def server(database_url: str, extra: list[str], env: dict[str, str] | None = Non
     proc = subprocess.Popen(cmd, stderr=log, stdout=log, env={**os.environ, **(env or {})})
     try:
         wait_serving(target)
-        yield target
+        yield target, proc.pid
     finally:
         stop(proc)
         log.close()
 
 
-def load(target: str, scenario: str, concurrency: int, seconds: float) -> dict:
+def load(
+    target: str, scenario: str, concurrency: int, seconds: float, pid: int | None = None
+) -> dict:
+    """One load run; with pid, also the CPU per call of that server process (and apart, of
+    its children) while it was measured."""
+    return _load([target], [pid], scenario, concurrency, seconds, 1)
+
+
+def compare(
+    servers: list[tuple[str, int]], scenario: str, concurrency: int, seconds: float, slices: int
+) -> list[dict]:
+    """One load run against each server, by the same load process, in slices taken in turn;
+    each with its server's CPU per call."""
+    targets, pids = [t for t, _ in servers], [p for _, p in servers]
+    return _load(targets, pids, scenario, concurrency, seconds, slices)
+
+
+def _load(
+    targets: list[str],
+    pids: list[int | None],
+    scenario: str,
+    concurrency: int,
+    seconds: float,
+    slices: int,
+) -> Any:
+    command = [sys.executable, str(HERE / "load.py"), "--scenario", scenario]
+    command += ["--concurrency", str(concurrency), "--seconds", str(seconds)]
+    command += ["--slices", str(slices)]
+    for target, pid in zip(targets, pids, strict=True):
+        command += ["--target", target, *(["--server-pid", str(pid)] if pid is not None else [])]
     out = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "load.py"),
-            "--target",
-            target,
-            "--scenario",
-            scenario,
-            "--concurrency",
-            str(concurrency),
-            "--seconds",
-            str(seconds),
-        ],
+        command,
         check=True,
         capture_output=True,
         text=True,
-        timeout=seconds * 10 + 120,
+        timeout=len(targets) * (seconds * 10 + 120),
     )
     return json.loads(out.stdout)
 

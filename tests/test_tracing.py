@@ -11,15 +11,17 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc.ops import span_export
 from campaign_grpc.ops.logs import JsonFormatter, TraceIds
 from campaign_grpc.ops.server import App
-from campaign_grpc.ops.tracing import Tracing
+from campaign_grpc.ops.tracing import Tracing, current_traceparent
 from campaign_grpc.settings import Settings
 from e2e_helpers import W, eventually, read_snapshot, watch
 from factories import new_id, runnable_campaign
@@ -161,3 +163,59 @@ async def test_without_tracing_no_span_and_no_trace_context(stub: Stub, customer
     finally:
         await stream.close()
     assert change.traceparent == ""
+
+
+@pytest.mark.parametrize(
+    ("sampler", "arg", "root", "under_a_sampled_caller"),
+    [
+        (None, "", True, True),
+        ("parentbased_always_on", "", True, True),
+        ("parentbased_always_off", "", False, True),
+        ("always_on", "", True, True),
+        ("always_off", "", False, False),
+        ("traceidratio", "0", False, False),
+        ("parentbased_traceidratio", "0", False, True),
+        ("parentbased_traceidratio", "1", True, True),
+    ],
+)
+def test_the_sampler_the_environment_names_decides_which_calls_are_traced(
+    monkeypatch: pytest.MonkeyPatch,
+    sampler: str | None,
+    arg: str,
+    root: bool,
+    under_a_sampled_caller: bool,
+) -> None:
+    if sampler is None:
+        monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    spans = InMemorySpanExporter()
+    tracing = Tracing.in_memory(spans)
+    for metadata, sampled in (
+        ((("user-agent", "test"),), root),
+        ((("traceparent", TRACEPARENT),), under_a_sampled_caller),
+    ):
+        spans.clear()
+        span, token = tracing.server_span(SERVICE, "GetCampaign", metadata)
+        # Sampled or not, the call has a trace context, for its writes and its log lines.
+        traceparent = current_traceparent()
+        tracing.end_server_span(span, token, "OK")
+        assert current_traceparent() == ""
+        assert traceparent.endswith("-01" if sampled else "-00")
+        if metadata[0][0] == "traceparent":
+            assert traceparent.startswith(f"00-{TRACE_ID}-")
+        assert len(spans.get_finished_spans()) == (1 if sampled else 0)
+
+
+def test_the_exporting_process_resource_is_the_sdks_with_its_hash_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "campaigns-under-test")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+    kept = span_export.resource()
+    plain = Resource.create({"service.name": "campaign-grpc"}).merge(Resource.create())
+    assert kept == plain
+    assert hash(kept) == hash(plain)
+    assert kept.attributes["service.name"] == "campaigns-under-test"
+    assert kept.attributes["deployment.environment"] == "test"

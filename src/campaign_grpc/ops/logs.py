@@ -30,10 +30,15 @@ class TraceIds(logging.Filter):
     """Puts the trace id and span id of the current span on a record, when there is one: a
     call's log lines (its access line, its errors) then lead to its trace."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        from . import tracing
+    def __init__(self) -> None:
+        super().__init__()
+        # Imported here, not by every process that logs.
+        from .tracing import current_ids
 
-        ids = tracing.current_ids()
+        self._current_ids = current_ids
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ids = self._current_ids()
         if ids is not None and not hasattr(record, "trace_id"):
             record.trace_id, record.span_id = ids
         return True

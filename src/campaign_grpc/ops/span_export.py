@@ -27,14 +27,29 @@ DEFAULT_SERVICE_NAME = "campaign-grpc"
 _SCOPE = InstrumentationScope("campaign_grpc")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _KINDS = {kind.value: kind for kind in SpanKind}
+_UNSET = Status(StatusCode.UNSET)
 _FRAME = struct.Struct(">I")
 # The most spans one export call sends (OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default).
 EXPORT_BATCH = 512
 
 
+class _HashedOnce(Resource):
+    """A resource whose hash is worked out once. The OTLP encoder groups spans by resource,
+    hashing each span's, and the SDK's hash writes every attribute out as JSON: a fifth of
+    the encoder's time, for the same few attributes every time."""
+
+    def __init__(self, of: Resource) -> None:
+        super().__init__(of.attributes, of.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 def resource() -> Resource:
     """campaign-grpc's resource; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win."""
-    return Resource.create({"service.name": DEFAULT_SERVICE_NAME}).merge(Resource.create())
+    merged = Resource.create({"service.name": DEFAULT_SERVICE_NAME}).merge(Resource.create())
+    return _HashedOnce(merged)
 
 
 def readable(record: Record, of: Resource) -> ReadableSpan:
@@ -47,7 +62,7 @@ def readable(record: Record, of: Resource) -> ReadableSpan:
         resource=of,
         attributes=attributes,
         kind=_KINDS[kind],
-        status=Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET),
+        status=Status(StatusCode.ERROR, error) if error else _UNSET,
         start_time=start,
         end_time=end,
         instrumentation_scope=_SCOPE,
