@@ -28,6 +28,8 @@ def new_id() -> str:
 
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+# The pause after each turn when several targets are loaded in turn (see run).
+SETTLE_S = 0.4
 
 
 def cpu_seconds(pid: int) -> float:
@@ -227,6 +229,11 @@ async def run(
         for k in range(slices):
             for call, pid, tally in turns if k % 2 == 0 else turns[::-1]:
                 await drive(call, concurrency, seconds / slices, pid, tally)
+                if len(turns) > 1:
+                    # What a turn leaves behind (a traced server's exporting process takes
+                    # up to a quarter second to finish its spans) must not fall in the next
+                    # target's turn, where it would slow the other server down.
+                    await asyncio.sleep(SETTLE_S)
         return [tally.result(scenario) for tally in tallies]
 
 
