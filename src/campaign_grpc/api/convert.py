@@ -150,6 +150,9 @@ class CampaignWire:
     def cached(self, key: Key) -> bytes | None:
         return self.cache.peek(key)
 
+    def keep(self, key: Key, data: bytes) -> None:
+        self.cache.put(key, data, len(data))
+
     def actions(self, actions: Sequence[Action]) -> bytes:
         """The actions as a Campaign message encodes them, tags included, to be stored."""
         m = pb.Campaign()

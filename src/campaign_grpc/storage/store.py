@@ -65,6 +65,8 @@ class WireForm(Protocol):
 
     def cached(self, key: Key) -> bytes | None: ...
 
+    def keep(self, key: Key, data: bytes) -> None: ...
+
     def actions(self, actions: Sequence[Action]) -> bytes: ...
 
     def message(self, c: Campaign, actions: bytes) -> bytes:
@@ -680,6 +682,10 @@ class Store:
         if actions is None or self._wire is None:
             return self._shared(row)
         data = self._wire.message(_campaign(row, actions=[]), bytes(actions))
+        if not self.db.in_transaction():
+            # Committed: the next page that lists this version takes it from the cache, by
+            # its key alone, without fetching the row (see list_page).
+            self._wire.keep(key, data)
         return EncodedCampaign(key[0], key[1], data)
 
     def _rows_worth(self, keys: list[tuple[Any, ...]], budget: int) -> int:
