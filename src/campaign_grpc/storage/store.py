@@ -229,6 +229,13 @@ def _decoded_size(row: tuple[Any, ...]) -> int:
     return _DECODED_BASE + _DECODED_PER_JSON_BYTE * len(row[8])
 
 
+# The largest message a list page keeps in the wire's cache of those it makes of stored
+# bytes. Keeping spares a page of small campaigns its rows (ListCampaigns of 50 small ones:
+# 1.1 ms of the server's CPU instead of 2.2); large ones cost little more to make again than
+# to fetch, and four walks of 500 of 200 KB, through a cache that holds 150, only churned it
+# (another customer's GetCampaign p99 under them 24-37 ms instead of 17-22, peak RSS 102 MiB
+# instead of 76).
+_KEPT_MESSAGE_BYTES = 16 * 1024
 # Set in meta once every row that an older release wrote has its actions' encoding.
 ACTIONS_ENCODED = "actions_encoded"
 # A campaign's message beyond its actions, for estimates: ids, times, etag, the small fields.
@@ -682,7 +689,7 @@ class Store:
         if actions is None or self._wire is None:
             return self._shared(row)
         data = self._wire.message(_campaign(row, actions=[]), bytes(actions))
-        if not self.db.in_transaction():
+        if len(data) <= _KEPT_MESSAGE_BYTES and not self.db.in_transaction():
             # Committed: the next page that lists this version takes it from the cache, by
             # its key alone, without fetching the row (see list_page).
             self._wire.keep(key, data)
