@@ -36,7 +36,7 @@ V3_COLUMNS = {
     ],
 }
 V4_COLUMNS = {"event": ["principal", "traceparent"]}
-V5_COLUMNS = {"campaign": ["actions_wire"]}
+V5_COLUMNS = {"campaign": ["actions_wire", "actions_wire_body"]}
 V3_INDEXES = [
     "campaign_id",
     "campaign_customer_id_revision",

@@ -182,6 +182,38 @@ def test_rows_written_without_the_encoding_are_listed_then_given_it(
         close_database(store.db)
 
 
+def test_actions_an_older_release_changed_are_never_listed_as_their_old_encoding(
+    database_url: str,
+) -> None:
+    wire = CampaignWire()
+    store = Store(open_database(database_url), cache_bytes=1, page_bytes=MIB, wire=wire)
+    store.migrate()
+    try:
+        customer = new_id()
+        (campaign_id,) = insert_campaigns(store, customer, [big_actions()])
+        # A server of the release before, still serving during the upgrade, changes the
+        # actions as it knows them: text, version and body_revision, not the encoding.
+        with store.db.atomic():
+            store.db.execute_sql(
+                "UPDATE campaign SET actions = '[]', version = version + 1, tm_update = 7, "
+                "body_revision = body_revision + 1 WHERE id = " + store.db.param,
+                (campaign_id,),
+            )
+        (listed,), _ = store.list_page(ListFilter(customer), None, 10)
+        stored = store.load(customer, campaign_id)
+        assert stored is not None
+        assert stored.actions == []
+        assert pb.Campaign.FromString(sent(wire, listed)) == campaign_to_proto(stored)
+        # The background job encodes it again.
+        with store.db.atomic():
+            assert store.encode_stored_actions(0, 10) is None
+        (listed,), _ = store.list_page(ListFilter(customer), None, 10)
+        assert isinstance(listed, EncodedCampaign)
+        assert pb.Campaign.FromString(listed.data) == campaign_to_proto(stored)
+    finally:
+        close_database(store.db)
+
+
 def test_a_page_takes_the_cached_messages_of_rows_it_would_have_to_decode(
     database_url: str,
 ) -> None:

@@ -74,6 +74,10 @@ def bind_tables(db: pw.Database) -> Tables:
         # reads): list pages are made of these bytes. Null where a release before version 5,
         # or a store without the wire's encoding, wrote the row.
         actions_wire = pw.BlobField(null=True)
+        # The body_revision the encoding was made for: a release before version 5, serving
+        # beside this one during an upgrade, changes the actions without their encoding, and
+        # the body_revision with them, so that an encoding of other actions is never sent.
+        actions_wire_body = pw.BigIntegerField(null=True)
 
         class Meta:
             table_name = "campaign"
@@ -255,7 +259,11 @@ def _v3_to_v4(db: pw.Database, tables: Tables) -> None:
 def _v4_to_v5(db: pw.Database, tables: Tables) -> None:
     """The actions' encoding beside their text; Store.migrate() fills it in for old rows."""
     m = SchemaMigrator.from_database(db)
-    migrate_columns(m.add_column("campaign", "actions_wire", tables.campaign.actions_wire))
+    C = tables.campaign
+    migrate_columns(
+        m.add_column("campaign", "actions_wire", C.actions_wire),
+        m.add_column("campaign", "actions_wire_body", C.actions_wire_body),
+    )
 
 
 # UPGRADES[i] takes an existing database from version i + 1 to i + 2; append, never edit.

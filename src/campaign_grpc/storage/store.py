@@ -134,7 +134,8 @@ _CAMPAIGN = (
     "seq",
 )
 # What save() writes: everything but the key, tm_create, seq and request_id.
-_MUTABLE = (*_CAMPAIGN[2:13], *_CAMPAIGN[14:23], "actions_wire")
+_MUTABLE = (*_CAMPAIGN[2:13], *_CAMPAIGN[14:23], "actions_wire", "actions_wire_body")
+_ACTIONS = _CAMPAIGN.index("actions")
 # Where a list page's rows (see _list_query) have the seq and the actions' encoding.
 _LISTED_SEQ = len(_CAMPAIGN) - 1
 _LISTED_WIRE = len(_CAMPAIGN)
@@ -296,6 +297,7 @@ def _mutable_values(c: Campaign, wire: WireForm | None) -> tuple[Any, ...]:
         c.body_revision,
         int(c.last_reason),
         None if wire is None else wire.actions(c.actions),
+        None if wire is None else c.body_revision,
     )
 
 
@@ -517,7 +519,7 @@ class Store:
                 conflict_target=[M.key], update={M.value: param(0)}
             ),
         )
-        inserted = [*self._campaign_fields[:-1], C.actions_wire, C.request_id]
+        inserted = [*self._campaign_fields[:-1], C.actions_wire, C.actions_wire_body, C.request_id]
         self._insert = Prepared(db, C.insert({f: param(i) for i, f in enumerate(inserted)}))
         self._save = Prepared(
             db,
@@ -600,14 +602,18 @@ class Store:
         self, after: bool, status: bool, type_: bool, show_deleted: bool, keys_only: bool
     ) -> Any:
         C = self.t.campaign
-        # The JSON text of the actions only where they were stored without their encoding
-        # (by an older release, or a store without wire): the other rows' pages never read it.
-        json_unless_encoded = pw.Case(None, [(C.actions_wire.is_null(), C.actions)], "")
+        # The actions' encoding where it was made for the row's actions, and their JSON text
+        # only where it was not (rows of an older release, or of a store without wire): the
+        # other rows' pages never read the text.
+        # A store without wire cannot use the encoding: it reads the text of every row.
+        encoded: Any = C.actions_wire_body == C.body_revision if self._wire else pw.SQL("1 = 0")
+        wire = pw.Case(None, [(encoded, C.actions_wire)], None)
+        json_unless_encoded = pw.Case(None, [(encoded, "")], C.actions)
         columns: tuple[Any, ...] = (
-            *self._campaign_fields[:8],
+            *self._campaign_fields[:_ACTIONS],
             json_unless_encoded,
-            *self._campaign_fields[9:],
-            C.actions_wire,
+            *self._campaign_fields[_ACTIONS + 1 :],
+            wire,
         )
         if keys_only:
             columns = (C.customer_id, C.id, C.version, C.tm_create, C.tm_update, C.seq)
@@ -617,9 +623,7 @@ class Store:
                 # every byte, as dear as the rows themselves; there the rows are read one by
                 # one instead, see _page_rows).
                 columns += (
-                    pw.fn.COALESCE(
-                        pw.fn.OCTET_LENGTH(C.actions_wire), pw.fn.OCTET_LENGTH(C.actions)
-                    ),
+                    pw.fn.COALESCE(pw.fn.OCTET_LENGTH(wire), pw.fn.OCTET_LENGTH(C.actions)),
                 )
         cond = C.customer_id == param(0)
         if after:
@@ -687,6 +691,7 @@ class Store:
             return found
         actions = row[_LISTED_WIRE]
         if actions is None or self._wire is None:
+            # Encoded for other actions, or not at all: the row's JSON text was read instead.
             return self._shared(row)
         data = self._wire.message(_campaign(row, actions=[]), bytes(actions))
         if len(data) <= _KEPT_MESSAGE_BYTES and not self.db.in_transaction():
@@ -1037,18 +1042,19 @@ class Store:
         another release writes later without it stays readable: its pages decode it."""
         assert self._wire is not None, "a store without the wire's form encodes nothing"
         C, M = self.t.campaign, self.t.meta
+        stale = C.actions_wire_body.is_null() | (C.actions_wire_body != C.body_revision)
         rows = list(
-            C.select(C.seq, C.version, C.actions)
-            .where(C.actions_wire.is_null() & (C.seq > after_seq))
+            C.select(C.seq, C.version, C.body_revision, C.actions)
+            .where(stale & (C.seq > after_seq))
             .order_by(C.seq)
             .limit(batch)
             .tuples()
         )
-        for seq, version, text in rows:
+        for seq, version, body_revision, text in rows:
             data = self._wire.actions(_actions_from_json(text))
             # Unless a write of another version came first, with its own encoding.
-            C.update(actions_wire=data).where(
-                (C.seq == seq) & (C.version == version) & C.actions_wire.is_null()
+            C.update(actions_wire=data, actions_wire_body=body_revision).where(
+                (C.seq == seq) & (C.version == version)
             ).execute()
         if len(rows) < batch:
             M.insert(key=ACTIONS_ENCODED, value=1).on_conflict_ignore().execute()
