@@ -98,7 +98,12 @@ async def test_a_rapid_reset_connection_is_closed_and_legit_calls_succeed(
 async def test_rapid_reset_of_an_unknown_method_is_refused_by_grpc_core(
     start_server: Callable[..., Any], settings: Settings, customer: str
 ) -> None:
-    app = await start_server(settings, max_streams_per_connection=100)
+    app = await start_server(
+        settings,
+        max_streams_per_connection=100,
+        max_watch_streams_per_customer=90,
+        max_unary_in_flight_per_customer=10,
+    )
 
     outcome, legit = await during(app, hp.rapid_reset(hp.UNKNOWN_METHOD), 2.0, customer)
 
@@ -159,7 +164,13 @@ async def test_calls_past_the_receiving_limit_drop_the_oldest_and_sound_calls_ge
     start_server: Callable[..., Any], settings: Settings, customer: str
 ) -> None:
     # The receive time is long: only the limit on calls waiting makes room.
-    app = await start_server(settings, max_unary_in_flight=20, request_receive_timeout=600)
+    app = await start_server(
+        settings,
+        max_unary_in_flight=20,
+        max_unary_writes_in_flight=15,
+        max_unary_in_flight_per_customer=20,
+        request_receive_timeout=600,
+    )
     outcome, legit = await during(app, hp.slowloris(streams=200), 2.0, customer)
 
     assert app.receiving.dropped >= 200 - 20

@@ -35,6 +35,7 @@ from ..api.servicer import CampaignServicer
 from ..domain.campaigns import Campaigns
 from ..domain.errors import CampaignError
 from ..settings import Settings
+from ..settings import check as check_settings
 from ..storage.database import (
     Readers,
     UnsupportedDatabase,
@@ -187,6 +188,8 @@ class App:
     """One running server. start() then stop(); port is known after start()."""
 
     def __init__(self, settings: Settings, *, tracing: Tracing | None = None) -> None:
+        # Before anything is opened: settings that contradict each other refuse the start.
+        check_settings(settings)
         self.settings = settings
         self.port = 0
         self.stopped = False
