@@ -424,7 +424,7 @@ class App:
         serving = {"": True, SERVICE_NAME: True}
         while True:
             await asyncio.sleep(interval)
-            reads = await _probe(self.campaigns.ping(), interval)
+            reads = await _probe(self.campaigns.probe_read(), interval)
             writes = reads if reads.failed else await _probe(self._probe_write(), write_within)
             # The probe writes a few bytes: a disk with room for them and not for a campaign
             # passes it. A write of the service that failed on the database's side holds

@@ -874,6 +874,14 @@ class Store:
     def ping(self) -> None:
         self.db.execute_sql("SELECT 1").fetchone()
 
+    def probe_read(self) -> None:
+        """Reads each table the service reads, by an index and one row at most: a database
+        that answers SELECT 1 but not them (a table missing, a permission revoked, a lock
+        held on one) fails it, and a few index lookups cost no more than SELECT 1 did."""
+        head = self.head_revision()
+        self._id_taken.one("")
+        self._fingerprint.one(head)
+
     # -- writes (writer thread, inside its transaction) --------------------------------
 
     def journal_begin(self) -> None:
