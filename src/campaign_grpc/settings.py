@@ -126,9 +126,9 @@ class Settings:
     )
     list_page_bytes: int = _setting(
         1024 * 1024,
-        "most bytes of campaigns in one ListCampaigns page (at most 3 MiB: clients receive "
-        "4 MiB by default); a page holds fewer than page_size campaigns rather than more "
-        "bytes, and always at least one",
+        "most bytes of campaigns in one ListCampaigns page, and of events in one "
+        "ListCampaignEvents page (at most 3 MiB: clients receive 4 MiB by default); a page "
+        "holds fewer than page_size rather than more bytes, and always at least one",
         _page_bytes,
         metavar="BYTES",
     )
