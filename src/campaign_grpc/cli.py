@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate every setting (flags and environment) and the database URL, "
         "print the effective settings with where each comes from, and exit 0; exit 1 "
         "with every problem found when something is wrong, settings that contradict each "
-        "other (a writes budget larger than the calls', say) included. Warns when serve would refuse "
-        "the address: beyond loopback with neither TLS nor tokens, and no --insecure. "
+        "other (a writes budget larger than the calls', say) included. Warns when serve "
+        "would refuse the address: beyond loopback with neither TLS nor tokens, and no "
+        "--insecure. "
         "Creates nothing.",
     )
     settings.add_arguments(check_parser)
