@@ -205,6 +205,24 @@ class Settings:
         "customers, with no customer_id, count as one more customer)",
         _count,
     )
+    max_watch_unread_bytes: int = _setting(
+        128 * 1024 * 1024,
+        "bytes of WatchStatus messages handed to gRPC and not yet read by their clients, over "
+        "all streams (grpc keeps a copy of each until the client's window takes it); a "
+        "stream's next message waits for room, and one that waits --watch-send-timeout is "
+        "ended with RESOURCE_EXHAUSTED (WATCH_UNREAD_BYTES)",
+        _count,
+        metavar="BYTES",
+    )
+    max_watch_unread_bytes_per_customer: int = _setting(
+        32 * 1024 * 1024,
+        "of --max-watch-unread-bytes, how many one customer_id's streams may hold; past it "
+        "its streams' next messages wait, then end with RESOURCE_EXHAUSTED "
+        "(WATCH_UNREAD_BYTES_FOR_CUSTOMER). A full-view message of a campaign of 1,000 "
+        "actions is about 200 KB",
+        _count,
+        metavar="BYTES",
+    )
     max_unary_in_flight: int = _setting(
         1_000,
         "unary calls this server runs at once; more get RESOURCE_EXHAUSTED (health checks never)",
@@ -446,6 +464,12 @@ def conflicts(s: Settings) -> list[str]:
         "max_watch_streams_per_customer",
         "max_watch_streams",
         "one customer's WatchStatus streams are a share of the server's",
+    )
+    problems += _share_problem(
+        s,
+        "max_watch_unread_bytes_per_customer",
+        "max_watch_unread_bytes",
+        "one customer's unread WatchStatus messages are a share of the server's",
     )
     # One client of one customer may hold this many streams, and grpc clients put them all on
     # one connection: past the connection's cap its HTTP/2 layer queues every further call,

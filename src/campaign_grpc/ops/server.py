@@ -52,7 +52,7 @@ from .actions_encoding import ActionsEncoding
 from .caches import Caches
 from .compaction import Compactor
 from .connections import AbortedCalls, shut_down
-from .limits import WatchStreamCounts, receive_ceiling
+from .limits import UnreadBytes, WatchStreamCounts, receive_ceiling
 from .memory import MemoryTrimmer
 from .metrics import Metrics
 from .peer_reports import PeerReports
@@ -247,6 +247,9 @@ class App:
             encode=convert.encode_item,
             streams=WatchStreamCounts(
                 settings.max_watch_streams, settings.max_watch_streams_per_customer
+            ),
+            unread=UnreadBytes(
+                settings.max_watch_unread_bytes, settings.max_watch_unread_bytes_per_customer
             ),
             log_state=lambda revision: self._readers.run(lambda: self.store.log_state(revision)),
             identity=self.store.identity,
