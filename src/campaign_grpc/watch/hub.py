@@ -41,6 +41,14 @@ _BEAT_SLOTS = 16
 # Streams ended for clients that do not read are logged once per this many seconds, with
 # their count: thousands of them (one client's) would otherwise log a line each.
 UNREAD_LOG_INTERVAL = 10.0
+# How long a snapshot's or a replay's next item may wait for room among the unread bytes
+# (ops.limits.UnreadBytes): meanwhile the stream holds its page of campaigns, its own when
+# the caches could not keep them (about 1 MB each for 1,000 streams of ten campaigns of
+# 1,000 actions, whose RSS then grew past 1 GB while they waited). Room taken by clients
+# that read comes back within milliseconds; room that does not come back within this is
+# held by clients that do not read. Live changes wait up to --watch-send-timeout: what
+# they hold is shared.
+BULK_ROOM_WAIT = 1.0
 
 
 class Kind(enum.IntEnum):
@@ -435,11 +443,11 @@ class Hub:
             refused,
         )
 
-    async def _room(self, sub: Subscription, item: Item) -> Item:
+    async def _room(self, sub: Subscription, item: Item, within: float) -> Item:
         """The item with its payload, once the stream holds room for it among the bytes
-        sent and not yet read (ops.limits.UnreadBytes). A payload made for this stream
-        alone (a snapshot's, a replay's) is not kept while it waits: thousands of streams
-        of a client that does not read would keep theirs."""
+        sent and not yet read (ops.limits.UnreadBytes), waiting within seconds at most. A
+        payload made for this stream alone (a snapshot's, a replay's) is not kept while it
+        waits: thousands of streams of a client that does not read would keep theirs."""
         if self._encode is None:
             return item
         payload = item.payload if item.payload is not None else self._encode(item)
@@ -449,7 +457,7 @@ class Hub:
             # The wait is not a send stuck: the stream is not cancelled for it (see stuck()).
             sub.sent_at = asyncio.get_running_loop().time()
             try:
-                await self.unread.take(sub.customer_id, size, self._send_timeout)
+                await self.unread.take(sub.customer_id, size, within)
             except ResourceExhausted:
                 self._report_unread()
                 raise
@@ -606,7 +614,7 @@ class Hub:
                 async for item in first:
                     cursor = item.revision
                     sent += 1
-                    item = await self._room(sub, item)
+                    item = await self._room(sub, item, min(BULK_ROOM_WAIT, self._send_timeout))
                     if sent <= FREE_BULK_ITEMS:
                         yield item
                     else:
@@ -626,14 +634,14 @@ class Hub:
                 changes = sub.take()
                 if not changes:
                     cursor = max(cursor, self.head)
-                    yield await self._room(sub, self._heartbeat_at(cursor))
+                    yield await self._room(sub, self._heartbeat_at(cursor), self._send_timeout)
                     self._sent(sub)
                     sub.sent_at = loop.time()
                     continue
                 for change in changes:
                     if change.revision > cursor:
                         cursor = change.revision
-                        yield await self._room(sub, change)
+                        yield await self._room(sub, change, self._send_timeout)
                         self._sent(sub)
                         sub.sent_at = loop.time()
                 del changes
