@@ -159,3 +159,22 @@ async def test_a_message_that_finds_no_room_in_time_is_refused_with_its_reason()
     unread.give_back("b", 9_000)
     await unread.take("c", 1_000, within=1)
     assert unread.total == 1_400
+
+
+async def test_a_snapshot_is_not_read_while_its_customer_s_budget_is_spent() -> None:
+    unread = UnreadBytes(per_server=10_000, per_customer=400)
+    assert unread.refusal_now("a") is None
+    await unread.take("a", 300, within=1)
+    assert unread.refusal_now("a") is None
+    # a's next message waits for room: a's new streams would only wait behind it.
+    waiting = asyncio.ensure_future(unread.take("a", 200, within=5))
+    await asyncio.sleep(0)
+    refused = unread.refusal_now("a")
+    assert refused is not None
+    assert refused.reason == "WATCH_UNREAD_BYTES_FOR_CUSTOMER"
+    assert "snapshot was not read" in refused.message
+    assert unread.refusal_now("b") is None
+
+    unread.give_back("a", 300)
+    await asyncio.wait_for(waiting, 1)
+    assert unread.refusal_now("a") is None

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from ..storage.database import Readers, Writer
 from ..storage.store import Store
 from . import lifecycle, page_token, validation
-from .errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, PreconditionViolation
+from .errors import (
+    Aborted,
+    AlreadyExists,
+    CampaignError,
+    FailedPrecondition,
+    NotFound,
+    PreconditionViolation,
+)
 from .ids import new_id
 from .types import (
     ANONYMOUS,
@@ -145,11 +152,25 @@ class Campaigns:
         return EventPage(events, page_token.encode(f, events[-1].revision) if more else "")
 
     async def snapshot_page(
-        self, customer_id: str, after: int, upto: int, limit: int, *, full: bool
+        self,
+        customer_id: str,
+        after: int,
+        upto: int,
+        limit: int,
+        *,
+        full: bool,
+        refusal: Callable[[], CampaignError | None] = lambda: None,
     ) -> list[Campaign] | list[CampaignState]:
-        return await self._readers.run(
-            lambda: self._store.snapshot_page(customer_id, after, upto, limit, full=full)
-        )
+        """refusal() is asked on the database thread, just before the read: a page read
+        minutes after it was asked for (behind thousands of others) may be refused then."""
+
+        def read() -> list[Campaign] | list[CampaignState]:
+            refused = refusal()
+            if refused is not None:
+                raise refused
+            return self._store.snapshot_page(customer_id, after, upto, limit, full=full)
+
+        return await self._readers.run(read)
 
     async def snapshot_one(
         self, customer_id: str, campaign_id: str, *, full: bool

@@ -211,8 +211,27 @@ class UnreadBytes:
                 waiter.cancel()
             if isinstance(exc, TimeoutError):
                 self.refused += 1
-                raise self._refusal(customer_id, size, within) from None
+                held = self.held_by(customer_id)
+                raise self._refusal(
+                    customer_id,
+                    f"this stream's next message waited {within:g} s for room",
+                    for_customer=bool(held) and held + size > self.per_customer,
+                ) from None
             raise
+
+    def refusal_now(self, customer_id: str) -> LimitExceeded | None:
+        """Why a stream of customer_id that has yet to read its snapshot should not read
+        it: its customer's or the server's budget is spent already, or its customer's
+        streams wait for room. Safe to ask from a database thread (it only reads)."""
+        for_customer = self.held_by(customer_id) >= self.per_customer or bool(
+            self._waiting.get(customer_id)
+        )
+        if not for_customer and self.total < self.per_server:
+            return None
+        self.refused += 1
+        return self._refusal(
+            customer_id, "this stream's snapshot was not read", for_customer=for_customer
+        )
 
     def give_back(self, customer_id: str, size: int) -> None:
         """Gives back what take() held, and room to those waiting that now fit."""
@@ -238,15 +257,14 @@ class UnreadBytes:
             if not line:
                 del self._waiting[customer]
 
-    def _refusal(self, customer_id: str, size: int, within: float) -> LimitExceeded:
+    def _refusal(self, customer_id: str, detail: str, *, for_customer: bool) -> LimitExceeded:
         held = self._by_customer.get(customer_id, 0)
-        if held and held + size > self.per_customer:
+        if for_customer:
             subject = _customer_subject(customer_id)
             return LimitExceeded(
                 f"the WatchStatus streams of {subject} hold {_mib(held)} of messages their "
-                f"clients have not read, of at most {_mib(self.per_customer)}, and this "
-                f"stream's next message waited {within:g} s for room; read every stream "
-                "opened, then resume from the last revision received",
+                f"clients have not read, of at most {_mib(self.per_customer)}, and {detail}; "
+                "read every stream opened, then resume from the last revision received",
                 QuotaViolation(
                     subject, f"at most {self.per_customer} bytes of unread WatchStatus messages"
                 ),
@@ -256,9 +274,8 @@ class UnreadBytes:
             )
         return LimitExceeded(
             f"the server's WatchStatus streams hold {_mib(self.total)} of messages their "
-            f"clients have not read, of at most {_mib(self.per_server)}, and this stream's "
-            f"next message waited {within:g} s for room; resume from the last revision "
-            "received, with backoff, or on another server",
+            f"clients have not read, of at most {_mib(self.per_server)}, and {detail}; "
+            "resume from the last revision received, with backoff, or on another server",
             QuotaViolation(
                 "server", f"at most {self.per_server} bytes of unread WatchStatus messages"
             ),

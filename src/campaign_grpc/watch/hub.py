@@ -15,6 +15,7 @@ import enum
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from ..domain.campaigns import Campaigns
 from ..domain.errors import CampaignError, NotFound, OutOfRange, ResourceExhausted, Unavailable
@@ -662,10 +663,23 @@ class Hub:
             head = await self._campaigns.head_revision()
             page_size = _FULL_SNAPSHOT_PAGE if full else _SNAPSHOT_PAGE
             after = 0
+            # Asked as the first page is read, which may be long after this stream asked
+            # (behind the snapshots of thousands of others): when the customer's streams
+            # hold their whole budget of unread messages by then, the read is not worth
+            # doing, and would only hold up other customers' snapshots behind it.
+            refusal: Callable[[], CampaignError | None] = partial(
+                self.unread.refusal_now, customer_id
+            )
             while True:
-                page = await self._campaigns.snapshot_page(
-                    customer_id, after, head, page_size, full=full
-                )
+                try:
+                    page = await self._campaigns.snapshot_page(
+                        customer_id, after, head, page_size, full=full, refusal=refusal
+                    )
+                except ResourceExhausted:
+                    self._report_unread()
+                    raise
+                # Only the first page: a snapshot under way is not broken off.
+                refusal = _admitted
                 for found in page:
                     yield _snapshot_item(found)
                 if len(page) < page_size:
@@ -724,6 +738,10 @@ def _snapshot_item(found: Campaign | CampaignState) -> Item:
     if isinstance(found, Campaign):
         return Item(Kind.SNAPSHOT, found.revision, campaign=found)
     return Item(Kind.SNAPSHOT, found.revision, state=found)
+
+
+def _admitted() -> CampaignError | None:
+    return None
 
 
 def _resume_needed() -> CampaignError:
