@@ -115,6 +115,15 @@ class Settings:
         "and fails with UNAVAILABLE (DATABASE_STATEMENT_TIMEOUT), nothing written",
         _positive,
     )
+    database_stall_timeout: float = _setting(
+        5.0,
+        "seconds a PostgreSQL session lives on once the other side is gone or silent: the "
+        "server ends one left idle in a transaction, or whose data goes unacknowledged, "
+        "that long (idle_in_transaction_session_timeout, tcp_user_timeout, keepalives), and "
+        "so does this side. It bounds how long a replica cut off from the database holds "
+        "the campaigns its open transaction locked",
+        _positive,
+    )
     cache_bytes: int = _setting(
         48 * 1024 * 1024,
         "memory the caches of campaigns read may hold, estimated in bytes: a third for "

@@ -205,6 +205,7 @@ class App:
             pool_size=settings.database_pool_size,
             lock_timeout=settings.database_lock_timeout,
             statement_timeout=settings.database_statement_timeout,
+            stall_timeout=settings.database_stall_timeout,
         )
         read_threads = settings.read_thread_count
         # The writer, the read threads and the one of the bulk reads hold a connection each.

@@ -45,11 +45,14 @@ def open_database(
     pool_size: int = 8,
     lock_timeout: float = 5.0,
     statement_timeout: float = 30.0,
+    stall_timeout: float = 5.0,
 ) -> pw.Database:
     """A database by URL: sqlite:///FILE, or postgresql://[USER@]HOST[:PORT]/NAME[?PARAMS].
 
     lock_timeout bounds how long a statement waits for a lock another session holds (on
-    SQLite the file's write lock); statement_timeout how long a PostgreSQL statement runs.
+    SQLite the file's write lock); statement_timeout how long a PostgreSQL statement runs;
+    stall_timeout how long a PostgreSQL session lives on, on either side, once the other side
+    is gone or silent (see _session_options).
     """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
@@ -70,7 +73,7 @@ def open_database(
             check_same_thread=False,
         )
     if parts.scheme in ("postgresql", "postgres"):
-        return _open_postgresql(url, pool_size, lock_timeout, statement_timeout)
+        return _open_postgresql(url, pool_size, lock_timeout, statement_timeout, stall_timeout)
     raise UnsupportedDatabase(f"unsupported database URL scheme {parts.scheme!r}")
 
 
@@ -195,8 +198,69 @@ def _switch_to_wal(path: str, within: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+def _session_options(lock_timeout: float, statement_timeout: float, stall_timeout: float) -> str:
+    """The settings every session of the service starts with, after the URL's own options,
+    which they override.
+
+    Every session waits for a lock, and runs a statement, for a bounded time: a write stuck
+    behind another session's lock (an operator's open transaction, say) fails and is retried
+    by its client instead of holding the writer, and every write behind it, forever.
+
+    And PostgreSQL ends a session whose client is gone or stalled within stall_timeout: one
+    left idle in its transaction (idle_in_transaction_session_timeout), one whose replies go
+    unacknowledged (tcp_user_timeout), one whose peer went silent (TCP keepalives). Its
+    defaults keep such a session, and the row locks of its open transaction, for two hours:
+    a replica cut off from the database held up every other replica's writes to the
+    campaigns it had locked for as long.
+    """
+    stall_s = max(1, round(stall_timeout))
+    probe_s = max(1, stall_s // 3)
+    return " ".join(
+        f"-c {name}={value}"
+        for name, value in (
+            ("lock_timeout", _ms(lock_timeout)),
+            ("statement_timeout", _ms(statement_timeout)),
+            ("idle_in_transaction_session_timeout", _ms(stall_timeout)),
+            ("tcp_user_timeout", _ms(stall_timeout)),
+            ("tcp_keepalives_idle", probe_s),
+            ("tcp_keepalives_interval", probe_s),
+            ("tcp_keepalives_count", 3),
+        )
+    )
+
+
+def _client_keepalives(stall_timeout: float) -> dict[str, Any]:
+    """libpq's side of the same bound: a connection whose server is gone or silent breaks
+    within stall_timeout, instead of a statement waiting on it for as long as the kernel
+    retransmits (some 15 minutes)."""
+    stall_s = max(1, round(stall_timeout))
+    probe_s = max(1, stall_s // 3)
+    return {
+        "keepalives": 1,
+        "keepalives_idle": probe_s,
+        "keepalives_interval": probe_s,
+        "keepalives_count": 3,
+        "tcp_user_timeout": _ms(stall_timeout),
+    }
+
+
+class PostgresDatabase(PooledPsycopg3Database):  # type: ignore[misc]  # untyped base
+    """PostgreSQL through a pool of psycopg connections, where a write transaction may
+    commit in its own last message (see pg_revisions): Peewee's COMMIT then has nothing
+    left to do, and would only cost a round trip and a warning."""
+
+    def commit(self) -> None:
+        from psycopg.pq import TransactionStatus
+
+        if not self.is_closed() and (
+            self.connection().info.transaction_status == TransactionStatus.IDLE
+        ):
+            return
+        super().commit()
+
+
 def _open_postgresql(
-    url: str, pool_size: int, lock_timeout: float, statement_timeout: float
+    url: str, pool_size: int, lock_timeout: float, statement_timeout: float, stall_timeout: float
 ) -> pw.Database:
     # libpq parses the URL (host, port, user, password, sslmode, options...), so every
     # parameter a PostgreSQL user knows works unchanged.
@@ -209,16 +273,13 @@ def _open_postgresql(
     name = params.pop("dbname", None)
     if not name:
         raise UnsupportedDatabase(f"a PostgreSQL URL names a database: {url!r}")
-    # Every session of the service waits for a lock, and runs a statement, for a bounded
-    # time: a write stuck behind another session's lock (an operator's open transaction on
-    # the revision row, say) fails and is retried by its client instead of holding the
-    # writer, and every write behind it, forever. Set at connection start, after the URL's
-    # own options, which they override.
-    timeouts = f"-c lock_timeout={_ms(lock_timeout)} -c statement_timeout={_ms(statement_timeout)}"
-    params["options"] = f"{params.get('options', '')} {timeouts}".strip()
+    options = _session_options(lock_timeout, statement_timeout, stall_timeout)
+    params["options"] = f"{params.get('options', '')} {options}".strip()
+    # The URL's own keepalive settings, if any, are the operator's and stay.
+    params = {**_client_keepalives(stall_timeout), **params}
     # Each database thread keeps one connection; the pool caps how many a server holds and
     # makes a thread that finds none free wait for one instead of failing at once.
-    db: pw.Database = PooledPsycopg3Database(
+    db: pw.Database = PostgresDatabase(
         name, max_connections=pool_size, timeout=30, autoconnect=True, **params
     )
     return db
@@ -521,6 +582,8 @@ class Journal(Protocol):
     def journal_mark(self) -> int: ...
     def journal_rollback(self, mark: int) -> None: ...
     def journal_take(self) -> list[Any]: ...
+    def journal_commit_unanswered(self) -> bool: ...
+    def journal_resolve(self, within: float) -> bool | None: ...
 
 
 class _NoJournal:
@@ -529,6 +592,12 @@ class _NoJournal:
 
     def journal_end(self) -> None:
         pass
+
+    def journal_commit_unanswered(self) -> bool:
+        return False
+
+    def journal_resolve(self, within: float) -> bool | None:
+        return None
 
     def journal_mark(self) -> int:
         return 0
@@ -592,7 +661,7 @@ class Writer(_BatchingThreads):
             outcome = self._try_batch(jobs, savepoints=savepoints, may_retry=may_retry)
             if outcome is _Again.WROTE_THEN_FAILED:
                 savepoints = True  # with them, it cannot happen again
-            elif outcome is _Again.CONNECTION_LOST:
+            elif outcome in (_Again.CONNECTION_LOST, _Again.CONFLICT):
                 may_retry = False
             else:
                 break
@@ -619,12 +688,19 @@ class Writer(_BatchingThreads):
             return _Again.WROTE_THEN_FAILED
         except Exception as failure:
             exc = _first_failure(failure)
-            journal.journal_take()
-            retry = may_retry and not committing and _connection_lost(self._db)
+            unanswered = journal.journal_commit_unanswered()
+            lost = _connection_lost(self._db)
+            retry = may_retry and not committing and not unanswered and lost
             _drop_connection(self._db)
+            if unanswered and lost:
+                return self._after_unanswered_commit(jobs, exc)
+            journal.journal_take()
             if retry:
                 log.info("the database connection was lost; running the writes again")
                 return _Again.CONNECTION_LOST
+            if _sqlstate(exc) in _CONFLICTS and may_retry:
+                log.info("the writes met another transaction's locks (%s); again", _sqlstate(exc))
+                return _Again.CONFLICT
             error = database_error(exc)
             _fail(jobs, error)
             self._failed(error)
@@ -645,6 +721,32 @@ class Writer(_BatchingThreads):
             self._failed(error)
             return []
         return journal.journal_take()
+
+    def _after_unanswered_commit(self, jobs: list[_Job[Any]], exc: BaseException) -> list[Any]:
+        """The connection went with the commit sent and unanswered: the writes may stand.
+        The callers hear what the database says happened, learned on a new connection, or
+        that nobody can tell yet, never "nothing was written" for writes that were."""
+        journal = self._journal
+        committed = journal.journal_resolve(within=UNANSWERED_COMMIT_WITHIN_S)
+        if committed:
+            log.warning("the commit's answer was lost; the database says it committed")
+            return journal.journal_take()
+        journal.journal_take()
+        if committed is None:
+            error = database_error(
+                Unavailable(
+                    "the database connection was lost as this write committed, and whether "
+                    "it did is not known yet: it may have been written. Read the campaign "
+                    "(its etag and revision) before writing again",
+                    reason="COMMIT_OUTCOME_UNKNOWN",
+                )
+            )
+        else:
+            log.info("the commit's answer was lost; the database says it did not commit")
+            error = database_error(exc)
+        _fail(jobs, error)
+        self._failed(error)
+        return []
 
     def _failed(self, error: CampaignError) -> None:
         # A database that changed is recognised within moments, and is no reason to turn
@@ -667,8 +769,14 @@ class Writer(_BatchingThreads):
                 written = connection.total_changes
             try:
                 job.outcome = (True, job.fn())
-            except pw.PeeweeException:
-                raise
+            except pw.PeeweeException as exc:
+                # A campaign another replica's transaction holds: this write alone fails,
+                # and the batch's others go on (a failed statement spoils only the savepoint).
+                if connection is not None or _sqlstate(exc) not in _CONFLICTS:
+                    raise
+                execute("ROLLBACK TO SAVEPOINT job")
+                journal.journal_rollback(mark)
+                job.outcome = (False, database_error(_conflict_error(exc)))
             except Exception as exc:  # a domain error, or our bug (INTERNAL)
                 if connection is None:
                     execute("ROLLBACK TO SAVEPOINT job")
@@ -715,6 +823,35 @@ class _Again(enum.Enum):
 
     WROTE_THEN_FAILED = "a job failed after writing: again, with savepoints"
     CONNECTION_LOST = "the connection was lost before COMMIT: again, on a new one"
+    CONFLICT = "a deadlock with another session rolled the batch back: again"
+
+
+# How long the writer asks the database, on a new connection, whether a commit whose answer
+# was lost went through: PostgreSQL knows at once once the old session has ended, which
+# resolve() brings about.
+UNANSWERED_COMMIT_WITHIN_S = 5.0
+
+# PostgreSQL's lock_not_available (lock_timeout) and deadlock_detected.
+_LOCK_TIMEOUT, _DEADLOCK = "55P03", "40P01"
+_CONFLICTS = frozenset((_LOCK_TIMEOUT, _DEADLOCK))
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = exc.__context__ if isinstance(exc, pw.PeeweeException) and exc.__context__ else exc
+    state = getattr(cause, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def _conflict_error(exc: BaseException) -> BaseException:
+    """What a write that lost a lock conflict to another session is told: a deadlock is
+    retried by clients as a lock timeout is, nothing having been written."""
+    if _sqlstate(exc) == _DEADLOCK:
+        return Unavailable(
+            "the write met another session's writes of the same campaigns in another order "
+            "(a deadlock); nothing was written, retry",
+            reason="DATABASE_DEADLOCK",
+        )
+    return exc
 
 
 def close_database(db: pw.Database) -> None:

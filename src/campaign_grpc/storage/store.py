@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -37,10 +38,11 @@ from ..domain.types import (
     Reason,
     Status,
 )
+from . import pg_revisions
 from .database import is_postgresql
 from .identity import Fingerprint, LogIdentity, LogState, database_changed, new_epoch
 from .pg_notify import CHANNEL
-from .prepared import Prepared, Statements, param
+from .prepared import Prepared, Statements, as_peewee_errors, param
 from .schema import BODY_COLUMNS, FULL_HISTORY_FROM, Tables, bind_tables, migrate
 from .versions import Key, VersionCache
 
@@ -418,6 +420,15 @@ class Store:
         self._event_fields = [getattr(E, name) for name in _EVENT]
         by_key = (C.customer_id == param(0)) & (C.id == param(1))
         self._get = Prepared(db, C.select(*self._campaign_fields).where(by_key))
+        # A write reads its campaign with the row's lock on PostgreSQL: another replica's
+        # write of the same campaign waits for this transaction, and then reads what it
+        # committed, so that no decision is made on a state already overtaken.
+        by_key_locked = C.select(*self._campaign_fields).where(by_key)
+        self._load = self._get
+        self._load_unless_locked = self._get
+        if is_postgresql(db):
+            self._load = Prepared(db, by_key_locked.for_update())
+            self._load_unless_locked = Prepared(db, by_key_locked.for_update(skip_locked=True))
         self._get_by_request = Prepared(
             db,
             C.select(*self._campaign_fields).where(
@@ -453,9 +464,17 @@ class Store:
         head_and_epoch = M.select(
             M.value, epoch.select(epoch.value).where(epoch.key == "epoch")
         ).where(M.key == "revision")
-        self._lock_revision = Prepared(
-            db, head_and_epoch.for_update(of=M) if self._postgresql else head_and_epoch
-        )
+        # On PostgreSQL the counter is taken, not locked, at the start (see pg_revisions),
+        # and the transaction's id is read with it, to learn its outcome should the commit's
+        # reply be lost.
+        if self._postgresql:
+            head_and_epoch = head_and_epoch.select_extend(pw.fn.pg_current_xact_id().cast("text"))
+        self._lock_revision = Prepared(db, head_and_epoch)
+        # The transaction in progress, on PostgreSQL: its provisional revisions; and whether
+        # the message that commits it went out without an answer.
+        self._pending: pg_revisions.Pending | None = None
+        self._commit_sent = False
+        self._read_in_transaction: list[Campaign] = []
         self._set_revision = Prepared(db, M.update(value=param(0)).where(M.key == "revision"))
         self._insert_event = Prepared(
             db, E.insert({f: param(i) for i, f in enumerate(self._event_fields)})
@@ -513,11 +532,26 @@ class Store:
                 conflict_target=[M.key], update={M.value: param(0)}
             ),
         )
+        # A row of this server's own: replicas that probed one row waited for each other's
+        # probes, and one replica on a slow path made the others' probes time out.
+        self._probe_key = f"write_probe:{secrets.token_hex(6)}"
         self._set_write_probe = Prepared(
             db,
-            M.insert(key="write_probe", value=param(0)).on_conflict(
+            M.insert(key=self._probe_key, value=param(0)).on_conflict(
                 conflict_target=[M.key], update={M.value: param(0)}
             ),
+        )
+        self._forget_probes = Prepared(
+            db,
+            M.delete().where(
+                M.key.startswith("write_probe") & (M.key != self._probe_key) & (M.value < param(0))
+            ),
+        )
+        self._take_compaction = Prepared(
+            db,
+            M.select(M.value).where(M.key == "compacted").for_update(skip_locked=True)
+            if self._postgresql
+            else M.select(M.value).where(M.key == "compacted"),
         )
         inserted = [*self._campaign_fields[:-1], C.actions_wire, C.actions_wire_body, C.request_id]
         self._insert = Prepared(db, C.insert({f: param(i) for i, f in enumerate(inserted)}))
@@ -575,7 +609,7 @@ class Store:
         if self.db.in_transaction():
             # Read by the writer, the row may be one of its own writes, which can still roll
             # back: sharing it would serve that version to readers long after it vanished.
-            return _campaign(row)
+            return self._in_transaction(_campaign(row))
         return self.cache.get(_row_key(row), lambda: (_campaign(row), _decoded_size(row)))
 
     def get(self, customer_id: str, campaign_id: str) -> Campaign | None:
@@ -583,13 +617,27 @@ class Store:
         return None if row is None else self._shared(row)
 
     def load(self, customer_id: str, campaign_id: str) -> Campaign | None:
-        """A campaign of its own for the caller to change."""
-        row = self._get.one(customer_id, campaign_id)
-        return None if row is None else _campaign(row)
+        """A campaign of its own for the caller to change (writer thread): on PostgreSQL its
+        row stays locked until the transaction ends."""
+        row = self._load.one(customer_id, campaign_id)
+        return None if row is None else self._in_transaction(_campaign(row))
+
+    def load_unless_locked(self, customer_id: str, campaign_id: str) -> Campaign | None:
+        """As load, but None at once for a campaign another replica's transaction holds: work
+        every replica tries (completing an expired stop) is left to the one that has it."""
+        row = self._load_unless_locked.one(customer_id, campaign_id)
+        return None if row is None else self._in_transaction(_campaign(row))
 
     def get_by_request(self, customer_id: str, request_id: str) -> Campaign | None:
         row = self._get_by_request.one(customer_id, request_id)
-        return None if row is None else _campaign(row)
+        return None if row is None else self._in_transaction(_campaign(row))
+
+    def _in_transaction(self, c: Campaign) -> Campaign:
+        """c, read by the writer: on PostgreSQL it may carry provisional revisions of this
+        transaction's own writes, which it is given the final ones of at commit."""
+        if self._pending is not None:
+            self._read_in_transaction.append(c)
+        return c
 
     def outdial_holder(self, customer_id: str, outdial_id: str, other_than: str) -> str | None:
         """The live campaign, other than other_than, that uses outdial_id."""
@@ -889,6 +937,7 @@ class Store:
         row = self._lock_revision.one()
         assert row is not None, "the schema is not migrated"
         revision, epoch = int(row[0]), None if row[1] is None else int(row[1])
+        self._commit_sent = False
         # Nothing is decided on a database the server has not recognised yet: the hub looks
         # at the log at once, and once it has (streams ended, caches dropped), the retry
         # writes.
@@ -896,19 +945,54 @@ class Store:
         if why:
             self.identity.on_mismatch()
             raise database_changed(why)
+        if self._postgresql:
+            pid = self.db.connection().info.backend_pid
+            base = pg_revisions.provisional_base(pid)
+            self._pending = pg_revisions.Pending(base, 0, int(row[2]), pid)
+            revision = base
         self._revision_at_begin = revision
 
     def journal_end(self) -> None:
         """Last in a write transaction, after the writes that rolled back: stores the
-        counter, and on PostgreSQL tells the other replicas. PostgreSQL delivers the NOTIFY
-        when the transaction commits, and not at all when it rolls back; the payload, the
-        last revision, is a hint (see pg_notify)."""
+        counter. On PostgreSQL it also commits: one message gives the events their
+        revisions, tells the other replicas and commits (see pg_revisions)."""
         if not self._journal:
             return
-        last = self._journal[-1].revision
-        self._set_revision.execute(last)
-        if self._postgresql:
-            self.db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
+        if self._pending is None:
+            self._set_revision.execute(self._journal[-1].revision)
+            return
+        pending = self._pending = pg_revisions.Pending(
+            self._pending.base, len(self._journal), self._pending.xid, self._pending.backend_pid
+        )
+        message = pg_revisions.commit_message(pending, CHANNEL)
+        self._commit_sent = True
+        with as_peewee_errors:
+            row = self.db.connection().execute(message).fetchone()
+        self._commit_sent = False
+        assert row is not None
+        self._journal = pg_revisions.renumbered(
+            self._journal, self._read_in_transaction, pending, int(row[0]) - pending.count
+        )
+
+    def journal_commit_unanswered(self) -> bool:
+        """Whether this transaction's commit went out and its answer never came."""
+        return self._commit_sent
+
+    def journal_resolve(self, within: float) -> bool | None:
+        """After journal_commit_unanswered: whether the transaction committed (its journal
+        then holds the final revisions), None when the database cannot tell."""
+        pending, self._commit_sent = self._pending, False
+        if pending is None or not self._journal:
+            return None
+        outcome, head_before = pg_revisions.resolve(
+            self.db, pending, self._journal[0], within=within
+        )
+        if outcome is pg_revisions.Outcome.COMMITTED:
+            self._journal = pg_revisions.renumbered(
+                self._journal, self._read_in_transaction, pending, head_before
+            )
+            return True
+        return False if outcome is pg_revisions.Outcome.NOT_COMMITTED else None
 
     def insert(self, c: Campaign, request_id: str) -> None:
         values = _mutable_values(c, self._wire)
@@ -1026,8 +1110,10 @@ class Store:
 
     def probe_write(self, now: int) -> None:
         """A write nobody reads, committed like any other: whether the database takes
-        writes now (its lock free, its disk not full, a connection to be had)."""
+        writes now (its disk not full, a connection to be had, not a standby). The rows of
+        servers that stopped probing a day ago go with it."""
         self._set_write_probe.execute(now)
+        self._forget_probes.execute(now - 86_400_000_000)
 
     def actions_all_encoded(self) -> bool:
         """Every row has its actions' encoding, or a store without the wire's form cannot
@@ -1067,7 +1153,12 @@ class Store:
         Only ever a prefix of the log goes, and the compacted revision moves with it in the
         same transaction, so "after revision R" is either complete or known to be incomplete.
         """
-        compacted = self.compacted_revision()
+        taken = self._take_compaction.one()
+        # None: another replica is compacting (PostgreSQL), or the log never was; the row is
+        # written with the first compaction, once, by whoever comes first.
+        if taken is None and self._postgresql and self._compacted.one() is not None:
+            return 0
+        compacted = 0 if taken is None else int(taken[0])
         rows = self._oldest_events.all(compacted, batch)
         last = compacted
         for revision, tm_event in rows:
@@ -1092,7 +1183,8 @@ class Store:
 
     def journal_take(self) -> list[Event]:
         events, self._journal = self._journal, []
-        self._revision_at_begin = None
+        self._revision_at_begin, self._pending, self._commit_sent = None, None, False
+        self._read_in_transaction = []
         return events
 
     def due_stops(self, now: int, limit: int) -> list[Campaign]:
