@@ -9,7 +9,12 @@ import contextlib
 
 class TcpProxy:
     """Forwards every connection to target; cut() resets them all and every new one until
-    restore()."""
+    restore(). blackhole() drops what either side sends, on every connection, as a
+    partition does, until restore(); a side that closes still closes the other (the kernel
+    of a real partition would not tell, but PostgreSQL ending a session it gave up on is
+    what the tests watch for). drop_reply_after(marker) forwards the client's data up to and
+    including the first message holding marker, then drops that connection without passing
+    on the server's answer: a reply lost in the network."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
@@ -18,8 +23,20 @@ class TcpProxy:
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._open = True
+        self.blackholed = False
+        # (marker, whether to forward the message holding it) while armed.
+        self.reply_drop: tuple[bytes, bool] | None = None
+        self.replies_dropped = 0
         self.port = 0
         self.connections = 0
+
+    def blackhole(self) -> None:
+        self.blackholed = True
+
+    def drop_reply_after(self, marker: bytes, *, forward: bool = True) -> None:
+        """The next message holding marker is forwarded (or, with forward=False, dropped
+        too), and its connection then dropped with nothing more passed back."""
+        self.reply_drop = (marker, forward)
 
     @property
     def open_connections(self) -> int:
@@ -39,6 +56,7 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._open = True
+        self.blackholed = False
 
     async def close(self) -> None:
         self.cut()
@@ -63,8 +81,8 @@ class TcpProxy:
         assert task is not None
         self._tasks.add(task)
         pumps = [
-            asyncio.create_task(_pump(reader, upstream_writer)),
-            asyncio.create_task(_pump(upstream_reader, writer)),
+            asyncio.create_task(self._pump(reader, upstream_writer, writer, upstream=True)),
+            asyncio.create_task(self._pump(upstream_reader, writer, upstream_writer)),
         ]
         try:
             # When one side ends, both are dropped at once.
@@ -78,9 +96,30 @@ class TcpProxy:
             writer.transport.abort()
             upstream_writer.transport.abort()
 
-
-async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await source.read(65536):
-            sink.write(data)
-            await sink.drain()
+    async def _pump(
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        back: asyncio.StreamWriter,
+        *,
+        upstream: bool = False,
+    ) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await source.read(65536):
+                if self.blackholed:
+                    continue
+                drop = self.reply_drop
+                if upstream and drop is not None and drop[0] in data:
+                    self.reply_drop = None
+                    self.replies_dropped += 1
+                    if drop[1]:
+                        sink.write(data)
+                        await sink.drain()
+                    # The client hears nothing more: its side goes first, then, once the
+                    # server has surely read the message, the server's.
+                    back.transport.abort()
+                    await asyncio.sleep(0.2)
+                    sink.transport.abort()
+                    return
+                sink.write(data)
+                await sink.drain()

@@ -236,6 +236,8 @@ def _client_keepalives(stall_timeout: float) -> dict[str, Any]:
     stall_s = max(1, round(stall_timeout))
     probe_s = max(1, stall_s // 3)
     return {
+        # A connection being made counts too: libpq's floor is 2 s.
+        "connect_timeout": max(2, stall_s),
         "keepalives": 1,
         "keepalives_idle": probe_s,
         "keepalives_interval": probe_s,
