@@ -8,7 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
+from campaign_grpc.domain.campaigns import wall_clock_us
 from campaign_grpc.ops.clock_sync import ClockSync
+from campaign_grpc.ops.server import App
+from campaign_grpc.settings import Settings
 from campaign_grpc.storage.database import Readers, close_database, open_database
 from campaign_grpc.storage.db_clock import DatabaseClock, Sample, read_clock
 
@@ -229,3 +232,15 @@ async def test_postgresql_clock_sampled_on_a_read_thread(postgres_url: str) -> N
     finally:
         readers.close()
         close_database(db)
+
+
+async def test_the_server_takes_its_time_from_postgresql_and_from_the_local_clock_on_sqlite(
+    start_server, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    app: App = await start_server(settings)
+    if settings.database_url.startswith("sqlite"):
+        assert app.clock is wall_clock_us
+        return
+    assert isinstance(app.clock, DatabaseClock)
+    assert app.clock.synced  # before it served
+    assert app.campaigns.now() == pytest.approx(app.clock(), abs=1_000_000)
