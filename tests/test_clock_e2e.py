@@ -1,8 +1,9 @@
 """Replicas on one PostgreSQL database, one of them with its wall clock off.
 
 The clock of that replica is shifted with libfaketime (Debian's faketime), the monotonic clock
-left true (FAKETIME_DONT_FAKE_MONOTONIC): a host whose wall clock is wrong still counts
-seconds right, and the grpc and asyncio timers of the process keep running on the kernel's.
+left true (FAKETIME_DONT_FAKE_MONOTONIC): a host whose wall clock is wrong still counts seconds
+right. Faked as well, it stalls the process's timed waits on it: the log writer's thread
+never woke, and no log line came out.
 Stop deadlines and the log's retention must then be decided as on the others: by the
 database's clock; the replica's own log lines say how far off it is.
 """
