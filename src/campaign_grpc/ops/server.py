@@ -32,7 +32,7 @@ from ..api.interceptors import (
     UnaryCallsInFlight,
 )
 from ..api.servicer import CampaignServicer
-from ..domain.campaigns import Campaigns
+from ..domain.campaigns import Campaigns, Clock, wall_clock_us
 from ..domain.errors import CampaignError
 from ..settings import Settings
 from ..storage.database import (
@@ -43,12 +43,14 @@ from ..storage.database import (
     is_sqlite,
     open_database,
 )
+from ..storage.db_clock import DatabaseClock, read_clock
 from ..storage.pg_notify import Listener
 from ..storage.store import DECODED_SHARE, Store
 from ..watch.hub import Hub
 from . import security
 from .actions_encoding import ActionsEncoding
 from .caches import Caches
+from .clock_sync import ClockSync
 from .compaction import Compactor
 from .connections import AbortedCalls, shut_down
 from .limits import WatchStreamCounts, receive_ceiling
@@ -233,8 +235,21 @@ class App:
             journal=self.store,
             tracing=tracing,
         )
+        # Replicas compare the times they write (stop deadlines, the log's stamps): on
+        # PostgreSQL they are the database's, as one replica's wall clock may be off; SQLite's
+        # servers share one machine's clock.
+        self.clock: Clock = wall_clock_us
+        self._clock_sync: ClockSync | None = None
+        if not is_sqlite(self._db):
+            db = self._db
+            database_clock = DatabaseClock(lambda: self._readers.run(lambda: read_clock(db)))
+            self.clock, self._clock_sync = database_clock, ClockSync(database_clock)
         self.campaigns = Campaigns(
-            self.store, self._writer, self._readers, stop_grace_s=settings.stop_grace
+            self.store,
+            self._writer,
+            self._readers,
+            stop_grace_s=settings.stop_grace,
+            clock=self.clock,
         )
         self.hub = Hub(
             self.campaigns,
@@ -355,6 +370,9 @@ class App:
         if self.port == 0:
             raise ListenRefused(f"cannot listen on {self.settings.listen}")
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)
+        if self._clock_sync is not None:
+            await self._clock_sync.first()
+            self._clock_sync.start()
         await self.hub.start()
         if self._listener is not None:
             self._listener.start()
@@ -479,6 +497,8 @@ class App:
         await stopping
         await self._stop_timer.close()
         await self._compactor.close()
+        if self._clock_sync is not None:
+            await self._clock_sync.close()
         await self._actions_encoding.close()
         await self.caches.close()
         await self._trimmer.close()
