@@ -234,6 +234,7 @@ class App:
             self._db,
             journal=self.store,
             tracing=tracing,
+            lock_budget=settings.database_lock_timeout,
         )
         # Replicas compare the times they write (stop deadlines, the log's stamps): on
         # PostgreSQL they are the database's, as one replica's wall clock may be off; SQLite's

@@ -309,6 +309,7 @@ class _Job(Generic[T]):
     # With tracing: the span of the call that submitted the job, and when it did (ns).
     parent: object | None = None
     queued_ns: int = 0
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class BatchTracing(Protocol):
@@ -636,9 +637,19 @@ class Writer(_BatchingThreads):
         journal: Journal | None = None,
         on_commit: Callable[[list[Any]], None] | None = None,
         tracing: BatchTracing | None = None,
+        lock_budget: float | None = None,
     ) -> None:
         self._db = db
         self._journal: Journal = journal or _NoJournal()
+        # How long a write may wait for other sessions' locks, counted from when it was
+        # handed to the writer, its wait behind earlier writes included. A statement's own
+        # lock_timeout alone let a write queued behind one that waited it out wait as long
+        # again: clients with a 10 s deadline saw DEADLINE_EXCEEDED instead of the reason.
+        self._lock_budget = lock_budget
+        # The lock_timeout this transaction's statements run with, when lowered (PostgreSQL),
+        # and when the batch's budget ends (time.monotonic()).
+        self._lock_wait_ms: int | None = None
+        self._batch_deadline = 0.0
         self.on_commit = on_commit
         # A job that fails leaves the batch's other writes standing. On SQLite a failed
         # statement undoes only itself, so a job that fails before writing anything (every
@@ -654,6 +665,9 @@ class Writer(_BatchingThreads):
         refused = _refused_for_file(self._db, jobs)
         if refused is not None:
             self._failed(refused)
+            return None
+        jobs = self._within_lock_budget(jobs)
+        if not jobs:
             return None
         # A connection lost before COMMIT was sent leaves nothing written, so the batch runs
         # once more on a new one: a connection that died while idle (the database restarted
@@ -750,6 +764,45 @@ class Writer(_BatchingThreads):
         self._failed(error)
         return []
 
+    def _within_lock_budget(self, jobs: list[_Job[Any]]) -> list[_Job[Any]]:
+        """The jobs that may still wait for locks; those that waited their budget out behind
+        others are failed as a lock timeout of their own would be. On SQLite the batch then
+        waits for the file's lock no longer than its most hurried job may."""
+        budget = self._lock_budget
+        if budget is None:
+            return jobs
+        now = time.monotonic()
+        left = [job for job in jobs if now - job.queued_at < budget]
+        if len(left) < len(jobs):
+            late = [job for job in jobs if now - job.queued_at >= budget]
+            _fail(late, database_error(_queued_past_lock_budget(budget)))
+        # The batch waits as long as its most hurried job may: every statement of the
+        # transaction, its commit included, may be the one that waits.
+        self._batch_deadline = min((job.queued_at for job in left), default=now) + budget
+        if left and isinstance(self._db, SqliteFile):
+            # A pragma of the connection, set for every batch (it costs microseconds): a
+            # connection opened anew starts from the configured value.
+            ms = _ms(self._batch_deadline - now)
+            self._db.connection().execute(f"PRAGMA busy_timeout = {int(ms)}")
+        # On PostgreSQL a lowered lock_timeout lasts until the transaction ends.
+        self._lock_wait_ms = None
+        return left
+
+    def _savepoint(self) -> str:
+        """The statement that opens a job's savepoint; on PostgreSQL with the lock_timeout
+        left of the batch's budget when it is shorter than the session's."""
+        budget = self._lock_budget
+        if budget is None:
+            return "SAVEPOINT job"
+        ms = _ms(self._batch_deadline - time.monotonic())
+        full = _ms(budget)
+        wanted = None if ms >= full else ms
+        if wanted == self._lock_wait_ms:
+            return "SAVEPOINT job"
+        self._lock_wait_ms = wanted
+        # One message, no parameters: no round trip more than the savepoint's own.
+        return f"SAVEPOINT job; SET LOCAL lock_timeout = {wanted if wanted is not None else full}"
+
     def _failed(self, error: CampaignError) -> None:
         # A database that changed is recognised within moments, and is no reason to turn
         # load away; any other failure is.
@@ -766,7 +819,7 @@ class Writer(_BatchingThreads):
             if connection is None:
                 # Plain statements, one name for every job: Peewee's atomic() costs several
                 # times as much, a fresh uuid and a context object for each write.
-                execute("SAVEPOINT job")
+                execute(self._savepoint())
             else:
                 written = connection.total_changes
             try:
@@ -836,6 +889,14 @@ UNANSWERED_COMMIT_WITHIN_S = 5.0
 # PostgreSQL's lock_not_available (lock_timeout) and deadlock_detected.
 _LOCK_TIMEOUT, _DEADLOCK = "55P03", "40P01"
 _CONFLICTS = frozenset((_LOCK_TIMEOUT, _DEADLOCK))
+
+
+def _queued_past_lock_budget(budget: float) -> CampaignError:
+    return Unavailable(
+        f"this write waited {budget:g} s behind writes held up by another session's locks; "
+        "nothing was written, retry later",
+        reason="DATABASE_LOCK_TIMEOUT",
+    )
 
 
 def _sqlstate(exc: BaseException) -> str | None:
