@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sysconfig
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -38,23 +37,11 @@ from e2e_helpers import (
     watch,
 )
 from factories import runnable_campaign
-from toolchains import missing_paths, require
+from toolchains import shifted
 
 C = pb.Campaign
 Stub = campaign_pb2_grpc.CampaignServiceStub
-FAKETIME = Path("/usr/lib", sysconfig.get_config_var("MULTIARCH") or "", "faketime")
-LIBFAKETIME = FAKETIME / "libfaketime.so.1"
 DAY_US = 86_400_000_000
-
-
-def shifted(offset: str) -> dict[str, str]:
-    """The environment of a process whose wall clock is offset ("+90s", "-90s", "+25h")."""
-    require(missing_paths(LIBFAKETIME), "faketime (apt-get install faketime)")
-    return {
-        "LD_PRELOAD": str(LIBFAKETIME),
-        "FAKETIME": offset,
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
 
 
 @dataclass
