@@ -38,6 +38,13 @@ FREE_BULK_ITEMS = 32
 _FULL_SNAPSHOT_PAGE = 16
 # Heartbeats go out to one slot of the streams at a time, a slot every interval / _BEAT_SLOTS.
 _BEAT_SLOTS = 16
+# A heartbeat says the log's head was read at most one heartbeat interval ago; a server that
+# has not read it for _UNREAD_INTERVALS intervals ends its streams, so that their clients go to
+# another replica before their own rule (three silent intervals) would have to tell them.
+_UNREAD_INTERVALS = 2
+# The log is read at least this many times a heartbeat interval: one slow read alone does not
+# leave the heartbeats without a fresh head.
+_READS_PER_INTERVAL = 4
 
 
 class Kind(enum.IntEnum):
@@ -89,6 +96,16 @@ def _database_changed(why: str, head: int, sent: int) -> OutOfRange:
     )
 
 
+def _log_unreadable(unread_s: float, head: int) -> CampaignError:
+    return Unavailable(
+        f"this server has not read the event log for {unread_s:.1f} s (the database does not "
+        f"answer it), so it cannot tell what changed after revision {head}; reconnect, to "
+        "another server if this one stays unavailable, and resume",
+        reason="LOG_UNREADABLE",
+        metadata={"head_revision": str(head), "unread_seconds": f"{unread_s:.1f}"},
+    )
+
+
 def _compacted(compacted: int, lost: str) -> OutOfRange:
     return OutOfRange(
         f"{lost}: the log starts after revision {compacted}; start again from a snapshot",
@@ -111,6 +128,7 @@ class Subscription:
         "customer_id",
         "full",
         "limit",
+        "reading",
         "sent_at",
         "task",
     )
@@ -134,6 +152,9 @@ class Subscription:
         # in a send its client does not read (see Hub._cancel_stuck).
         self.task: asyncio.Task[object] | None = None
         self.sent_at = 0.0
+        # Waiting for a read of its snapshot or replay, which a database that does not answer
+        # can hold for minutes (see Hub._interrupt_reads).
+        self.reading = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -236,6 +257,11 @@ class Hub:
         self._closed = False
         # Every event up to head has been handed to the subscriptions it matches.
         self.head = 0
+        # When (the loop's clock) the last read that found nothing after head began: the
+        # log's head was head then, or later. None before the first.
+        self._read_at: float | None = None
+        # Set while the streams are ended for a log not read: logged once an outage.
+        self._unread_since: float | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -243,6 +269,7 @@ class Hub:
         self.head, self._at_head, self._epoch = state.head, state.last, state.epoch
         self.identity.set(state.epoch, state.head)
         self.identity.on_mismatch = self.check_log_soon
+        self._read_at = self._loop.time()
         self._tasks = [
             asyncio.create_task(self._tail(), name="watch-hub"),
             asyncio.create_task(self._beat(), name="watch-heartbeats"),
@@ -374,6 +401,8 @@ class Hub:
         while True:
             await asyncio.sleep(self.heartbeat_interval / _BEAT_SLOTS)
             now = asyncio.get_running_loop().time()
+            # Here, not in the reading task: a read that hangs holds that one up too.
+            self._end_if_unread(now)
             for subs in self._subs.values():
                 for sub in subs:
                     if sub.beat_slot == slot:
@@ -399,10 +428,53 @@ class Hub:
             self.stuck_cancelled,
         )
 
+    def unread_for(self, now: float) -> float:
+        """Seconds since the log's head was last read (0 before the hub started)."""
+        return 0.0 if self._read_at is None else max(0.0, now - self._read_at)
+
+    def _head_is_fresh(self, now: float) -> bool:
+        return self.unread_for(now) <= self.heartbeat_interval
+
+    def _unread_too_long(self, now: float) -> bool:
+        return self.unread_for(now) > _UNREAD_INTERVALS * self.heartbeat_interval
+
+    def _end_if_unread(self, now: float) -> None:
+        """Ends every stream once the log has not been read for _UNREAD_INTERVALS intervals:
+        heartbeats of the last head read would tell clients all is well while changes
+        committed through other replicas do not reach them."""
+        if not self._unread_too_long(now):
+            if self._unread_since is not None:
+                log.warning("the event log is read again: WatchStatus streams are served")
+                self._unread_since = None
+            return
+        unread, head = self.unread_for(now), self.head
+        if self._unread_since is None:
+            self._unread_since = now
+            log.warning(
+                "the event log has not been read for %.1f s: ending %d WatchStatus streams, "
+                "and refusing new ones until it is",
+                unread,
+                self.subscriber_count,
+            )
+        self._end_all(lambda: _log_unreadable(unread, head))
+        self._interrupt_reads()
+
+    def _interrupt_reads(self) -> None:
+        """Cancels the streams still waiting for a read of their snapshot or replay, which
+        a database that does not answer holds for as long as TCP waits; each ends with
+        what it was ended with (see watch)."""
+        for subs in self._subs.values():
+            for sub in subs:
+                if sub.reading and sub.task is not None and not sub.task.done():
+                    sub.task.cancel()
+                    sub.task = None
+
     async def _tail(self) -> None:
+        # Often enough that a heartbeat always finds a head read within its interval.
+        pause = min(self._poll_interval, self.heartbeat_interval / _READS_PER_INTERVAL)
         while not self._closed:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
+                async with asyncio.timeout(pause):
                     await self._wake.wait()
             self._wake.clear()
             try:
@@ -425,7 +497,9 @@ class Hub:
         return events
 
     async def _catch_up(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             after = self.head
             # With the event at head known, the read starts with it: a log that holds
             # another event there is not the one this hub followed (see storage.identity).
@@ -452,6 +526,8 @@ class Hub:
                 self.head = fresh[-1].revision
                 self._at_head = fingerprint(fresh[-1])
             if not more:
+                # The log held nothing after head when this read began.
+                self._read_at = began
                 return
 
     async def _head_and_compaction(self, revision: int) -> LogState:
@@ -529,9 +605,11 @@ class Hub:
         # what both deliver is dropped by revision.
         sub = self._subscribe(customer_id, campaign_id, full)
         loop = asyncio.get_running_loop()
-        sub.task = asyncio.current_task()
+        task = sub.task = asyncio.current_task()
         sub.sent_at = loop.time()
         try:
+            if self._unread_too_long(loop.time()):
+                raise _log_unreadable(self.unread_for(loop.time()), self.head)
             first = (
                 self._snapshot(customer_id, campaign_id, full)
                 if after_revision == 0
@@ -540,7 +618,19 @@ class Hub:
             cursor = after_revision
             async with contextlib.aclosing(first):
                 sent = 0
-                async for item in first:
+                while True:
+                    sub.reading = True
+                    try:
+                        item = await anext(first)
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.CancelledError:
+                        # Cancelled by the hub (which took the task) and by no one else.
+                        if sub.task is None and task is not None and task.uncancel() == 0:
+                            sub.take()  # raises what the hub ended the stream with
+                        raise
+                    finally:
+                        sub.reading = False
                     cursor = item.revision
                     sent += 1
                     if sent <= FREE_BULK_ITEMS:
@@ -560,6 +650,10 @@ class Hub:
                     await waiter
                 changes = sub.take()
                 if not changes:
+                    if not self._head_is_fresh(loop.time()):
+                        # A heartbeat would vouch for a head not read lately: silence says
+                        # more, until the stream is ended (see _end_if_unread).
+                        continue
                     cursor = max(cursor, self.head)
                     yield self._heartbeat_at(cursor)
                     sub.sent_at = loop.time()
