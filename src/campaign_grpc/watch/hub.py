@@ -21,6 +21,7 @@ from ..domain.errors import CampaignError, NotFound, OutOfRange, ResourceExhaust
 from ..domain.types import Campaign, CampaignState, Event
 from ..ops.limits import WatchStreamCounts
 from ..storage.identity import Fingerprint, LogIdentity, LogState, fingerprint
+from ..storage.timelines import Timelines, TimelineSource
 from .turns import SendTurns
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class Item:
     # The item as the stream sends it, made once for every stream that receives it (the
     # hub's encode); None for what only one stream sends, a snapshot or a replay.
     payload: bytes | None = None
+    # The log's timeline its revision belongs to (see storage.timelines); "" when unknown.
+    timeline: str = ""
 
 
 Encode = Callable[[Item], bytes]
@@ -103,6 +106,22 @@ def _log_unreadable(unread_s: float, head: int) -> CampaignError:
         "another server if this one stays unavailable, and resume",
         reason="LOG_UNREADABLE",
         metadata={"head_revision": str(head), "unread_seconds": f"{unread_s:.1f}"},
+    )
+
+
+def _not_in_this_log(timeline: str, revision: int, shared: int | None) -> OutOfRange:
+    if shared is None:
+        why = f"timeline {timeline} is not one of this log's (the database was made anew)"
+        metadata = {"timeline": timeline}
+    else:
+        why = (
+            f"this log forked from timeline {timeline} after revision {shared} (a standby "
+            f"promoted, or a backup restored), so revision {revision} of it names a change "
+            "this log does not hold"
+        )
+        metadata = {"timeline": timeline, "forked_at_revision": str(shared)}
+    return OutOfRange(
+        f"{why}; start again from a snapshot", reason="LOG_TIMELINE_CHANGED", metadata=metadata
     )
 
 
@@ -221,14 +240,18 @@ class Hub:
         identity: LogIdentity | None = None,
         on_reset: Callable[[], None] = lambda: None,
         send_turns: SendTurns | None = None,
+        timelines: TimelineSource | None = None,
     ) -> None:
         """log_state(revision) reads the log's identity (see storage.identity); without it
         the hub knows only the log's head and compaction point. identity is kept up to date
-        for the writes to check; on_reset runs when the database changed (caches to drop)."""
+        for the writes to check; on_reset runs when the database changed (caches to drop).
+        timelines records and reads the log's timelines; without it messages name none."""
         self._campaigns = campaigns
         self._log_state = log_state or self._head_and_compaction
         self.identity = identity or LogIdentity()
         self._on_reset = on_reset
+        self._timeline_source = timelines
+        self._timelines: Timelines | None = None
         # The database's epoch, and the event at head (None: not known), as last seen.
         self._epoch: int | None = None
         self._at_head: Fingerprint | None = None
@@ -263,8 +286,15 @@ class Hub:
         # Set while the streams are ended for a log not read: logged once an outage.
         self._unread_since: float | None = None
 
+    @property
+    def timeline(self) -> str:
+        """The token of the log's current timeline, as this hub last found it."""
+        return "" if self._timelines is None else self._timelines.current.token
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._timeline_source is not None:
+            self._timelines = await self._timeline_source.start(fork=False)
         state = await self._log_state(0)
         self.head, self._at_head, self._epoch = state.head, state.last, state.epoch
         self.identity.set(state.epoch, state.head)
@@ -370,11 +400,20 @@ class Hub:
                     if status is None:
                         # What the status view buffers holds no campaign.
                         light = dataclasses.replace(event, campaign=None)
-                        status = self._shared(Item(Kind.CHANGE, event.revision, event=light))
+                        change = Item(
+                            Kind.CHANGE, event.revision, event=light, timeline=self.timeline
+                        )
+                        status = self._shared(change)
                     sub.push(status)
                 elif event.campaign is not None:
                     if full is None:
-                        item = Item(Kind.CHANGE, event.revision, event=event, full=True)
+                        item = Item(
+                            Kind.CHANGE,
+                            event.revision,
+                            event=event,
+                            full=True,
+                            timeline=self.timeline,
+                        )
                         full = self._shared(item)
                     sub.push(full)
                 else:  # pragma: no cover - _catch_up reads campaigns while full streams exist
@@ -388,8 +427,14 @@ class Hub:
         return dataclasses.replace(item, payload=self._encode(item))
 
     def _heartbeat_at(self, revision: int) -> Item:
-        if self._heartbeat.revision != revision:
-            beat = Item(Kind.HEARTBEAT, revision, heartbeat_interval=self.heartbeat_interval)
+        timeline = self.timeline
+        if (self._heartbeat.revision, self._heartbeat.timeline) != (revision, timeline):
+            beat = Item(
+                Kind.HEARTBEAT,
+                revision,
+                heartbeat_interval=self.heartbeat_interval,
+                timeline=timeline,
+            )
             self._heartbeat = self._shared(beat)
         return self._heartbeat
 
@@ -555,8 +600,19 @@ class Hub:
         elif known and state.at and state.at != known:
             why = f"its log holds another change at revision {head} (restored, then written)"
         if why:
+            if self._timeline_source is not None:
+                # The same database with another log from some revision on: its revisions
+                # after the head name other changes than those sent. Recorded before the
+                # writes, which wait for the reset, count on from it. (A database made
+                # anew has timelines of its own, none of which the old ones are.)
+                fork = state.epoch == self._epoch
+                self._timelines = await self._timeline_source.start(fork=fork)
             self._reset(state, why, head)
             return
+        if self._timeline_source is not None:
+            # A copy that did not go back (a standby promoted as it had caught up) is found
+            # by its place: its revisions are all shared, and the streams go on.
+            self._timelines = await self._timeline_source.start(fork=False)
         if known and state.at is None:
             self._at_head = None  # compacted away: nothing left to compare with
         if state.compacted > self.head:
@@ -595,7 +651,13 @@ class Hub:
         self._at_head = None
 
     async def watch(
-        self, customer_id: str, campaign_id: str, after_revision: int, *, full: bool = False
+        self,
+        customer_id: str,
+        campaign_id: str,
+        after_revision: int,
+        *,
+        full: bool = False,
+        timeline: str = "",
     ) -> AsyncGenerator[Item, None]:
         """A stream's items: snapshot or replay first, then live changes and heartbeats.
 
@@ -613,7 +675,7 @@ class Hub:
             first = (
                 self._snapshot(customer_id, campaign_id, full)
                 if after_revision == 0
-                else self._replay(customer_id, campaign_id, after_revision, full)
+                else self._replay(customer_id, campaign_id, after_revision, full, timeline)
             )
             cursor = after_revision
             async with contextlib.aclosing(first):
@@ -675,7 +737,7 @@ class Hub:
             found, head = await self._campaigns.snapshot_one(customer_id, campaign_id, full=full)
             if found is None:
                 raise NotFound(f"campaign {campaign_id} not found", metadata={"id": campaign_id})
-            yield _snapshot_item(found)
+            yield _snapshot_item(found, self.timeline)
         else:
             head = await self._campaigns.head_revision()
             page_size = _FULL_SNAPSHOT_PAGE if full else _SNAPSHOT_PAGE
@@ -685,17 +747,28 @@ class Hub:
                     customer_id, after, head, page_size, full=full
                 )
                 for found in page:
-                    yield _snapshot_item(found)
+                    yield _snapshot_item(found, self.timeline)
                 if len(page) < page_size:
                     break
                 after = page[-1].revision
                 del page
-        yield Item(Kind.SNAPSHOT_END, head, heartbeat_interval=self.heartbeat_interval)
+        yield Item(
+            Kind.SNAPSHOT_END,
+            head,
+            heartbeat_interval=self.heartbeat_interval,
+            timeline=self.timeline,
+        )
 
     async def _replay(
-        self, customer_id: str, campaign_id: str, after_revision: int, full: bool
+        self, customer_id: str, campaign_id: str, after_revision: int, full: bool, timeline: str
     ) -> AsyncGenerator[Item, None]:
         """The changes after after_revision, then a heartbeat: the stream has caught up."""
+        if timeline and self._timeline_source is not None:
+            # Read now, not as the hub last saw them: another server may have recorded a
+            # fork, and written past it, since.
+            shared = (await self._timeline_source.read()).shared_up_to(timeline)
+            if shared is None or after_revision > shared:
+                raise _not_in_this_log(timeline, after_revision, shared)
         if campaign_id:
             await self._campaigns.get(customer_id, campaign_id)
         head = await self._campaigns.head_revision()
@@ -730,18 +803,23 @@ class Hub:
                 )
             for event in events:
                 cursor = event.revision
-                yield Item(Kind.CHANGE, cursor, event=event, full=full)
+                yield Item(Kind.CHANGE, cursor, event=event, full=full, timeline=self.timeline)
             if len(events) < batch:
                 break
             del events
         # Every matching change up to head has been sent (and those after it, to cursor).
-        yield Item(Kind.HEARTBEAT, max(cursor, head), heartbeat_interval=self.heartbeat_interval)
+        yield Item(
+            Kind.HEARTBEAT,
+            max(cursor, head),
+            heartbeat_interval=self.heartbeat_interval,
+            timeline=self.timeline,
+        )
 
 
-def _snapshot_item(found: Campaign | CampaignState) -> Item:
+def _snapshot_item(found: Campaign | CampaignState, timeline: str) -> Item:
     if isinstance(found, Campaign):
-        return Item(Kind.SNAPSHOT, found.revision, campaign=found)
-    return Item(Kind.SNAPSHOT, found.revision, state=found)
+        return Item(Kind.SNAPSHOT, found.revision, campaign=found, timeline=timeline)
+    return Item(Kind.SNAPSHOT, found.revision, state=found, timeline=timeline)
 
 
 def _resume_needed() -> CampaignError:
