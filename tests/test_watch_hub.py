@@ -522,6 +522,8 @@ class LogReads:
     async def events_after(self, *args: Any, **kwargs: Any) -> Any:
         if self._fault == "hang":
             await self._restored.wait()
+        elif self._fault == "slow":
+            await asyncio.sleep(INTERVAL / 2)
         elif self._fault == "fail":
             raise Unavailable("the database does not answer", reason="DATABASE_UNAVAILABLE")
         return await self._read(*args, **kwargs)
@@ -618,4 +620,27 @@ async def test_a_replay_waiting_for_a_read_that_hangs_ends_too(
     assert info.value.reason == "LOG_UNREADABLE"
     assert loop.time() - broken_at < 3 * INTERVAL
     assert app.hub.subscriber_count == 0
+    reads.restore()
+
+
+async def test_slow_reads_of_the_log_end_no_stream(
+    unreadable: tuple[App, LogReads], customer: str, streams: Callable[..., Stream]
+) -> None:
+    app, reads = unreadable
+    c = await create(app.campaigns, customer)
+    s = streams(app.hub, customer)
+    await s.until_snapshot_end()
+    reads.break_("slow")
+    loop = asyncio.get_running_loop()
+    slowed_at = last = loop.time()
+    # Changes still come, and the silence between messages stays under a client's rule of
+    # three heartbeat intervals.
+    while loop.time() - slowed_at < 6 * INTERVAL:
+        item = await s.next()
+        assert loop.time() - last < 3 * INTERVAL
+        last = loop.time()
+        if item.kind == Kind.HEARTBEAT and loop.time() - slowed_at < 3 * INTERVAL:
+            await run(app.campaigns, c)
+            assert (await s.next_change()).revision == await app.campaigns.head_revision()
+            await stop(app.campaigns, c, force=True)
     reads.restore()

@@ -283,6 +283,9 @@ class Hub:
         # When (the loop's clock) the last read that found nothing after head began: the
         # log's head was head then, or later. None before the first.
         self._read_at: float | None = None
+        # When the last read that reached the head, or handed out a batch on its way there,
+        # began: a hub catching up on a long backlog reads all along without reaching it.
+        self._progress_at: float | None = None
         # Set while the streams are ended for a log not read: logged once an outage.
         self._unread_since: float | None = None
 
@@ -299,7 +302,7 @@ class Hub:
         self.head, self._at_head, self._epoch = state.head, state.last, state.epoch
         self.identity.set(state.epoch, state.head)
         self.identity.on_mismatch = self.check_log_soon
-        self._read_at = self._loop.time()
+        self._read_at = self._progress_at = self._loop.time()
         self._tasks = [
             asyncio.create_task(self._tail(), name="watch-hub"),
             asyncio.create_task(self._beat(), name="watch-heartbeats"),
@@ -473,15 +476,18 @@ class Hub:
             self.stuck_cancelled,
         )
 
-    def unread_for(self, now: float) -> float:
+    def _head_age(self, now: float) -> float:
         """Seconds since the log's head was last read (0 before the hub started)."""
         return 0.0 if self._read_at is None else max(0.0, now - self._read_at)
 
     def _head_is_fresh(self, now: float) -> bool:
-        return self.unread_for(now) <= self.heartbeat_interval
+        return self._head_age(now) <= self.heartbeat_interval
+
+    def _stalled_for(self, now: float) -> float:
+        return 0.0 if self._progress_at is None else max(0.0, now - self._progress_at)
 
     def _unread_too_long(self, now: float) -> bool:
-        return self.unread_for(now) > _UNREAD_INTERVALS * self.heartbeat_interval
+        return self._stalled_for(now) > _UNREAD_INTERVALS * self.heartbeat_interval
 
     def _end_if_unread(self, now: float) -> None:
         """Ends every stream once the log has not been read for _UNREAD_INTERVALS intervals:
@@ -492,7 +498,7 @@ class Hub:
                 log.warning("the event log is read again: WatchStatus streams are served")
                 self._unread_since = None
             return
-        unread, head = self.unread_for(now), self.head
+        unread, head = self._stalled_for(now), self.head
         if self._unread_since is None:
             self._unread_since = now
             log.warning(
@@ -570,6 +576,7 @@ class Hub:
             if fresh:
                 self.head = fresh[-1].revision
                 self._at_head = fingerprint(fresh[-1])
+            self._progress_at = began
             if not more:
                 # The log held nothing after head when this read began.
                 self._read_at = began
@@ -671,7 +678,7 @@ class Hub:
         sub.sent_at = loop.time()
         try:
             if self._unread_too_long(loop.time()):
-                raise _log_unreadable(self.unread_for(loop.time()), self.head)
+                raise _log_unreadable(self._stalled_for(loop.time()), self.head)
             first = (
                 self._snapshot(customer_id, campaign_id, full)
                 if after_revision == 0
