@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from campaign_grpc.storage import timelines
-from campaign_grpc.storage.database import close_database, open_database
+from campaign_grpc.storage.database import close_database, is_sqlite, open_database
 from campaign_grpc.storage.store import Store
 from campaign_grpc.storage.timelines import UNBOUNDED, Timeline, Timelines
 
@@ -52,3 +52,15 @@ def test_a_database_gets_one_timeline_and_a_new_one_only_at_a_fork(store: Store)
     assert forked.current.forked_at == 7
     assert forked.current.token != first.current.token
     assert forked.shared_up_to(first.current.token) == 7
+
+
+def test_a_postgresql_database_says_where_it_is(store: Store) -> None:
+    place = timelines.read(store.db).place
+    if is_sqlite(store.db):
+        assert place == ""
+    else:
+        # The cluster's system identifier, the WAL timeline it writes on, the database's oid.
+        system, timeline, oid = (int(part) for part in place.split("/"))
+        assert timeline >= 1
+        assert system > 0
+        assert oid > 0

@@ -19,6 +19,8 @@ change) costs nothing: its fork is the head, and every revision up to it is shar
 
 from __future__ import annotations
 
+import functools
+import logging
 import secrets
 import time
 import weakref
@@ -28,6 +30,8 @@ from typing import Any, Protocol
 import peewee as pw
 
 from .database import Readers, is_postgresql, is_sqlite
+
+log = logging.getLogger(__name__)
 
 # Every revision of the current timeline is in the log (as long as compaction kept it).
 UNBOUNDED = 2**63 - 1
@@ -170,10 +174,32 @@ def _place(db: pw.Database) -> str:
     if not is_postgresql(db):
         return ""
     execute: Any = db.execute_sql
-    row = execute(
-        "SELECT s.system_identifier, CASE WHEN pg_is_in_recovery() THEN c.timeline_id "
-        "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
-        "d.oid FROM pg_control_system() s, pg_control_checkpoint() c, pg_database d "
-        "WHERE d.datname = current_database()"
-    ).fetchone()
+    try:
+        # In a savepoint: a refusal leaves the transaction usable.
+        with db.atomic():
+            row = execute(
+                "SELECT s.system_identifier, CASE WHEN pg_is_in_recovery() THEN c.timeline_id "
+                "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int "
+                "END, d.oid FROM pg_control_system() s, pg_control_checkpoint() c, "
+                "pg_database d WHERE d.datname = current_database()"
+            ).fetchone()
+    except pw.ProgrammingError as exc:
+        # A server that keeps these functions from its users (some managed services do):
+        # forks are then found by the hub alone, as on SQLite.
+        if type(exc.__context__).__name__ not in _REFUSALS:
+            raise
+        _refused(str(exc).splitlines()[0])
+        return ""
     return "/".join(str(v) for v in row)
+
+
+_REFUSALS = {"InsufficientPrivilege", "UndefinedFunction"}
+
+
+@functools.cache
+def _refused(why: str) -> None:
+    log.warning(
+        "the database does not say where it is (%s): a promoted standby or a restored copy "
+        "is recognised only by a server that followed the log before, as on SQLite",
+        why,
+    )
