@@ -46,6 +46,7 @@ from ..storage.database import (
 from ..storage.db_clock import DatabaseClock, read_clock
 from ..storage.pg_notify import Listener
 from ..storage.store import DECODED_SHARE, Store
+from ..storage.timelines import LogTimelines
 from ..watch.hub import Hub
 from . import security
 from .actions_encoding import ActionsEncoding
@@ -265,6 +266,7 @@ class App:
             log_state=lambda revision: self._readers.run(lambda: self.store.log_state(revision)),
             identity=self.store.identity,
             on_reset=self.caches.clear,
+            timelines=LogTimelines(self._db, self._readers),
         )
         self._writer.on_commit = self.hub.publish
         # Other replicas' events: on PostgreSQL a notification wakes the hub at once; the
