@@ -135,8 +135,9 @@ class Received:
     """What one watcher received, in order: (kind, revision, campaign_id, status)."""
 
     messages: list[tuple[int, int, str, int]] = field(default_factory=list)
-    # How each stream it opened ended: the ErrorInfo reason or the code.
-    ends: list[str] = field(default_factory=list)
+    # How each stream it opened ended (the code, EOF or SILENT), when (time.monotonic()),
+    # and on which replica.
+    ends: list[tuple[str, float, int]] = field(default_factory=list)
     # The revision each resume asked for, and on which replica.
     resumes: list[tuple[int, int]] = field(default_factory=list)
     start: int = 0
@@ -158,18 +159,20 @@ class Watcher:
         await asyncio.wait_for(self._snapshot_read.wait(), 20)
 
     async def _run(self) -> None:
-        cursor = 0
+        cursor, timeline = 0, ""
         silence = 3 * self._fleet.heartbeat_interval
         while True:
-            request = pb.WatchStatusRequest(after_revision=cursor)
+            request = pb.WatchStatusRequest(after_revision=cursor, timeline=timeline)
             if cursor:
                 self.received.resumes.append((cursor, self.current))
-            call = self._fleet.stub(self.current).WatchStatus(request)
+            on = self.current % len(self._fleet.members)
+            call = self._fleet.stub(on).WatchStatus(request)
+            end = ""
             try:
                 while True:
                     m = await asyncio.wait_for(call.read(), silence)
                     if m is grpc.aio.EOF:
-                        self.received.ends.append("EOF")
+                        end = "EOF"
                         break
                     self.received.messages.append((m.kind, m.revision, m.campaign_id, m.status))
                     if m.kind == W.KIND_SNAPSHOT_END:
@@ -178,12 +181,14 @@ class Watcher:
                         self._snapshot_read.set()
                     elif m.kind == W.KIND_CHANGE:
                         cursor = m.revision
+                    timeline = m.timeline or timeline
             except TimeoutError:
-                self.received.ends.append("SILENT")
+                end = "SILENT"
             except grpc.aio.AioRpcError as err:
-                self.received.ends.append(err.code().name)
+                end = err.code().name
             finally:
                 call.cancel()
+            self.received.ends.append((end, time.monotonic(), on))
             self.current += 1
             await asyncio.sleep(0.05)
 

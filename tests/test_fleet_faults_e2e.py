@@ -10,6 +10,7 @@ order), one winner per racing STOP, no drain cut shorter than the stop grace.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,9 @@ def may_fail_in_a_drill(err: grpc.aio.AioRpcError) -> bool:
     return err.code() in RETRIED
 
 
-async def faults(f: Fleet) -> list[str]:
-    """The drill's faults, one after the other, each on one replica's path; what was done."""
+async def faults(f: Fleet, began: dict[str, float]) -> list[str]:
+    """The drill's faults, one after the other, each on one replica's path; what was done,
+    and in began when each fault began (time.monotonic())."""
     done: list[str] = []
     p0, p1, p2 = (m.proxy for m in f.members)
     await asyncio.sleep(2)
@@ -56,6 +58,7 @@ async def faults(f: Fleet) -> list[str]:
     # Held data and idle connections give up as the replica's TCP settings would
     # (--database-stall-timeout 2: tcp_user_timeout 2 s, keepalives after about 4 s).
     p1.blackhole(user_timeout=2.0, idle_timeout=4.0)
+    began["blackhole"] = time.monotonic()
     done.append("replica 1: blackholed for 6 s")
     await asyncio.sleep(6)
     p1.restore()
@@ -128,7 +131,8 @@ async def test_a_failure_drill_on_three_replicas_loses_nothing_and_streams_tell_
             asyncio.create_task(race_stops(f, stop, racing[i::2], record, seed=i)) for i in range(2)
         ]
         try:
-            done = await faults(f)
+            began: dict[str, float] = {}
+            done = await faults(f, began)
         finally:
             stop.set()
             outcomes = await asyncio.gather(*load, return_exceptions=True)
@@ -171,8 +175,18 @@ async def test_a_failure_drill_on_three_replicas_loses_nothing_and_streams_tell_
             for kind, revision, *_ in w.received.messages:
                 if kind == W.KIND_HEARTBEAT:
                     assert revision <= head
-        # The blackholed replica's streams ended, and their watchers moved on.
-        assert any(w.received.resumes for w in watchers)
+        # The blackholed replica's streams ended within three heartbeat intervals (and a
+        # tenth of one for the checks), and their watchers moved on; they never went silent.
+        bound = 3.1 * f.heartbeat_interval
+        cut_off = [
+            min(at for _, at, on in w.received.ends if on == 1 and at >= began["blackhole"])
+            - began["blackhole"]
+            for w in watchers
+            if any(on == 1 and at >= began["blackhole"] for _, at, on in w.received.ends)
+        ]
+        assert cut_off, [w.received.ends for w in watchers]
+        assert max(cut_off) <= bound, cut_off
+        assert all(end != "SILENT" for w in watchers for end, _, _ in w.received.ends)
 
         check_racing(log, {c.id for c in racing}, f.stop_grace)
 
