@@ -792,7 +792,8 @@ class Writer(_BatchingThreads):
         """The statement that opens a job's savepoint; on PostgreSQL with the lock_timeout
         left of the batch's budget when it is shorter than the session's."""
         budget = self._lock_budget
-        if budget is None:
+        # SQLite's wait for its one lock is the batch's BEGIN (see _within_lock_budget).
+        if budget is None or self._count_writes:
             return "SAVEPOINT job"
         ms = _ms(self._batch_deadline - time.monotonic())
         full = _ms(budget)
