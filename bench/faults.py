@@ -188,6 +188,8 @@ async def run(url: str, seconds: float) -> dict[str, object]:
             "p99_s": slow.p99(others),
             "slow_replica_writes_per_s": slow.writes_per_s((1,)),
             "slow_replica_p99_s": slow.p99((1,)),
+            "slow_replica_failures": len(slow.failed_at.get(1, [])),
+            "others_failures": sum(len(slow.failed_at.get(r, [])) for r in others),
         },
         "partitioned": {
             "others_failing_s": partitioned.failing_s(others),
@@ -227,10 +229,12 @@ def main() -> None:
             "<= 2x",
         ),
         (
-            "replica 1's own writes/s and p99, slow",
-            f"{slow['slow_replica_writes_per_s']:.1f}, {slow['slow_replica_p99_s'] * 1000:.0f} ms",
+            "replica 1's own writes/s, p99 and failures, slow",
+            f"{slow['slow_replica_writes_per_s']:.1f}, {slow['slow_replica_p99_s'] * 1000:.0f} ms,"
+            f" {slow['slow_replica_failures']}",
             "",
         ),
+        ("others' failures, replica 1 slow", f"{slow['others_failures']}", "0"),
         (
             "others' writes failing, replica 1 partitioned",
             f"{cut['others_failing_s']:.1f} s ({cut['others_failures']} failed)",

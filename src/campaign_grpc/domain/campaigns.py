@@ -514,9 +514,7 @@ class Campaigns:
         completed = 0
         for due in self._store.due_stops(now, batch):
             # Read again: completing an earlier one may have started this one by its chain.
-            # One that another replica is writing is left to it, or to the next round: every
-            # replica runs this, and none waits for another.
-            c = self._store.load_unless_locked(due.customer_id, due.id)
+            c = self._store.load(due.customer_id, due.id)
             if c is None or c.status != Status.STOPPING or c.stop_deadline != due.stop_deadline:
                 continue
             self._apply(c, lifecycle.plan_grace_expired(c), now, SERVICE)

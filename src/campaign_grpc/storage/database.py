@@ -587,6 +587,7 @@ class Journal(Protocol):
     def journal_take(self) -> list[Any]: ...
     def journal_commit_unanswered(self) -> bool: ...
     def journal_resolve(self, within: float) -> bool | None: ...
+    def journal_defers_writes(self) -> bool: ...
 
 
 class _NoJournal:
@@ -601,6 +602,9 @@ class _NoJournal:
 
     def journal_resolve(self, within: float) -> bool | None:
         return None
+
+    def journal_defers_writes(self) -> bool:
+        return False
 
     def journal_mark(self) -> int:
         return 0
@@ -646,9 +650,7 @@ class Writer(_BatchingThreads):
         # lock_timeout alone let a write queued behind one that waited it out wait as long
         # again: clients with a 10 s deadline saw DEADLINE_EXCEEDED instead of the reason.
         self._lock_budget = lock_budget
-        # The lock_timeout this transaction's statements run with, when lowered (PostgreSQL),
-        # and when the batch's budget ends (time.monotonic()).
-        self._lock_wait_ms: int | None = None
+        # When the batch's budget ends (time.monotonic()).
         self._batch_deadline = 0.0
         self.on_commit = on_commit
         # A job that fails leaves the batch's other writes standing. On SQLite a failed
@@ -672,13 +674,17 @@ class Writer(_BatchingThreads):
         # A connection lost before COMMIT was sent leaves nothing written, so the batch runs
         # once more on a new one: a connection that died while idle (the database restarted
         # meanwhile) fails no call. One lost at COMMIT is not retried: that commit may stand.
-        savepoints, may_retry = not self._count_writes, True
+        savepoints, may_retry, conflicts = not self._count_writes, True, 0
         while True:
-            outcome = self._try_batch(jobs, savepoints=savepoints, may_retry=may_retry)
+            outcome = self._try_batch(
+                jobs, savepoints=savepoints, may_retry=may_retry, conflicts=conflicts
+            )
             if outcome is _Again.WROTE_THEN_FAILED:
                 savepoints = True  # with them, it cannot happen again
-            elif outcome in (_Again.CONNECTION_LOST, _Again.CONFLICT):
+            elif outcome is _Again.CONNECTION_LOST:
                 may_retry = False
+            elif outcome is _Again.CONFLICT:
+                conflicts += 1
             else:
                 break
         if outcome and self.on_commit is not None:
@@ -686,7 +692,7 @@ class Writer(_BatchingThreads):
         return None
 
     def _try_batch(
-        self, jobs: list[_Job[Any]], *, savepoints: bool, may_retry: bool
+        self, jobs: list[_Job[Any]], *, savepoints: bool, may_retry: bool, conflicts: int = 0
     ) -> list[Any] | _Again:
         """Runs the batch in one transaction: what the journal collected once it committed,
         or why it should run again."""
@@ -714,9 +720,12 @@ class Writer(_BatchingThreads):
             if retry:
                 log.info("the database connection was lost; running the writes again")
                 return _Again.CONNECTION_LOST
-            if _sqlstate(exc) in _CONFLICTS and may_retry:
-                log.info("the writes met another transaction's locks (%s); again", _sqlstate(exc))
-                return _Again.CONFLICT
+            state = _sqlstate(exc)
+            if state in _CONFLICTS:
+                if conflicts + 1 < CONFLICT_ATTEMPTS:
+                    log.info("another replica's writes came first (%s); on fresh reads", state)
+                    return _Again.CONFLICT
+                exc = _conflict_error(exc)
             error = database_error(exc)
             _fail(jobs, error)
             self._failed(error)
@@ -784,25 +793,16 @@ class Writer(_BatchingThreads):
             # connection opened anew starts from the configured value.
             ms = _ms(self._batch_deadline - now)
             self._db.connection().execute(f"PRAGMA busy_timeout = {int(ms)}")
-        # On PostgreSQL a lowered lock_timeout lasts until the transaction ends.
-        self._lock_wait_ms = None
         return left
 
-    def _savepoint(self) -> str:
-        """The statement that opens a job's savepoint; on PostgreSQL with the lock_timeout
-        left of the batch's budget when it is shorter than the session's."""
+    def _lowered_lock_wait(self) -> str | None:
+        """PostgreSQL: the statement that lowers the transaction's lock_timeout to what is
+        left of the batch's budget, when that is shorter than the session's."""
         budget = self._lock_budget
-        # SQLite's wait for its one lock is the batch's BEGIN (see _within_lock_budget).
-        if budget is None or self._count_writes:
-            return "SAVEPOINT job"
-        ms = _ms(self._batch_deadline - time.monotonic())
-        full = _ms(budget)
-        wanted = None if ms >= full else ms
-        if wanted == self._lock_wait_ms:
-            return "SAVEPOINT job"
-        self._lock_wait_ms = wanted
-        # One message, no parameters: no round trip more than the savepoint's own.
-        return f"SAVEPOINT job; SET LOCAL lock_timeout = {wanted if wanted is not None else full}"
+        if budget is None:
+            return None
+        left = _ms(self._batch_deadline - time.monotonic())
+        return f"SET LOCAL lock_timeout = {left}" if left < _ms(budget) else None
 
     def _failed(self, error: CampaignError) -> None:
         # A database that changed is recognised within moments, and is no reason to turn
@@ -811,36 +811,38 @@ class Writer(_BatchingThreads):
             self.last_failure = WriteFailure(time.monotonic(), error.reason)
 
     def _run_jobs(self, jobs: list[_Job[Any]], *, savepoints: bool) -> bool:
-        """Runs the jobs, each in a savepoint or with its writes counted; without savepoints,
-        False as soon as one fails after writing (the batch must then run again)."""
+        """Runs the jobs, each in a savepoint, with its writes counted, or, where the journal
+        defers every write to the end (PostgreSQL), with nothing to take back but what the
+        journal kept; with counted writes, False as soon as one fails after writing (the
+        batch must then run again)."""
         journal, execute = self._journal, self._db.execute_sql
-        connection = None if savepoints else self._db.connection()
+        deferred = journal.journal_defers_writes()
+        if deferred:
+            savepoints = False
+            lowered = self._lowered_lock_wait()
+            if lowered is not None:
+                execute(lowered)
+        connection = None if savepoints or deferred else self._db.connection()
         for job in jobs:
             mark = journal.journal_mark()
-            if connection is None:
+            if savepoints:
                 # Plain statements, one name for every job: Peewee's atomic() costs several
                 # times as much, a fresh uuid and a context object for each write.
-                execute(self._savepoint())
-            else:
+                execute("SAVEPOINT job")
+            elif connection is not None:
                 written = connection.total_changes
             try:
                 job.outcome = (True, job.fn())
-            except pw.PeeweeException as exc:
-                # A campaign another replica's transaction holds: this write alone fails,
-                # and the batch's others go on (a failed statement spoils only the savepoint).
-                if connection is not None or _sqlstate(exc) not in _CONFLICTS:
-                    raise
-                execute("ROLLBACK TO SAVEPOINT job")
-                journal.journal_rollback(mark)
-                job.outcome = (False, database_error(_conflict_error(exc)))
+            except pw.PeeweeException:
+                raise
             except Exception as exc:  # a domain error, or our bug (INTERNAL)
-                if connection is None:
+                if savepoints:
                     execute("ROLLBACK TO SAVEPOINT job")
-                elif connection.total_changes != written:
+                elif connection is not None and connection.total_changes != written:
                     return False
                 journal.journal_rollback(mark)
                 job.outcome = (False, exc)
-            if connection is None:
+            if savepoints:
                 execute("RELEASE SAVEPOINT job")
         return True
 
@@ -887,9 +889,13 @@ class _Again(enum.Enum):
 # resolve() brings about.
 UNANSWERED_COMMIT_WITHIN_S = 5.0
 
-# PostgreSQL's lock_not_available (lock_timeout) and deadlock_detected.
-_LOCK_TIMEOUT, _DEADLOCK = "55P03", "40P01"
-_CONFLICTS = frozenset((_LOCK_TIMEOUT, _DEADLOCK))
+# What a batch that another session's writes came before meets at commit: a campaign moved on
+# from the version read (pg_deferred's serialization failure), a deadlock, a unique index
+# taken meanwhile. Nothing was written: the batch runs again on fresh reads, up to
+# CONFLICT_ATTEMPTS times in all.
+_SERIALIZATION, _DEADLOCK, _UNIQUE = "40001", "40P01", "23505"
+_CONFLICTS = frozenset((_SERIALIZATION, _DEADLOCK, _UNIQUE))
+CONFLICT_ATTEMPTS = 4
 
 
 def _queued_past_lock_budget(budget: float) -> CampaignError:
@@ -907,15 +913,13 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def _conflict_error(exc: BaseException) -> BaseException:
-    """What a write that lost a lock conflict to another session is told: a deadlock is
-    retried by clients as a lock timeout is, nothing having been written."""
-    if _sqlstate(exc) == _DEADLOCK:
-        return Unavailable(
-            "the write met another session's writes of the same campaigns in another order "
-            "(a deadlock); nothing was written, retry",
-            reason="DATABASE_DEADLOCK",
-        )
-    return exc
+    """What the writes of a batch that kept meeting others' are told: nothing was written,
+    and clients retry UNAVAILABLE with backoff."""
+    return Unavailable(
+        f"the campaigns kept changing through other writers while these writes were made "
+        f"({CONFLICT_ATTEMPTS} attempts); nothing was written, retry",
+        reason="DATABASE_CONFLICT",
+    )
 
 
 def close_database(db: pw.Database) -> None:

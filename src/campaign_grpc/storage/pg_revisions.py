@@ -61,10 +61,13 @@ class Pending:
         return revision
 
 
-def commit_message(pending: Pending, channel: str) -> str:
-    """The transaction's last message: takes the counter, renumbers, notifies and commits.
-    Only integers that the server made are formatted into it: no parameters, so that the
-    statements travel as one simple query, in one round trip."""
+def commit_message(pending: Pending, channel: str, writes: list[str]) -> str:
+    """The transaction's last message: its writes (their parameters bound as literals, see
+    pg_deferred), then, when it logged events, the counter taken, the revisions renumbered
+    and the other replicas notified, then COMMIT. Travels as one simple query, in one round
+    trip. With events, the result after the writes' is the counter's new value."""
+    if not pending.count:
+        return "; ".join((*writes, "COMMIT"))
     n, lo, hi, base = pending.count, pending.base + 1, pending.base + pending.count, pending.base
     head_before = f"(SELECT value - {n} FROM meta WHERE key = 'revision')"
 
@@ -77,6 +80,9 @@ def commit_message(pending: Pending, channel: str) -> str:
     revisions = ", ".join(final(c) for c in ("revision", "stop_revision", "body_revision"))
     return "; ".join(
         (
+            # The writes first: one that waits for a row's lock does so before the counter
+            # is taken, which every replica's commit needs.
+            *writes,
             f"UPDATE meta SET value = value + {n} WHERE key = 'revision' RETURNING value",
             f"UPDATE event SET {revisions} WHERE revision BETWEEN {lo} AND {hi}",
             f"UPDATE campaign SET {revisions}, {final('actions_wire_body')} "

@@ -42,6 +42,10 @@ class Prepared:
                 self._plan.append((-1, value))
         self._direct = [i for i, _ in self._plan] == list(range(len(self._plan)))
 
+    def bind(self, args: Sequence[Any]) -> Sequence[Any]:
+        """The parameters of an execution with these args, in the order of sql's markers."""
+        return self._bind(args)
+
     def _bind(self, args: Sequence[Any]) -> Sequence[Any]:
         if self._direct:
             return args
