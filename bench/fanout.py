@@ -60,6 +60,8 @@ def server(
     args = ["--heartbeat-interval", str(heartbeat)]
     # Every stream watches the one customer: the caps must let them all in.
     args += ["--max-watch-streams", str(streams), "--max-watch-streams-per-customer", str(streams)]
+    # And so must a connection's (serve checks that it can hold one customer's streams and calls).
+    args += ["--max-streams-per-connection", str(streams + 100)]
     with server_process(
         port, database, [*args, *os.environ.get("FANOUT_SERVER_ARGS", "").split()]
     ) as proc:

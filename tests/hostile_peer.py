@@ -91,6 +91,8 @@ class Peer:
         self._decoder.max_allowed_table_size = 1 << 16
         # grpc-status of each stream answered so far (trailers, or trailers-only headers).
         self.statuses: dict[int, int] = {}
+        # The google.rpc.Status of each stream answered with one, as sent (base64).
+        self.status_details: dict[int, bytes] = {}
         self.goaway: int | None = None
         self.dropped = False
         self.throttled = False
@@ -191,6 +193,8 @@ class Peer:
         for name, value in self._decoder.decode(payload):
             if name in ("grpc-status", b"grpc-status"):
                 self.statuses[stream] = int(value)
+            elif name in ("grpc-status-details-bin", b"grpc-status-details-bin"):
+                self.status_details[stream] = value if isinstance(value, bytes) else value.encode()
 
     def wait_closed(self, within: float) -> bool:
         deadline = time.monotonic() + within

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
@@ -69,3 +70,41 @@ async def test_reading_big_campaigns_keeps_the_caches_within_their_budget(
         page = await stub.ListCampaigns(pb.ListCampaignsRequest(customer_id=customer), timeout=10)
         assert server.caches.bytes <= budget
     assert list(page.campaigns) == created[::-1][: len(page.campaigns)]
+
+
+async def test_every_page_of_full_events_of_big_campaigns_reaches_a_default_client(
+    server: App, stub: campaign_pb2_grpc.CampaignServiceStub, customer: str
+) -> None:
+    created = await create(stub, big_campaign(customer))
+    # 31 changes, each event carrying the whole campaign in the full view: about 6.8 MB.
+    for n in range(30):
+        await stub.UpdateCampaign(
+            pb.UpdateCampaignRequest(
+                campaign=pb.Campaign(customer_id=customer, id=created.id, name=f"turn {n}"),
+                update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+            ),
+            timeout=10,
+        )
+
+    # A plain channel, default options (4 MiB received at most): page after page, each
+    # within the budget, the whole history once, newest first.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        plain = campaign_pb2_grpc.CampaignServiceStub(channel)
+        token, pages, revisions = "", 0, []
+        while True:
+            page = await plain.ListCampaignEvents(
+                pb.ListCampaignEventsRequest(
+                    customer_id=customer, view=pb.WATCH_VIEW_FULL, page_token=token
+                ),
+                timeout=10,
+            )
+            assert page.ByteSize() <= MIB
+            assert all(len(e.campaign.actions) == 1000 for e in page.events)
+            pages += 1
+            revisions += [e.revision for e in page.events]
+            token = page.next_page_token
+            if not token:
+                break
+    assert pages > 1
+    assert len(revisions) == 31
+    assert revisions == sorted(set(revisions), reverse=True)

@@ -6,7 +6,7 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
-from campaign_grpc.settings import Settings, env_name
+from campaign_grpc.settings import Settings, conflicts, env_name
 from campaign_grpc.storage.schema import SCHEMA_VERSION
 from e2e_helpers import run
 
@@ -106,3 +106,50 @@ def test_a_database_from_a_newer_release_is_refused_by_every_command(tmp_path: P
     assert (code, "this release knows" in out) == (1, True), out
     code, out = run("serve", "--listen", "127.0.0.1:0", "--database-url", url)
     assert (code, "this release knows" in out, "Traceback" in out) == (1, True, False), out
+
+
+def test_check_config_names_budgets_that_contradict_each_other() -> None:
+    code, out = run(
+        "check-config",
+        "--max-unary-in-flight",
+        "500",
+        env={"CAMPAIGN_GRPC_MAX_UNARY_WRITES_IN_FLIGHT": "600"},
+    )
+    assert code == 1, out
+    assert "--max-unary-writes-in-flight 600 is more than --max-unary-in-flight 500" in out
+    assert "configuration OK" not in out
+
+    code, out = run("check-config", "--max-streams-per-connection", "1000")
+    assert code == 1, out
+    assert "--max-streams-per-connection 1000 is less than what one client may hold" in out
+    assert "2000 WatchStatus streams" in out
+
+
+def test_serve_refuses_contradicting_settings_with_exit_code_2(tmp_path: Path) -> None:
+    database = tmp_path / "campaigns.db"
+    code, out = run(
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        f"sqlite:///{database}",
+        "--max-unary-in-flight",
+        "100",
+        "--max-unary-writes-in-flight",
+        "750",
+        "--max-unary-in-flight-per-customer",
+        "100",
+    )
+    assert code == 2, out
+    assert "serve: --max-unary-writes-in-flight 750 is more than --max-unary-in-flight 100" in out
+    assert "Traceback" not in out
+    assert not database.exists()
+
+
+def test_the_default_settings_agree_with_each_other() -> None:
+    assert conflicts(Settings()) == []
+    # One client of one customer holds all its watches and its calls on one connection.
+    defaults = Settings()
+    assert defaults.max_streams_per_connection >= (
+        defaults.max_watch_streams_per_customer + defaults.max_unary_in_flight_per_customer
+    )

@@ -9,6 +9,7 @@ asserts what the attacker was answered and that every legit call succeeded.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import hostile_peer as hp
@@ -23,8 +25,17 @@ from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
-from e2e_helpers import create, details_of, eventually, read_snapshot, set_status, watch
-from factories import runnable_campaign
+from campaign_grpc.watch import hub as hub_module
+from e2e_helpers import (
+    Stream,
+    create,
+    details_of,
+    eventually,
+    read_snapshot,
+    set_status,
+    watch,
+)
+from factories import big_campaign, new_id, runnable_campaign
 
 Code = grpc.StatusCode
 Stub = campaign_pb2_grpc.CampaignServiceStub
@@ -98,7 +109,12 @@ async def test_a_rapid_reset_connection_is_closed_and_legit_calls_succeed(
 async def test_rapid_reset_of_an_unknown_method_is_refused_by_grpc_core(
     start_server: Callable[..., Any], settings: Settings, customer: str
 ) -> None:
-    app = await start_server(settings, max_streams_per_connection=100)
+    app = await start_server(
+        settings,
+        max_streams_per_connection=100,
+        max_watch_streams_per_customer=90,
+        max_unary_in_flight_per_customer=10,
+    )
 
     outcome, legit = await during(app, hp.rapid_reset(hp.UNKNOWN_METHOD), 2.0, customer)
 
@@ -159,7 +175,13 @@ async def test_calls_past_the_receiving_limit_drop_the_oldest_and_sound_calls_ge
     start_server: Callable[..., Any], settings: Settings, customer: str
 ) -> None:
     # The receive time is long: only the limit on calls waiting makes room.
-    app = await start_server(settings, max_unary_in_flight=20, request_receive_timeout=600)
+    app = await start_server(
+        settings,
+        max_unary_in_flight=20,
+        max_unary_writes_in_flight=15,
+        max_unary_in_flight_per_customer=20,
+        request_receive_timeout=600,
+    )
     outcome, legit = await during(app, hp.slowloris(streams=200), 2.0, customer)
 
     assert app.receiving.dropped >= 200 - 20
@@ -397,3 +419,90 @@ async def test_a_watcher_that_never_reads_is_cancelled_and_its_place_freed(
             assert len(snapshot) == 3
         finally:
             stalled.close()
+
+
+def reasons_of(peer: hp.Peer) -> list[str]:
+    """The ErrorInfo reason of each stream the server ended with details."""
+    reasons = []
+    for details in peer.status_details.values():
+        status = status_pb2.Status.FromString(base64.b64decode(details + b"=="))
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                reasons.append(info.reason)
+    return reasons
+
+
+async def test_watchers_that_never_read_hold_no_more_bytes_than_their_customer_s_budget(
+    start_server: Callable[..., Any],
+    settings: Settings,
+    customer: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "UNREAD_LOG_INTERVAL", 0.5)
+    budget = 1024 * 1024
+    app = await start_server(
+        settings,
+        max_watch_unread_bytes_per_customer=budget,
+        watch_send_timeout=2,
+        heartbeat_interval=0.2,
+    )
+    request = pb.WatchStatusRequest(
+        customer_id=customer, view=pb.WATCH_VIEW_FULL
+    ).SerializeToString()
+    streams = 20
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = Stub(channel)
+        other = new_id()
+        for owner in (customer, customer, other):
+            await create(stub, big_campaign(owner))
+        stalled = hp.Peer(app.port, window=0)
+        try:
+            # Full views of 200 KB campaigns whose first message never leaves: more than
+            # the customer's budget, were every stream to hold its own.
+            for _ in range(streams):
+                stream = stalled.next_stream()
+                stalled.flush(
+                    stalled.headers(stream, hp.WATCH_STATUS)
+                    + hp.frame(hp.DATA, hp.END_STREAM, stream, hp.grpc_message(request))
+                )
+            most = 0
+
+            async def all_ended() -> bool:
+                nonlocal most
+                await asyncio.to_thread(stalled.poll, 0.05)
+                most = max(most, app.hub.unread.held_by(customer))
+                return app.hub.streams.held_by(customer) == 0 and stalled.responses > 0
+
+            async def all_open() -> bool:
+                return app.hub.streams.held_by(customer) == streams
+
+            await eventually(all_open)
+            # Another customer's full view is served all along.
+            follower = Stream(
+                stub.WatchStatus(pb.WatchStatusRequest(customer_id=other, view=pb.WATCH_VIEW_FULL))
+            )
+            snapshot, _ = await read_snapshot(follower)
+            await follower.close()
+            assert [len(m.campaign.actions) for m in snapshot] == [1000]
+
+            await eventually(all_ended, within=30)
+        finally:
+            stalled.close()
+
+    # The streams held their customer's budget at most; those that found no room in it for
+    # as long as a send may take were told why, the others were cancelled as stuck.
+    assert 0 < most <= budget
+    assert app.hub.unread.total == 0
+    reasons = reasons_of(stalled)
+    assert reasons
+    assert set(reasons) == {"WATCH_UNREAD_BYTES_FOR_CUSTOMER"}
+    assert set(stalled.statuses.values()) <= {grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
+    ended = app.hub.stuck_cancelled + app.hub.unread.refused
+    assert app.hub.unread.refused == len(reasons)
+    assert ended >= streams
+    # Their warnings are counted, a line per interval, not a line per stream.
+    app.hub._log_unread()
+    lines = [r.getMessage() for r in caplog.records if "do not read" in r.getMessage()]
+    assert 1 <= len(lines) < ended

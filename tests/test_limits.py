@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from campaign_grpc.domain.errors import LimitExceeded
 from campaign_grpc.ops.limits import (
+    UnreadBytes,
     WatchStreamCounts,
     receive_ceiling,
     request_too_large,
@@ -103,3 +106,56 @@ def test_refusals_name_their_limit() -> None:
 def test_the_core_ceiling_is_above_the_limit_and_fits_a_c_int() -> None:
     assert receive_ceiling(1024 * 1024) == 2 * 1024 * 1024
     assert receive_ceiling(2**31 - 1) == 2**31 - 1
+
+
+# -- unread bytes of watch streams ----------------------------------------------------------
+
+
+async def test_unread_bytes_are_held_per_customer_and_given_back_in_order() -> None:
+    unread = UnreadBytes(per_server=1000, per_customer=400)
+    await unread.take("a", 300, within=1)
+    # Past the customer's budget, a's next message waits; b's fits at once.
+    waiting = asyncio.ensure_future(unread.take("a", 200, within=5))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert unread.try_take("b", 400)
+    assert (unread.held_by("a"), unread.held_by("b"), unread.total) == (300, 400, 700)
+
+    unread.give_back("a", 300)
+    await asyncio.wait_for(waiting, 1)
+    assert (unread.held_by("a"), unread.total) == (200, 600)
+    unread.give_back("a", 200)
+    unread.give_back("b", 400)
+    assert unread.total == 0
+
+
+async def test_a_message_past_an_empty_budget_is_let_in_alone() -> None:
+    unread = UnreadBytes(per_server=100, per_customer=50)
+    await unread.take("a", 500, within=1)
+    assert unread.held_by("a") == 500
+    assert not unread.try_take("b", 1)
+
+
+async def test_a_message_that_finds_no_room_in_time_is_refused_with_its_reason() -> None:
+    unread = UnreadBytes(per_server=10_000, per_customer=400)
+    await unread.take("a", 400, within=1)
+    with pytest.raises(LimitExceeded) as raised:
+        await unread.take("a", 100, within=0.05)
+    refused = raised.value
+    assert (refused.code, refused.reason) == (
+        "RESOURCE_EXHAUSTED",
+        "WATCH_UNREAD_BYTES_FOR_CUSTOMER",
+    )
+    assert refused.metadata == {"limit": "400", "customer_id": "a", "unread_bytes": "400"}
+    assert unread.refused == 1
+
+    await unread.take("b", 9_000, within=1)
+    with pytest.raises(LimitExceeded) as raised:
+        await unread.take("c", 1_000, within=0.05)
+    assert raised.value.reason == "WATCH_UNREAD_BYTES"
+    assert raised.value.violations[0].subject == "server"
+    # Nothing is left held by the refused ones, and room goes on being given.
+    assert unread.total == 9_400
+    unread.give_back("b", 9_000)
+    await unread.take("c", 1_000, within=1)
+    assert unread.total == 1_400

@@ -97,7 +97,7 @@ async def test_a_request_over_the_hard_ceiling_is_refused_and_the_server_serves_
 async def test_a_watch_past_the_server_limit_is_refused_until_one_closes(
     start_server: Callable[..., Any], settings: Settings, customer: str
 ) -> None:
-    server = await start_server(settings, max_watch_streams=3)
+    server = await start_server(settings, max_watch_streams=3, max_watch_streams_per_customer=3)
     async with connected(server) as (stub, health):
         streams = [watch(stub, new_id()) for _ in range(3)]
         try:
@@ -171,13 +171,47 @@ async def test_a_customer_past_its_watch_limit_is_refused_and_others_are_not(
                 await stream.close()
 
 
+async def test_one_client_holds_its_customer_s_watches_and_its_calls_on_one_connection(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    # The defaults, but fewer watches per customer: past the connection's cap a client's
+    # HTTP/2 layer would queue its calls, every unary one after them included.
+    held = 1_100
+    # Health checks the database every 2 s, as by default: at 0.2 s one would time out
+    # behind the snapshots of a thousand streams opening at once on a busy test machine.
+    server = await start_server(settings, max_watch_streams_per_customer=held, health_interval=2)
+    assert held > 1_000  # the connection's cap before it was checked against this
+    async with connected(server) as (stub, health):
+        streams = [watch(stub, customer) for _ in range(held)]
+        try:
+
+            async def all_open() -> bool:
+                return server.hub.streams.held_by(customer) == held
+
+            await eventually(all_open, within=60)
+            # On the same connection: past the customer's limit a watch is refused, not
+            # queued, and unary calls still run.
+            streams.append(watch(stub, customer))
+            details = await fails(streams[-1].next(within=10), Code.RESOURCE_EXHAUSTED)
+            assert details.info.reason == "TOO_MANY_WATCH_STREAMS_FOR_CUSTOMER"
+            await serves_on(stub, health, customer)
+        finally:
+            for stream in streams:
+                await stream.close()
+
+
 # -- unary calls in flight ------------------------------------------------------------------
 
 
 async def test_a_call_past_the_in_flight_limit_is_refused_at_once_but_health_is_not(
     start_server: Callable[..., Any], settings: Settings, customer: str
 ) -> None:
-    server = await start_server(settings, max_unary_in_flight=2)
+    server = await start_server(
+        settings,
+        max_unary_in_flight=2,
+        max_unary_writes_in_flight=2,
+        max_unary_in_flight_per_customer=2,
+    )
     async with connected(server) as (stub, health):
         # Open streams are not unary calls in flight.
         streams = [watch(stub, customer), watch(stub, customer)]
@@ -273,7 +307,12 @@ async def test_calls_with_very_short_deadlines_fail_cleanly_and_the_server_serve
 async def test_writes_stuck_behind_the_database_leave_reads_their_share(
     start_server: Callable[..., Any], settings: Settings, customer: str
 ) -> None:
-    server = await start_server(settings, max_unary_in_flight=4, max_unary_writes_in_flight=2)
+    server = await start_server(
+        settings,
+        max_unary_in_flight=4,
+        max_unary_writes_in_flight=2,
+        max_unary_in_flight_per_customer=4,
+    )
     async with connected(server) as (stub, health):
         existing = await create(stub, runnable_campaign(customer))
         with writes_held(settings.database_url):

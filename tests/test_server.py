@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -184,6 +187,45 @@ async def test_health_turns_not_serving_when_stop_begins(
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
         await channel.close()
+
+
+def run_sql(database_url: str, statement: str) -> None:
+    """Runs a statement on the server's database from a session of its own, as an operator
+    would."""
+    if database_url.startswith("sqlite:///"):
+        path = database_url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+            db.execute(statement)
+        return
+    with psycopg.connect(database_url, autocommit=True) as pg:
+        pg.execute(statement.encode())
+
+
+async def test_the_server_is_not_serving_while_its_tables_cannot_be_read(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    server: App = await start_server(settings)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        created = await create(stub, runnable_campaign(customer))
+
+        async def status_is(wanted: int) -> bool:
+            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            return answer.status == wanted
+
+        # The database still answers SELECT 1, but no read of the service can succeed.
+        run_sql(settings.database_url, "ALTER TABLE campaign RENAME TO campaign_away")
+        try:
+            await fails(
+                stub.GetCampaign(pb.GetCampaignRequest(customer_id=customer, id=new_id())),
+                Code.UNAVAILABLE,
+            )
+            await eventually(lambda: status_is(NOT_SERVING))
+        finally:
+            run_sql(settings.database_url, "ALTER TABLE campaign_away RENAME TO campaign")
+        await eventually(lambda: status_is(SERVING))
+        assert (await get(stub, customer, created.id)).id == created.id
 
 
 # -- graceful shutdown in process -----------------------------------------------------------

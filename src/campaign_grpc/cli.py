@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the settings and the database; print the effective settings",
         description="Validate every setting (flags and environment) and the database URL, "
         "print the effective settings with where each comes from, and exit 0; exit 1 "
-        "with every problem found when something is wrong. Warns when serve would refuse "
-        "the address: beyond loopback with neither TLS nor tokens, and no --insecure. "
+        "with every problem found when something is wrong, settings that contradict each "
+        "other (a writes budget larger than the calls', say) included. Warns when serve "
+        "would refuse the address: beyond loopback with neither TLS nor tokens, and no "
+        "--insecure. "
         "Creates nothing.",
     )
     settings.add_arguments(check_parser)
@@ -182,6 +184,7 @@ def check_config(config: Settings, argv: Sequence[str]) -> int:
     except ConfigError as exc:
         problems.append(str(exc))
     problems += security.file_problems(config)
+    problems += settings.conflicts(config)
     if problems:
         for problem in problems:
             print(f"{PROG} check-config: {problem}", file=sys.stderr)
@@ -251,7 +254,7 @@ def _run(args: argparse.Namespace, args_list: list[str], config: Settings) -> in
             return migrate(config)
         elif args.command == "check-config":
             return check_config(config, args_list)
-    except security.Refused as exc:
+    except (security.Refused, settings.Conflicting) as exc:
         for problem in exc.problems:
             print(f"{PROG} {args.command}: {problem}", file=sys.stderr)
         return 2

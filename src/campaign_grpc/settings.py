@@ -135,9 +135,9 @@ class Settings:
     )
     list_page_bytes: int = _setting(
         1024 * 1024,
-        "most bytes of campaigns in one ListCampaigns page (at most 3 MiB: clients receive "
-        "4 MiB by default); a page holds fewer than page_size campaigns rather than more "
-        "bytes, and always at least one",
+        "most bytes of campaigns in one ListCampaigns page, and of events in one "
+        "ListCampaignEvents page (at most 3 MiB: clients receive 4 MiB by default); a page "
+        "holds fewer than page_size rather than more bytes, and always at least one",
         _page_bytes,
         metavar="BYTES",
     )
@@ -214,6 +214,24 @@ class Settings:
         "customers, with no customer_id, count as one more customer)",
         _count,
     )
+    max_watch_unread_bytes: int = _setting(
+        128 * 1024 * 1024,
+        "bytes of WatchStatus messages handed to gRPC and not yet read by their clients, over "
+        "all streams (grpc keeps a copy of each until the client's window takes it); a "
+        "stream's next message waits for room, and one that waits --watch-send-timeout is "
+        "ended with RESOURCE_EXHAUSTED (WATCH_UNREAD_BYTES)",
+        _count,
+        metavar="BYTES",
+    )
+    max_watch_unread_bytes_per_customer: int = _setting(
+        32 * 1024 * 1024,
+        "of --max-watch-unread-bytes, how many one customer_id's streams may hold; past it "
+        "its streams' next messages wait, then end with RESOURCE_EXHAUSTED "
+        "(WATCH_UNREAD_BYTES_FOR_CUSTOMER). A full-view message of a campaign of 1,000 "
+        "actions is about 200 KB",
+        _count,
+        metavar="BYTES",
+    )
     max_unary_in_flight: int = _setting(
         1_000,
         "unary calls this server runs at once; more get RESOURCE_EXHAUSTED (health checks never)",
@@ -264,9 +282,11 @@ class Settings:
         _count,
     )
     max_streams_per_connection: int = _setting(
-        1_000,
+        2_200,
         "calls and streams one connection may have open at once (HTTP/2 "
-        "SETTINGS_MAX_CONCURRENT_STREAMS); clients queue the ones past it",
+        "SETTINGS_MAX_CONCURRENT_STREAMS); clients queue the ones past it. At least "
+        "--max-watch-streams-per-customer plus --max-unary-in-flight-per-customer, so that "
+        "one client's watches never leave its unary calls queued on its own connection",
         _count,
     )
     handshake_timeout: float = _setting(
@@ -411,3 +431,74 @@ def parse(argv: Sequence[str]) -> Settings:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return from_namespace(parser.parse_args(list(argv)))
+
+
+class Conflicting(ValueError):
+    """Settings each valid alone that cannot work together; problems says each reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _share_problem(s: Settings, part: str, whole: str, why: str) -> list[str]:
+    """A budget that is a share of another, set larger than it: the larger one never binds."""
+    if getattr(s, part) <= getattr(s, whole):
+        return []
+    return [
+        f"{_flag(part)} {getattr(s, part)} is more than {_flag(whole)} {getattr(s, whole)}: {why}"
+    ]
+
+
+def conflicts(s: Settings) -> list[str]:
+    """What the limits and budgets of s say against each other, each named with its flags."""
+    problems = _share_problem(
+        s,
+        "max_unary_writes_in_flight",
+        "max_unary_in_flight",
+        "writes are a share of the unary calls, and the rest is kept for reads",
+    )
+    problems += _share_problem(
+        s,
+        "max_unary_in_flight_per_customer",
+        "max_unary_in_flight",
+        "one customer's calls are a share of the server's",
+    )
+    problems += _share_problem(
+        s,
+        "max_watch_streams_per_customer",
+        "max_watch_streams",
+        "one customer's WatchStatus streams are a share of the server's",
+    )
+    problems += _share_problem(
+        s,
+        "max_watch_unread_bytes_per_customer",
+        "max_watch_unread_bytes",
+        "one customer's unread WatchStatus messages are a share of the server's",
+    )
+    # One client of one customer may hold this many streams, and grpc clients put them all on
+    # one connection: past the connection's cap its HTTP/2 layer queues every further call,
+    # unary ones included, until they run out of time.
+    held = min(s.max_watch_streams_per_customer, s.max_watch_streams)
+    one_client = held + s.max_unary_in_flight_per_customer
+    if s.max_streams_per_connection < one_client:
+        problems.append(
+            f"--max-streams-per-connection {s.max_streams_per_connection} is less than what "
+            f"one client may hold on its connection: {held} WatchStatus streams "
+            "(--max-watch-streams-per-customer) and "
+            f"{s.max_unary_in_flight_per_customer} unary calls "
+            f"(--max-unary-in-flight-per-customer), {one_client}; its calls past the cap "
+            "would wait in its own HTTP/2 layer until their deadline"
+        )
+    return problems
+
+
+def check(s: Settings) -> None:
+    """Raises Conflicting when the settings cannot work together."""
+    problems = conflicts(s)
+    if problems:
+        raise Conflicting(problems)

@@ -138,13 +138,10 @@ class Campaigns:
         before = page_token.decode(token, f) if token else None
         if f.campaign_id and not token:
             await self.get(f.customer_id, f.campaign_id)
-        events = await self._readers.run(
-            lambda: self._store.events_before(
-                before, f.customer_id, f.campaign_id, limit + 1, full=full
-            )
+        # A page is bounded in bytes too: a full-view event carries its whole campaign.
+        events, more = await self._readers.run(
+            lambda: self._store.events_page(before, f.customer_id, f.campaign_id, limit, full=full)
         )
-        more = len(events) > limit
-        events = events[:limit]
         return EventPage(events, page_token.encode(f, events[-1].revision) if more else "")
 
     async def snapshot_page(
@@ -180,8 +177,9 @@ class Campaigns:
     async def next_stop_deadline(self) -> int | None:
         return await self._readers.run(self._store.next_stop_deadline)
 
-    async def ping(self) -> None:
-        await self._readers.run(self._store.ping)
+    async def probe_read(self) -> None:
+        """Fails when the service's reads would: each of its tables is read."""
+        await self._readers.run(self._store.probe_read)
 
     # -- writes ----------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ streams costs the server little and it keeps answering the others.
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections import deque
 
 from ..domain.errors import DeadlineExceeded, LimitExceeded, QuotaViolation
 
@@ -139,3 +141,128 @@ class WatchStreamCounts:
             self._by_customer[customer_id] = held
         else:
             del self._by_customer[customer_id]
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+class UnreadBytes:
+    """Bytes of WatchStatus messages handed to gRPC and not yet taken by their clients, per
+    server and per customer, each kept under its budget.
+
+    A message is held from the moment its stream hands it to gRPC until the send completes,
+    which is when the client's flow-control window has taken it: at once for a client that
+    reads, never for one that does not (grpc copies each message it sends, so every stream's
+    send holds its bytes, a change shared by many streams included). A stream whose message
+    does not fit waits, in order, for room: a burst of large changes to many streams that
+    read goes out in waves; room held by streams that do not read is never given back, and
+    their customer's further messages wait until they are refused (see take). The first
+    message is let in when nothing is held, so that one larger than a budget is sent rather
+    than refused for ever. Every method runs on the event loop.
+    """
+
+    def __init__(self, per_server: int = sys.maxsize, per_customer: int = sys.maxsize) -> None:
+        self.per_server = per_server
+        self.per_customer = per_customer
+        self.total = 0
+        self._by_customer: dict[str, int] = {}
+        # The messages waiting for room, per customer, in order: one that does not fit its
+        # customer's budget holds back only that customer's later ones.
+        self._waiting: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
+        # Streams refused room, for the log (see watch.hub).
+        self.refused = 0
+
+    def held_by(self, customer_id: str) -> int:
+        return self._by_customer.get(customer_id, 0)
+
+    def _fits(self, customer_id: str, size: int) -> bool:
+        held = self._by_customer.get(customer_id, 0)
+        return (not self.total or self.total + size <= self.per_server) and (
+            not held or held + size <= self.per_customer
+        )
+
+    def _hold(self, customer_id: str, size: int) -> None:
+        self.total += size
+        self._by_customer[customer_id] = self._by_customer.get(customer_id, 0) + size
+
+    def try_take(self, customer_id: str, size: int) -> bool:
+        """Holds size bytes for customer_id if they fit now, behind nobody waiting."""
+        if self._waiting.get(customer_id) or not self._fits(customer_id, size):
+            return False
+        self._hold(customer_id, size)
+        return True
+
+    async def take(self, customer_id: str, size: int, within: float) -> None:
+        """Holds size bytes for customer_id once they fit; raises LimitExceeded when they do
+        not within that many seconds."""
+        if self.try_take(customer_id, size):
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(customer_id, deque()).append((size, waiter))
+        try:
+            async with asyncio.timeout(within):
+                await waiter
+        except BaseException as exc:
+            # Given room as the wait ended: give it back, to the next in line.
+            if waiter.done() and not waiter.cancelled():
+                self.give_back(customer_id, size)
+            else:
+                waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                self.refused += 1
+                raise self._refusal(customer_id, size, within) from None
+            raise
+
+    def give_back(self, customer_id: str, size: int) -> None:
+        """Gives back what take() held, and room to those waiting that now fit."""
+        if not size:
+            return
+        self.total -= size
+        held = self._by_customer[customer_id] - size
+        if held:
+            self._by_customer[customer_id] = held
+        else:
+            del self._by_customer[customer_id]
+        for customer, line in list(self._waiting.items()):
+            while line:
+                wanted, waiter = line[0]
+                if waiter.done():  # gave up waiting
+                    line.popleft()
+                    continue
+                if not self._fits(customer, wanted):
+                    break
+                line.popleft()
+                self._hold(customer, wanted)
+                waiter.set_result(None)
+            if not line:
+                del self._waiting[customer]
+
+    def _refusal(self, customer_id: str, size: int, within: float) -> LimitExceeded:
+        held = self._by_customer.get(customer_id, 0)
+        if held and held + size > self.per_customer:
+            subject = _customer_subject(customer_id)
+            return LimitExceeded(
+                f"the WatchStatus streams of {subject} hold {_mib(held)} of messages their "
+                f"clients have not read, of at most {_mib(self.per_customer)}, and this "
+                f"stream's next message waited {within:g} s for room; read every stream "
+                "opened, then resume from the last revision received",
+                QuotaViolation(
+                    subject, f"at most {self.per_customer} bytes of unread WatchStatus messages"
+                ),
+                reason="WATCH_UNREAD_BYTES_FOR_CUSTOMER",
+                limit=self.per_customer,
+                metadata={"customer_id": customer_id, "unread_bytes": str(held)},
+            )
+        return LimitExceeded(
+            f"the server's WatchStatus streams hold {_mib(self.total)} of messages their "
+            f"clients have not read, of at most {_mib(self.per_server)}, and this stream's "
+            f"next message waited {within:g} s for room; resume from the last revision "
+            "received, with backoff, or on another server",
+            QuotaViolation(
+                "server", f"at most {self.per_server} bytes of unread WatchStatus messages"
+            ),
+            reason="WATCH_UNREAD_BYTES",
+            limit=self.per_server,
+            metadata={"unread_bytes": str(self.total)},
+        )

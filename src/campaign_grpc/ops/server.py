@@ -35,6 +35,7 @@ from ..api.servicer import CampaignServicer
 from ..domain.campaigns import Campaigns, Clock, wall_clock_us
 from ..domain.errors import CampaignError
 from ..settings import Settings
+from ..settings import check as check_settings
 from ..storage.database import (
     Readers,
     UnsupportedDatabase,
@@ -54,7 +55,7 @@ from .caches import Caches
 from .clock_sync import ClockSync
 from .compaction import Compactor
 from .connections import AbortedCalls, shut_down
-from .limits import WatchStreamCounts, receive_ceiling
+from .limits import UnreadBytes, WatchStreamCounts, receive_ceiling
 from .memory import MemoryTrimmer
 from .metrics import Metrics
 from .peer_reports import PeerReports
@@ -190,6 +191,8 @@ class App:
     """One running server. start() then stop(); port is known after start()."""
 
     def __init__(self, settings: Settings, *, tracing: Tracing | None = None) -> None:
+        # Before anything is opened: settings that contradict each other refuse the start.
+        check_settings(settings)
         self.settings = settings
         self.port = 0
         self.stopped = False
@@ -262,6 +265,9 @@ class App:
             encode=convert.encode_item,
             streams=WatchStreamCounts(
                 settings.max_watch_streams, settings.max_watch_streams_per_customer
+            ),
+            unread=UnreadBytes(
+                settings.max_watch_unread_bytes, settings.max_watch_unread_bytes_per_customer
             ),
             log_state=lambda revision: self._readers.run(lambda: self.store.log_state(revision)),
             identity=self.store.identity,
@@ -443,7 +449,7 @@ class App:
         serving = {"": True, SERVICE_NAME: True}
         while True:
             await asyncio.sleep(interval)
-            reads = await _probe(self.campaigns.ping(), interval)
+            reads = await _probe(self.campaigns.probe_read(), interval)
             writes = reads if reads.failed else await _probe(self._probe_write(), write_within)
             # The probe writes a few bytes: a disk with room for them and not for a campaign
             # passes it. A write of the service that failed on the database's side holds

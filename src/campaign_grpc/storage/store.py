@@ -249,6 +249,10 @@ _ENCODED_BASE = 400
 # length of up to four; the next_page_token takes the reserve.
 _ENTRY_OVERHEAD = 5
 _PAGE_RESERVE = 64
+# An event's message beyond its texts and its campaign: ids, statuses, times, revisions.
+_EVENT_BASE = 200
+# Full-view events read at once for a page of them (see events_page).
+_FULL_EVENTS_BATCH = 8
 
 
 def _estimated_size(c: Campaign) -> int:
@@ -913,6 +917,43 @@ class Store:
         rows = query.all(before, customer_id, campaign_id, limit)
         return [_full_event(r) if full else _event(r) for r in rows]
 
+    def events_page(
+        self, before: int | None, customer_id: str, campaign_id: str, limit: int, *, full: bool
+    ) -> tuple[list[Event], bool]:
+        """As events_before, but no more than page_bytes of them as they are sent (at least
+        one, so that a walk always moves on), and whether more are left. A full-view event
+        carries its whole campaign, up to about 1 MB: they are read a few at a time, so that
+        a page stops reading once it is full."""
+        page: list[Event] = []
+        size = _PAGE_RESERVE
+        batch = _FULL_EVENTS_BATCH if full else limit + 1
+        while True:
+            wanted = min(batch, limit + 1 - len(page))
+            events = self.events_before(before, customer_id, campaign_id, wanted, full=full)
+            for event in events:
+                weight = self._event_size(event) + _ENTRY_OVERHEAD
+                if len(page) == limit or (page and size + weight > self.page_bytes):
+                    return page, True
+                page.append(event)
+                size += weight
+            if len(events) < wanted:
+                return page, False
+            before = events[-1].revision
+
+    def _event_size(self, e: Event) -> int:
+        """What e's message weighs, about: its own fields, and its campaign's message."""
+        texts = (e.detail, e.principal, e.traceparent, *e.unmet_run_conditions)
+        size = _EVENT_BASE + sum(len(t) for t in texts)
+        c = e.campaign
+        if c is None:
+            return size
+        if self._wire is None:
+            return size + _estimated_size(c)
+        # The actions as they travel: options go as Struct, up to several times their JSON.
+        return (
+            size + _ENCODED_BASE + len(c.name) + len(c.detail) + len(self._wire.actions(c.actions))
+        )
+
     def _history_query(self, bounded: bool, campaign: bool, full: bool) -> Any:
         E = self.t.event
         cond = E.customer_id == param(1)
@@ -948,6 +989,14 @@ class Store:
 
     def ping(self) -> None:
         self.db.execute_sql("SELECT 1").fetchone()
+
+    def probe_read(self) -> None:
+        """Reads each table the service reads, by an index and one row at most: a database
+        that answers SELECT 1 but not them (a table missing, a permission revoked, a lock
+        held on one) fails it, and a few index lookups cost no more than SELECT 1 did."""
+        head = self.head_revision()
+        self._id_taken.one("")
+        self._fingerprint.one(head)
 
     # -- writes (writer thread, inside its transaction) --------------------------------
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..domain.campaigns import Campaigns
 from ..domain.errors import CampaignError, NotFound, OutOfRange, ResourceExhausted, Unavailable
 from ..domain.types import Campaign, CampaignState, Event
-from ..ops.limits import WatchStreamCounts
+from ..ops.limits import UnreadBytes, WatchStreamCounts
 from ..storage.identity import Fingerprint, LogIdentity, LogState, fingerprint
 from ..storage.timelines import Timelines, TimelineSource
 from .turns import SendTurns
@@ -46,6 +46,9 @@ _UNREAD_INTERVALS = 2
 # The log is read at least this many times a heartbeat interval: one slow read alone does not
 # leave the heartbeats without a fresh head.
 _READS_PER_INTERVAL = 4
+# Streams ended for clients that do not read are logged once per this many seconds, with
+# their count: thousands of them (one client's) would otherwise log a line each.
+UNREAD_LOG_INTERVAL = 10.0
 
 
 class Kind(enum.IntEnum):
@@ -150,6 +153,7 @@ class Subscription:
         "reading",
         "sent_at",
         "task",
+        "unread",
     )
 
     def __init__(
@@ -174,6 +178,9 @@ class Subscription:
         # Waiting for a read of its snapshot or replay, which a database that does not answer
         # can hold for minutes (see Hub._interrupt_reads).
         self.reading = False
+        # The bytes of the message being sent, held in the hub's UnreadBytes until the send
+        # completes; 0 while the stream is not sending.
+        self.unread = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -241,6 +248,7 @@ class Hub:
         on_reset: Callable[[], None] = lambda: None,
         send_turns: SendTurns | None = None,
         timelines: TimelineSource | None = None,
+        unread: UnreadBytes | None = None,
     ) -> None:
         """log_state(revision) reads the log's identity (see storage.identity); without it
         the hub knows only the log's head and compaction point. identity is kept up to date
@@ -268,6 +276,12 @@ class Hub:
         self._send_turns = send_turns or SendTurns()
         # Streams cancelled for a client that stopped reading (see _cancel_stuck).
         self.stuck_cancelled = 0
+        # The bytes of the messages in sends not completed yet; a stream waits for room
+        # for its next one at most as long as a send may take (see _room).
+        self.unread = unread or UnreadBytes()
+        # What _log_unread last reported, and whether a report is due.
+        self._unread_logged = (0, 0)
+        self._unread_log: asyncio.TimerHandle | None = None
         self._buffer_limit = buffer_limit
         self._poll_interval = poll_interval
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
@@ -362,6 +376,9 @@ class Hub:
     async def close(self) -> None:
         """Ends every stream with UNAVAILABLE so that clients reconnect elsewhere."""
         self._closed = True
+        if self._unread_log is not None:
+            self._unread_log.cancel()
+            self._log_unread()
         self._end_all(_shutting_down)
         self._wake.set()
         for task in self._tasks:
@@ -468,12 +485,31 @@ class Hub:
         sub.task.cancel()
         sub.task = None
         self.stuck_cancelled += 1
+        self._report_unread()
+
+    def _report_unread(self) -> None:
+        """Logs the streams ended for clients that do not read at the end of the interval."""
+        if self._unread_log is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._unread_log = loop.call_later(UNREAD_LOG_INTERVAL, self._log_unread)
+
+    def _log_unread(self) -> None:
+        self._unread_log = None
+        cancelled, refused = self.stuck_cancelled, self.unread.refused
+        was_cancelled, was_refused = self._unread_logged
+        if (cancelled, refused) == (was_cancelled, was_refused):
+            return
+        self._unread_logged = (cancelled, refused)
         log.warning(
-            "a WatchStatus stream of %s sent nothing for %.0f s: its client does not read; "
-            "cancelled (%d so far)",
-            sub.customer_id or "every customer",
+            "WatchStatus clients that do not read: since the last report, %d streams "
+            "cancelled after %g s without sending, %d refused room for their next message "
+            "(%s held for unread messages; %d and %d since start)",
+            cancelled - was_cancelled,
             self._send_timeout,
-            self.stuck_cancelled,
+            refused - was_refused,
+            f"{self.unread.total / (1024 * 1024):.1f} MiB",
+            cancelled,
+            refused,
         )
 
     def _head_age(self, now: float) -> float:
@@ -519,6 +555,33 @@ class Hub:
                 if sub.reading and sub.task is not None and not sub.task.done():
                     sub.task.cancel()
                     sub.task = None
+
+    async def _room(self, sub: Subscription, item: Item) -> Item:
+        """The item with its payload, once the stream holds room for it among the bytes
+        sent and not yet read (ops.limits.UnreadBytes). A payload made for this stream
+        alone (a snapshot's, a replay's) is not kept while it waits: thousands of streams
+        of a client that does not read would keep theirs."""
+        if self._encode is None:
+            return item
+        payload = item.payload if item.payload is not None else self._encode(item)
+        size = len(payload)
+        if not self.unread.try_take(sub.customer_id, size):
+            del payload
+            # The wait is not a send stuck: the stream is not cancelled for it (see stuck()).
+            sub.sent_at = asyncio.get_running_loop().time()
+            try:
+                await self.unread.take(sub.customer_id, size, self._send_timeout)
+            except ResourceExhausted:
+                self._report_unread()
+                raise
+            payload = item.payload if item.payload is not None else self._encode(item)
+        sub.unread = size
+        return item if item.payload is not None else dataclasses.replace(item, payload=payload)
+
+    def _sent(self, sub: Subscription) -> None:
+        """The stream's message left (or never will): its room goes to the next."""
+        self.unread.give_back(sub.customer_id, sub.unread)
+        sub.unread = 0
 
     async def _tail(self) -> None:
         # Often enough that a heartbeat always finds a head read within its interval.
@@ -702,6 +765,7 @@ class Hub:
                         sub.reading = False
                     cursor = item.revision
                     sent += 1
+                    item = await self._room(sub, item)
                     if sent <= FREE_BULK_ITEMS:
                         yield item
                     else:
@@ -710,6 +774,7 @@ class Hub:
                             yield item
                         finally:
                             turn.give_back()
+                    self._sent(sub)
                     sub.sent_at = loop.time()
             # An idle stream keeps nothing of its snapshot.
             del first
@@ -724,16 +789,19 @@ class Hub:
                         # more, until the stream is ended (see _end_if_unread).
                         continue
                     cursor = max(cursor, self.head)
-                    yield self._heartbeat_at(cursor)
+                    yield await self._room(sub, self._heartbeat_at(cursor))
+                    self._sent(sub)
                     sub.sent_at = loop.time()
                     continue
                 for change in changes:
                     if change.revision > cursor:
                         cursor = change.revision
-                        yield change
+                        yield await self._room(sub, change)
+                        self._sent(sub)
                         sub.sent_at = loop.time()
                 del changes
         finally:
+            self._sent(sub)
             self._unsubscribe(sub)
 
     async def _snapshot(
