@@ -19,6 +19,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -172,6 +179,14 @@ class Settings:
     )
     health_interval: float = _setting(
         2.0, "seconds between database checks that drive the health status", _positive
+    )
+    database_slow_threshold: float = _setting(
+        0.25,
+        "seconds the health check's read of the database (three index lookups) may take, "
+        "the median of the last five, before this server reports campaign.v1.CampaignService "
+        "NOT_SERVING (DATABASE_SLOW): a replica on a slow path to the database turns its "
+        "load balancer's calls to the others. 0: never",
+        _non_negative,
     )
     event_poll_interval: float = _setting(
         0.5, "seconds between looks for events written by other processes", _positive
@@ -351,6 +366,7 @@ class Settings:
 
 _METAVARS: dict[Callable[[str], Any], str] = {
     _positive: "SECONDS",
+    _non_negative: "SECONDS",
     _count: "N",
     _page_bytes: "BYTES",
     str: "VALUE",

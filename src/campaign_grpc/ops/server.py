@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
 import signal
+import statistics
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -447,10 +449,15 @@ class App:
         write_within = interval + self.settings.database_lock_timeout
         hold = WRITE_FAILURE_HOLD * interval
         serving = {"": True, SERVICE_NAME: True}
+        slowness = _Slowness(self.settings.database_slow_threshold)
         while True:
             await asyncio.sleep(interval)
-            reads = await _probe(self.campaigns.probe_read(), interval)
+            # A slow path answers late, not never: "" (whether the server can serve at all)
+            # waits as long as a write may; slowness tells on the service's name alone.
+            reads = await _probe(self._probe_read(slowness), write_within)
             writes = reads if reads.failed else await _probe(self._probe_write(), write_within)
+            if not writes.failed and slowness.slow:
+                writes = _Probe(True, slowness.reason)
             # The probe writes a few bytes: a disk with room for them and not for a campaign
             # passes it. A write of the service that failed on the database's side holds
             # the service NOT_SERVING for a while all the same, as a circuit breaker does,
@@ -464,6 +471,13 @@ class App:
                 continue
             if reads.failed:
                 log.warning("the database does not answer (%s): NOT_SERVING", reads.reason)
+            elif writes.failed and writes.reason.startswith("DATABASE_SLOW"):
+                log.warning(
+                    "the database answers this server slowly (%s): %s NOT_SERVING, calls are "
+                    "still served",
+                    writes.reason,
+                    SERVICE_NAME,
+                )
             elif writes.failed:
                 log.warning(
                     "the database takes no writes (%s): %s NOT_SERVING, reads go on",
@@ -476,6 +490,9 @@ class App:
                 if ok != serving[name]:
                     await self.health.set(name, SERVING if ok else NOT_SERVING)
             serving = now_serving
+
+    async def _probe_read(self, slowness: _Slowness) -> None:
+        slowness.add(await self.campaigns.probe_read())
 
     async def _probe_write(self) -> None:
         now = self.campaigns.now()
@@ -536,6 +553,34 @@ class App:
 class _Probe:
     failed: bool
     reason: str = ""
+
+
+class _Slowness:
+    """Whether the database's answers come slowly to this server: the median of its last
+    read probes' times against the threshold (0: never slow). One late answer (a pause of
+    the database, a busy moment here) is not a slow path."""
+
+    SAMPLES = 5
+
+    def __init__(self, threshold: float) -> None:
+        self._threshold = threshold
+        self._times: collections.deque[float] = collections.deque(maxlen=self.SAMPLES)
+
+    def add(self, seconds: float) -> None:
+        self._times.append(seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self._times) if self._times else 0.0
+
+    @property
+    def slow(self) -> bool:
+        full = len(self._times) == self.SAMPLES
+        return full and self._threshold > 0 and self.median > self._threshold
+
+    @property
+    def reason(self) -> str:
+        return f"DATABASE_SLOW: reads take {self.median * 1000:.0f} ms"
 
 
 async def _probe(check: Awaitable[Any], within: float) -> _Probe:

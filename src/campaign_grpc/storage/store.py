@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -990,13 +991,16 @@ class Store:
     def ping(self) -> None:
         self.db.execute_sql("SELECT 1").fetchone()
 
-    def probe_read(self) -> None:
+    def probe_read(self) -> float:
         """Reads each table the service reads, by an index and one row at most: a database
         that answers SELECT 1 but not them (a table missing, a permission revoked, a lock
-        held on one) fails it, and a few index lookups cost no more than SELECT 1 did."""
+        held on one) fails it, and a few index lookups cost no more than SELECT 1 did.
+        Returns the seconds it took, on this thread: round trips to the database, mostly."""
+        started = time.monotonic()
         head = self.head_revision()
         self._id_taken.one("")
         self._fingerprint.one(head)
+        return time.monotonic() - started
 
     # -- writes (writer thread, inside its transaction) --------------------------------
 
