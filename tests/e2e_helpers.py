@@ -107,7 +107,7 @@ def stored_rows(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
     with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         rows = {t: sorted(db.execute(f'SELECT * FROM "{t}"'), key=repr) for t in tables}
-    rows["meta"] = [row for row in rows["meta"] if row[0] != "write_probe"]
+    rows["meta"] = [row for row in rows["meta"] if not row[0].startswith("write_probe")]
     return rows
 
 

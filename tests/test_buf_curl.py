@@ -140,7 +140,9 @@ def test_a_buf_curl_session_through_reflection(url: str) -> None:
     assert RFC3339.fullmatch(first["tmEvent"])
     # Each says how often heartbeats come, so that a client can tell a quiet stream from a dead
     # one.
-    beat = {"revision": "2", "heartbeatInterval": "0.500s"}
+    # And which timeline of the log its revision is of, to send back with it on a resume.
+    beat = {"revision": "2", "heartbeatInterval": "0.500s", "timeline": first["timeline"]}
+    assert re.fullmatch(r"[0-9a-f]{16}", first["timeline"])
     assert end == {"kind": "KIND_SNAPSHOT_END", **beat}
     assert all(b == {"kind": "KIND_HEARTBEAT", **beat} for b in beats)
     assert "deadline_exceeded" in snapshot.stderr

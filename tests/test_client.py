@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from campaign_grpc.client import (
     SnapshotReset,
     exceptions,
 )
+from campaign_grpc.client._watch import Resume
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
 from client_helpers import Reader, ServerThread, wait_serving
@@ -434,6 +437,85 @@ async def test_watch_starts_again_from_a_snapshot_when_the_server_has_a_new_log(
 
     assert resets == [SnapshotReset("REVISION_OUT_OF_RANGE", 2)]
     assert state == {b.id: C.STATUS_STOP}
+
+
+def test_watch_passes_back_the_timeline_of_the_revision_it_resumes_from() -> None:
+    resume = Resume("", "", 0, heartbeats=False)
+    assert resume.request().timeline == ""
+    old, new = "a" * 16, "b" * 16
+    resume.accept(W(kind=W.KIND_SNAPSHOT_END, revision=3, timeline=old))
+    resume.accept(W(kind=W.KIND_CHANGE, revision=4, timeline=old))
+    assert (resume.request().after_revision, resume.request().timeline) == (4, old)
+    # The log forked after 4: the server names revision 4 by its new timeline.
+    resume.accept(W(kind=W.KIND_HEARTBEAT, revision=4, timeline=new))
+    assert (resume.request().after_revision, resume.request().timeline) == (4, new)
+    # A duplicate of an older revision changes nothing.
+    resume.accept(W(kind=W.KIND_CHANGE, revision=2, timeline=old))
+    assert resume.request().timeline == new
+    resume.after(exceptions.OutOfRange("forked"))
+    assert (resume.request().after_revision, resume.request().timeline) == (0, "")
+
+
+async def test_watch_from_a_revision_of_a_log_that_forked_starts_again_from_a_snapshot(
+    start_server: Callable[..., Any], settings: Settings, tmp_path: Path, customer: str
+) -> None:
+    path = tmp_path / "campaigns.db"
+    app: App = await start_server(settings, database_url=f"sqlite:///{path}")
+    async with AsyncCampaignClient(f"127.0.0.1:{app.port}", watch_retry=QUICK) as client:
+        a = await client.create_campaign(runnable_campaign(customer))  # revision 1
+        with (
+            contextlib.closing(sqlite3.connect(path)) as live,
+            contextlib.closing(sqlite3.connect(tmp_path / "copy.db")) as copy,
+        ):
+            live.backup(copy)
+        for _ in range(2):  # revisions 2 to 5, which the copy does not have
+            await client.update_campaign_status(customer, a.id, C.STATUS_RUN)
+            await client.update_campaign_status(customer, a.id, C.STATUS_STOP, force=True)
+        watch = client.watch(customer, heartbeats=True)
+        async for item in watch:
+            if not isinstance(item, SnapshotReset) and item.revision == 5:
+                break
+        saved = (watch.revision, watch.timeline)
+        await watch.aclose()
+        assert saved[0] == 5
+        assert saved[1]
+
+        # The server checks its log once a poll (0.1 s here): a restore within the same
+        # instant as the last write would be a race no real restore runs.
+        for _ in range(100):
+            if app.store.identity.floor >= 5:
+                break
+            await asyncio.sleep(0.02)
+        # The older copy restored under the server, which then writes past revision 5.
+        with (
+            contextlib.closing(sqlite3.connect(tmp_path / "copy.db")) as copy,
+            contextlib.closing(sqlite3.connect(path)) as live,
+        ):
+            copy.backup(live)
+        b = None
+        for _ in range(100):
+            try:
+                b = await client.create_campaign(runnable_campaign(customer))
+                break
+            except exceptions.Unavailable:  # until the server has recognised the file
+                await asyncio.sleep(0.05)
+        assert b is not None
+        for _ in range(3):
+            await client.update_campaign_status(customer, b.id, C.STATUS_RUN)
+            await client.update_campaign_status(customer, b.id, C.STATUS_STOP, force=True)
+
+        watch = client.watch(customer, after_revision=saved[0], timeline=saved[1])
+        try:
+            first = await asyncio.wait_for(anext(watch), 10)
+            assert first == SnapshotReset("REVISION_OUT_OF_RANGE", 5)
+            snapshot = []
+            while (item := await asyncio.wait_for(anext(watch), 10)).kind == W.KIND_SNAPSHOT:
+                snapshot.append(item.campaign_id)
+            assert item.kind == W.KIND_SNAPSHOT_END
+            assert sorted(snapshot) == sorted([a.id, b.id])
+            assert watch.timeline not in ("", saved[1])
+        finally:
+            await watch.aclose()
 
 
 def test_watch_resumes_after_a_given_revision_and_hides_heartbeats_unless_asked(

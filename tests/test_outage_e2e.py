@@ -41,6 +41,7 @@ from tcp_proxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE = "campaign.v1.CampaignService"
 WRITERS = 4
 # Acknowledged writes before the cut, and again after the restore.
 WRITES = 40
@@ -143,7 +144,10 @@ class ResumingWatch:
 
 
 def database_unavailable(err: grpc.aio.AioRpcError) -> bool:
-    return err.code() == Code.UNAVAILABLE and reason_of(err) == "DATABASE_UNAVAILABLE"
+    # A connection cut as a write commits cannot be asked about while the database is away:
+    # the write may have been made, and the ledger settles it once the database is back.
+    unknown = ("DATABASE_UNAVAILABLE", "COMMIT_OUTCOME_UNKNOWN")
+    return err.code() == Code.UNAVAILABLE and reason_of(err) in unknown
 
 
 def serve(postgres_url: str, proxy: TcpProxy, tmp_path: Path) -> tuple[Process, str]:
@@ -301,5 +305,147 @@ async def test_connections_dropped_while_idle_fail_no_call_once_the_database_is_
         assert health.statuses == [SERVING]
         proc.terminate()
         assert await proc.exit_code(within=15) == 0
+    finally:
+        proc.kill()
+
+
+async def test_a_replica_cut_off_from_postgresql_ends_its_watches_so_that_they_fail_over(
+    proxy: TcpProxy, postgres_url: str, tmp_path: Path, customer: str
+) -> None:
+    # The network path to PostgreSQL drops everything: the replica's reads neither answer
+    # nor fail. Its watches must not go on with heartbeats of the last revision it read
+    # while a STOP committed through another replica never reaches them.
+    interval = 0.5
+    common = ["--heartbeat-interval", str(interval), "--health-interval", "0.2"]
+    common += ["--event-poll-interval", "0.2", "--stop-grace", "3600", "--shutdown-grace", "2"]
+    cut_off_target = f"127.0.0.1:{free_port()}"
+    other_target = f"127.0.0.1:{free_port()}"
+    cut_off = Process(
+        ["--listen", cut_off_target, "--database-url", through(postgres_url, proxy), *common],
+        tmp_path / "cut-off.log",
+    )
+    other = Process(
+        ["--listen", other_target, "--database-url", postgres_url, *common],
+        tmp_path / "other.log",
+    )
+    try:
+        await wait_serving(cut_off_target, cut_off)
+        await wait_serving(other_target, other)
+        async with (
+            grpc.aio.insecure_channel(cut_off_target) as cut_off_channel,
+            grpc.aio.insecure_channel(other_target) as other_channel,
+        ):
+            there = campaign_pb2_grpc.CampaignServiceStub(cut_off_channel)
+            elsewhere = campaign_pb2_grpc.CampaignServiceStub(other_channel)
+            campaign = await create(elsewhere, runnable_campaign(customer))
+            await set_status(elsewhere, customer, campaign.id, C.STATUS_RUN)
+            health = HealthFollower(cut_off_channel)
+            await health.turns(SERVING, within=5)
+
+            stream = watch(there, customer)
+            snapshot, cursor = await read_snapshot(stream)
+            assert [m.status for m in snapshot] == [C.STATUS_RUN]
+
+            loop = asyncio.get_running_loop()
+            proxy.blackhole()
+            cut_at = loop.time()
+            stopped = await set_status(elsewhere, customer, campaign.id, C.STATUS_STOP)
+            assert stopped.status == C.STATUS_STOPPING
+            beats_after: list[float] = []
+            while True:
+                try:
+                    message = await stream.next(within=10)
+                except grpc.aio.AioRpcError as err:
+                    ended = err
+                    break
+                assert message is not None
+                assert message.kind == W.KIND_HEARTBEAT, message
+                assert message.revision < stopped.stop_revision
+                beats_after.append(loop.time() - cut_at)
+                # The last heartbeat vouches for a head read at most an interval before it
+                # (the slack: a read in flight when the path broke, and the test's own delay).
+                assert beats_after[-1] < 1.5 * interval, beats_after
+            ended_after = loop.time() - cut_at
+            assert ended.code() == Code.UNAVAILABLE
+            assert reason_of(ended) == "LOG_UNREADABLE"
+            assert ended_after < 3 * interval
+            await stream.close()
+
+            # The client fails over and resumes: the STOP reaches it there.
+            resumed = watch(elsewhere, customer, after_revision=cursor)
+            change = await resumed.next_change()
+            failed_over_after = loop.time() - cut_at
+            assert (change.revision, change.status) == (stopped.stop_revision, C.STATUS_STOPPING)
+            await resumed.close()
+
+            # The cut-off replica refuses a resume at once instead of leaving it waiting.
+            again = watch(there, customer, after_revision=cursor)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await again.next(within=2)
+            assert reason_of(refused.value) == "LOG_UNREADABLE"
+            await again.close()
+            await health.turns(NOT_SERVING, within=10)
+
+            # The path comes back. The proxy dropped what was sent meanwhile, where TCP would
+            # have sent it again: the connections it held are reset, as TCP ends them once
+            # its retries run out, and the replica connects anew.
+            proxy.cut()
+            proxy.restore()
+            await health.turns(SERVING, within=15)
+
+            async def resumes_there() -> bool:
+                s = watch(there, customer, after_revision=cursor)
+                try:
+                    m = await s.next_change()
+                    return bool(m.revision == stopped.stop_revision)
+                except grpc.aio.AioRpcError:
+                    return False
+                finally:
+                    await s.close()
+
+            await eventually(resumes_there, within=15)
+            await health.close()
+        print(
+            f"\npartitioned replica: last heartbeat {max(beats_after, default=0):.2f} s after "
+            f"the cut, streams ended {ended_after:.2f} s after it (heartbeat interval "
+            f"{interval} s), the STOP reached the watcher through another replica "
+            f"{failed_over_after:.2f} s after the cut"
+        )
+        for proc in (cut_off, other):
+            proc.terminate()
+            assert await proc.exit_code(within=15) == 0
+    finally:
+        proxy.restore()
+        cut_off.kill()
+        other.kill()
+
+
+async def test_a_replica_on_a_slow_path_to_postgresql_says_so_in_its_readiness_alone(
+    proxy: TcpProxy, postgres_url: str, tmp_path: Path, customer: str
+) -> None:
+    """100 ms each way between one replica and the database: it still serves (liveness ""
+    SERVING), and its readiness turns NOT_SERVING so that a load balancer sends its calls to
+    replicas on faster paths; back to SERVING when the path is."""
+    proc, target = serve(postgres_url, proxy, tmp_path)
+    try:
+        await wait_serving(target, proc)
+        async with grpc.aio.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status(name: str) -> int:
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                return int(answer.status)
+
+            async def ready_is(wanted: int) -> bool:
+                return await status(SERVICE) == wanted
+
+            proxy.delay = 0.1
+            await eventually(lambda: ready_is(NOT_SERVING), within=20)
+            assert await status("") == SERVING
+            stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+            assert (await create(stub, runnable_campaign(customer))).id
+            proxy.delay = 0.0
+            await eventually(lambda: ready_is(SERVING), within=20)
+        assert "the database answers this server slowly (DATABASE_SLOW" in proc.log
     finally:
         proc.kill()

@@ -112,6 +112,33 @@ async def test_a_write_behind_a_foreign_lock_fails_in_bounded_time_and_reads_go_
         assert [c.id for c in listed.campaigns] == [b.id, a.id]
 
 
+async def test_writes_queued_behind_a_foreign_lock_hear_its_reason_within_their_deadline(
+    start_server: Callable[..., Any], settings: Settings, database_url: str, customer: str
+) -> None:
+    """Writes keep arriving while the writer waits on a lock: each one's wait counts from its
+    arrival, so a client whose deadline is well past the lock timeout hears the reason, not
+    DEADLINE_EXCEEDED (a write queued behind another's wait used to wait as long again)."""
+    server: App = await start_server(settings, database_lock_timeout=1.0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        with writes_held(database_url):
+
+            async def write(after: float) -> str:
+                await asyncio.sleep(after)
+                try:
+                    await stub.CreateCampaign(
+                        pb.CreateCampaignRequest(campaign=runnable_campaign(customer)),
+                        timeout=1.6,
+                    )
+                except grpc.aio.AioRpcError as err:
+                    reason = details_of(err).info.reason if err.code() == Code.UNAVAILABLE else ""
+                    return f"{err.code().name} {reason}".strip()
+                return "OK"
+
+            answers = await asyncio.gather(*(write(0.25 * i) for i in range(8)))
+        assert answers == ["UNAVAILABLE DATABASE_LOCK_TIMEOUT"] * 8
+
+
 async def test_sigterm_ends_the_server_within_its_grace_with_a_write_stuck_behind_a_lock(
     spawn: Callable[..., Process], database_url: str, customer: str
 ) -> None:

@@ -502,6 +502,10 @@ def test_watch_request_rules(customer: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         validation.validate_watch("c", "d", 0)
     assert fields_of(info.value) == ["customer_id", "campaign_id"]
+    validation.validate_watch(customer, "", 17, timeline="0123456789abcdef")
+    with pytest.raises(InvalidArgument) as info:
+        validation.validate_watch(customer, "", 17, timeline="not a timeline")
+    assert fields_of(info.value) == ["timeline"]
 
 
 # -- the size of a report -----------------------------------------------------------------

@@ -503,3 +503,144 @@ async def test_closing_the_hub_ends_streams_with_unavailable(
     late = streams(app.hub, customer, "", 0)
     with pytest.raises(Unavailable):
         await late.drain()
+
+
+# -- a log the server cannot read -------------------------------------------------------------
+
+INTERVAL = 0.2  # the heartbeat interval of these tests
+
+
+class LogReads:
+    """The server's reads of the event log, made to hang (a database behind a network path
+    that drops everything) or to fail at once (one that refuses connections) until restored."""
+
+    def __init__(self, campaigns: Campaigns) -> None:
+        self._read = campaigns.events_after
+        self._fault = ""
+        self._restored = asyncio.Event()
+
+    async def events_after(self, *args: Any, **kwargs: Any) -> Any:
+        if self._fault == "hang":
+            await self._restored.wait()
+        elif self._fault == "slow":
+            await asyncio.sleep(INTERVAL / 2)
+        elif self._fault == "fail":
+            raise Unavailable("the database does not answer", reason="DATABASE_UNAVAILABLE")
+        return await self._read(*args, **kwargs)
+
+    def break_(self, fault: str) -> None:
+        self._fault = fault
+        self._restored.clear()
+
+    def restore(self) -> None:
+        self._fault = ""
+        self._restored.set()
+
+
+@pytest.fixture
+async def unreadable(
+    start_server: Callable[..., Awaitable[App]],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[App, LogReads]:
+    app = await start_server(settings, heartbeat_interval=INTERVAL)
+    reads = LogReads(app.campaigns)
+    monkeypatch.setattr(app.campaigns, "events_after", reads.events_after)
+    return app, reads
+
+
+async def heartbeats_until_the_end(s: Stream) -> tuple[list[float], Exception]:
+    """When (the loop's clock) each heartbeat came until the stream ended, and its end."""
+    beats = []
+    while True:
+        try:
+            item = await s.next()
+        except Exception as exc:
+            return beats, exc
+        assert item.kind == Kind.HEARTBEAT, item
+        beats.append(asyncio.get_running_loop().time())
+
+
+@pytest.mark.parametrize("fault", ["hang", "fail"])
+async def test_a_server_that_cannot_read_the_log_ends_its_streams_and_vouches_for_no_head(
+    unreadable: tuple[App, LogReads], customer: str, streams: Callable[..., Stream], fault: str
+) -> None:
+    app, reads = unreadable
+    await create(app.campaigns, customer)
+    s = streams(app.hub, customer)
+    await s.until_snapshot_end()
+    assert (await s.next()).kind == Kind.HEARTBEAT
+    loop = asyncio.get_running_loop()
+    reads.break_(fault)
+    broken_at = loop.time()
+    beats, end = await heartbeats_until_the_end(s)
+    ended_after = loop.time() - broken_at
+    # A heartbeat says the log's head was read at most an interval before it: none comes
+    # later than that after the last read (a little slack for the test's own reading).
+    assert all(at - broken_at < 1.5 * INTERVAL for at in beats), (broken_at, beats)
+    assert isinstance(end, Unavailable)
+    assert end.reason == "LOG_UNREADABLE"
+    assert int(end.metadata["head_revision"]) == app.hub.head
+    # Within three intervals: before a client's own rule (three silent intervals) fires.
+    assert ended_after < 3 * INTERVAL
+    assert app.hub.subscriber_count == 0
+
+    # A new stream is refused at once rather than left waiting, and a resume too.
+    for after in (0, 1):
+        with pytest.raises(Unavailable) as refused:
+            await streams(app.hub, customer, "", after).next()
+        assert refused.value.reason == "LOG_UNREADABLE"
+
+    reads.restore()
+    c = await create(app.campaigns, customer)
+
+    async def served() -> bool:
+        s = streams(app.hub, customer, "", c.revision - 1)
+        try:
+            return (await s.next()).revision == c.revision
+        except Unavailable:
+            return False
+        finally:
+            await s.close()
+
+    await eventually(served)
+
+
+async def test_a_replay_waiting_for_a_read_that_hangs_ends_too(
+    unreadable: tuple[App, LogReads], customer: str, streams: Callable[..., Stream]
+) -> None:
+    app, reads = unreadable
+    await create(app.campaigns, customer)
+    loop = asyncio.get_running_loop()
+    reads.break_("hang")
+    broken_at = loop.time()
+    s = streams(app.hub, customer, "", 1)
+    with pytest.raises(Unavailable) as info:
+        await s.next()
+    assert info.value.reason == "LOG_UNREADABLE"
+    assert loop.time() - broken_at < 3 * INTERVAL
+    assert app.hub.subscriber_count == 0
+    reads.restore()
+
+
+async def test_slow_reads_of_the_log_end_no_stream(
+    unreadable: tuple[App, LogReads], customer: str, streams: Callable[..., Stream]
+) -> None:
+    app, reads = unreadable
+    c = await create(app.campaigns, customer)
+    s = streams(app.hub, customer)
+    await s.until_snapshot_end()
+    reads.break_("slow")
+    loop = asyncio.get_running_loop()
+    slowed_at = last = loop.time()
+    # Changes still come, and the silence between messages stays under a client's rule of
+    # three heartbeat intervals.
+    while loop.time() - slowed_at < 6 * INTERVAL:
+        item = await s.next()
+        assert loop.time() - last < 3 * INTERVAL
+        last = loop.time()
+        if item.kind == Kind.HEARTBEAT and loop.time() - slowed_at < 3 * INTERVAL:
+            await run(app.campaigns, c)
+            assert (await s.next_change()).revision == await app.campaigns.head_revision()
+            await stop(app.campaigns, c, force=True)
+    reads.restore()

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,3 +78,20 @@ def run(
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(map(str, args))} exited {proc.returncode}:\n{output}")
     return output
+
+
+LIBFAKETIME = Path("/usr/lib", sysconfig.get_config_var("MULTIARCH") or "", "faketime") / (
+    "libfaketime.so.1"
+)
+
+
+def shifted(offset: str) -> dict[str, str]:
+    """The environment of a process whose wall clock is offset ("+90s", "-90s", "+25h") by
+    libfaketime (Debian's faketime). Its monotonic clock stays true: a host whose wall clock
+    is wrong still counts seconds right."""
+    require(missing_paths(LIBFAKETIME), "faketime (apt-get install faketime)")
+    return {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME": offset,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }

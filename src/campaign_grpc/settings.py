@@ -19,6 +19,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -115,6 +122,15 @@ class Settings:
         "and fails with UNAVAILABLE (DATABASE_STATEMENT_TIMEOUT), nothing written",
         _positive,
     )
+    database_stall_timeout: float = _setting(
+        5.0,
+        "seconds a PostgreSQL session lives on once the other side is gone or silent: the "
+        "server ends one left idle in a transaction, or whose data goes unacknowledged, "
+        "that long (idle_in_transaction_session_timeout, tcp_user_timeout, keepalives), and "
+        "so does this side. It bounds how long a replica cut off from the database holds "
+        "the campaigns its open transaction locked",
+        _positive,
+    )
     cache_bytes: int = _setting(
         48 * 1024 * 1024,
         "memory the caches of campaigns read may hold, estimated in bytes: a third for "
@@ -163,6 +179,14 @@ class Settings:
     )
     health_interval: float = _setting(
         2.0, "seconds between database checks that drive the health status", _positive
+    )
+    database_slow_threshold: float = _setting(
+        0.25,
+        "seconds the health check's read of the database (three index lookups) may take, "
+        "the median of the last five, before this server reports campaign.v1.CampaignService "
+        "NOT_SERVING (DATABASE_SLOW): a replica on a slow path to the database turns its "
+        "load balancer's calls to the others. 0: never",
+        _non_negative,
     )
     event_poll_interval: float = _setting(
         0.5, "seconds between looks for events written by other processes", _positive
@@ -342,6 +366,7 @@ class Settings:
 
 _METAVARS: dict[Callable[[str], Any], str] = {
     _positive: "SECONDS",
+    _non_negative: "SECONDS",
     _count: "N",
     _page_bytes: "BYTES",
     str: "VALUE",

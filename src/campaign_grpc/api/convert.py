@@ -260,6 +260,12 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 
 def item_to_proto(item: Item) -> pb.WatchStatusResponse:
+    m = _item_to_proto(item)
+    m.timeline = item.timeline
+    return m
+
+
+def _item_to_proto(item: Item) -> pb.WatchStatusResponse:
     if item.event is not None:
         return event_to_proto(item.event, full=item.full)
     if item.state is not None:

@@ -151,7 +151,9 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             request.page_token,
             full=full,
         )
-        response = pb.ListCampaignEventsResponse(next_page_token=page.next_page_token)
+        response = pb.ListCampaignEventsResponse(
+            next_page_token=page.next_page_token, timeline=self._hub.timeline
+        )
         add = response.events.add
         for event in page.events:
             convert.fill_event(add(), event, full=full)
@@ -164,11 +166,16 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         """The hub's items: server.add_campaign_service registers convert.item_to_wire as the
         serializer, so that a change is encoded once for all the streams that send it."""
         validate_watch(
-            request.customer_id, request.campaign_id, request.after_revision, request.view
+            request.customer_id,
+            request.campaign_id,
+            request.after_revision,
+            request.view,
+            request.timeline,
         )
         return self._hub.watch(
             request.customer_id,
             request.campaign_id,
             request.after_revision,
             full=request.view == pb.WATCH_VIEW_FULL,
+            timeline=request.timeline,
         )

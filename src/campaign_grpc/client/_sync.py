@@ -286,6 +286,7 @@ class CampaignClient:
         campaign_id: str = "",
         *,
         after_revision: int = 0,
+        timeline: str = "",
         heartbeats: bool = False,
         view: requests.View = pb.WATCH_VIEW_STATUS,
         retry: Retry | Default = DEFAULT,
@@ -294,11 +295,13 @@ class CampaignClient:
 
         Yields WatchStatusResponse messages (a snapshot first unless after_revision is given;
         heartbeats only if asked for) and a SnapshotReset when it has to start again from a
-        snapshot. Watch.revision is the point to resume from in a later watch(). With view
+        snapshot. Watch.revision is the point to resume from in a later watch(), with
+        Watch.timeline as timeline (a revision of a log that forked since is refused, and
+        the watch starts again from a snapshot rather than skip changes). With view
         WATCH_VIEW_FULL every snapshot item and change carries the campaign as of its
         revision.
         """
-        resume = Resume(customer_id, campaign_id, after_revision, heartbeats, view)
+        resume = Resume(customer_id, campaign_id, after_revision, heartbeats, view, timeline)
         return Watch(
             self._stub, resume, self.watch_retry if retry is DEFAULT else retry, self._metadata
         )

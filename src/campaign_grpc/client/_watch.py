@@ -44,7 +44,8 @@ class SnapshotReset:
 
     KIND_SNAPSHOT messages, a KIND_SNAPSHOT_END and changes follow, as on a new watch.
     reason is REVISION_OUT_OF_RANGE: the server's log does not hold revision (older than its
-    retention, or a new database).
+    retention, a new database, or a log that forked from the one revision was received from:
+    a standby promoted, a backup restored).
     """
 
     reason: str
@@ -64,13 +65,17 @@ class Resume:
         after_revision: int,
         heartbeats: bool,
         view: pb.WatchView.ValueType = pb.WATCH_VIEW_STATUS,
+        timeline: str = "",
     ) -> None:
         self._customer_id = customer_id
         self._campaign_id = campaign_id
         self._heartbeats = heartbeats
         self._view = view
-        # Every message up to revision has been delivered.
+        # Every message up to revision has been delivered; timeline is the log's timeline
+        # that revision belongs to, passed back with it so that a server on a log that
+        # forked since refuses it rather than answer from other changes.
         self.revision = after_revision
+        self.timeline = timeline
 
     def request(self) -> pb.WatchStatusRequest:
         return pb.WatchStatusRequest(
@@ -78,6 +83,7 @@ class Resume:
             campaign_id=self._campaign_id,
             after_revision=self.revision,
             view=self._view,
+            timeline=self.timeline if self.revision else "",
         )
 
     def accept(self, m: pb.WatchStatusResponse) -> pb.WatchStatusResponse | None:
@@ -85,12 +91,13 @@ class Resume:
         if m.kind in (W.KIND_SNAPSHOT, W.KIND_CHANGE):
             if m.revision <= self.revision:
                 return None
-            self.revision = m.revision
-        elif m.kind == W.KIND_SNAPSHOT_END:
-            self.revision = max(self.revision, m.revision)
-        elif m.kind == W.KIND_HEARTBEAT:
-            self.revision = max(self.revision, m.revision)
-            return m if self._heartbeats else None
+            self.revision, self.timeline = m.revision, m.timeline
+        elif m.kind in (W.KIND_SNAPSHOT_END, W.KIND_HEARTBEAT):
+            # At the same revision too: a log that forked after it names it in its timeline.
+            if m.revision >= self.revision:
+                self.revision, self.timeline = m.revision, m.timeline
+            if m.kind == W.KIND_HEARTBEAT and not self._heartbeats:
+                return None
         return m
 
     def after(self, error: CampaignServiceError) -> SnapshotReset | None:
@@ -102,7 +109,7 @@ class Resume:
         else:
             return None
         log.warning("watch: %s; starting again from a snapshot", error)
-        self.revision = 0
+        self.revision, self.timeline = 0, ""
         return reset
 
 
@@ -131,6 +138,11 @@ class Watch:
     def revision(self) -> int:
         """Every change up to this revision has been delivered: resume after it."""
         return self._resume.revision
+
+    @property
+    def timeline(self) -> str:
+        """The log's timeline of revision: pass both to a later watch()."""
+        return self._resume.timeline
 
     def __iter__(self) -> Watch:
         return self
@@ -210,6 +222,11 @@ class AsyncWatch:
     def revision(self) -> int:
         """Every change up to this revision has been delivered: resume after it."""
         return self._resume.revision
+
+    @property
+    def timeline(self) -> str:
+        """The log's timeline of revision: pass both to a later watch()."""
+        return self._resume.timeline
 
     def __aiter__(self) -> AsyncWatch:
         return self

@@ -198,9 +198,10 @@ class Campaigns:
     async def next_stop_deadline(self) -> int | None:
         return await self._readers.run(self._store.next_stop_deadline)
 
-    async def probe_read(self) -> None:
-        """Fails when the service's reads would: each of its tables is read."""
-        await self._readers.run(self._store.probe_read)
+    async def probe_read(self) -> float:
+        """Fails when the service's reads would: each of its tables is read. Returns the
+        seconds the database took."""
+        return await self._readers.run(self._store.probe_read)
 
     # -- writes ----------------------------------------------------------------------
 

@@ -82,6 +82,8 @@ ACTION_TYPES = frozenset(
 
 _NOT_UUID = "must be a canonical lowercase UUID"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A timeline token as the server makes them (see storage.timelines).
+_TIMELINE = re.compile(r"[0-9a-f]{16}")
 
 
 def is_uuid(value: str) -> bool:
@@ -309,7 +311,9 @@ def validate_view(view: int) -> None:
         raise_if([FieldViolation("view", f"unknown value {int(view)}")])
 
 
-def validate_watch(customer_id: str, campaign_id: str, after_revision: int, view: int = 0) -> None:
+def validate_watch(
+    customer_id: str, campaign_id: str, after_revision: int, view: int = 0, timeline: str = ""
+) -> None:
     out = check_uuid("customer_id", customer_id, required=False)
     out += check_uuid("campaign_id", campaign_id, required=False)
     if campaign_id and not customer_id:
@@ -318,4 +322,8 @@ def validate_watch(customer_id: str, campaign_id: str, after_revision: int, view
         out.append(FieldViolation("after_revision", "must not be negative"))
     if view not in WATCH_VIEWS:
         out.append(FieldViolation("view", f"unknown value {int(view)}"))
+    if timeline and not _TIMELINE.fullmatch(timeline):
+        out.append(
+            FieldViolation("timeline", "must be empty or the timeline of a message received")
+        )
     raise_if(out)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
 import signal
+import statistics
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from ..api.interceptors import (
     UnaryCallsInFlight,
 )
 from ..api.servicer import CampaignServicer
-from ..domain.campaigns import Campaigns
+from ..domain.campaigns import Campaigns, Clock, wall_clock_us
 from ..domain.errors import CampaignError
 from ..settings import Settings
 from ..settings import check as check_settings
@@ -44,12 +46,15 @@ from ..storage.database import (
     is_sqlite,
     open_database,
 )
+from ..storage.db_clock import DatabaseClock, read_clock
 from ..storage.pg_notify import Listener
 from ..storage.store import DECODED_SHARE, Store
+from ..storage.timelines import LogTimelines
 from ..watch.hub import Hub
 from . import security
 from .actions_encoding import ActionsEncoding
 from .caches import Caches
+from .clock_sync import ClockSync
 from .compaction import Compactor
 from .connections import AbortedCalls, shut_down
 from .limits import UnreadBytes, WatchStreamCounts, receive_ceiling
@@ -208,6 +213,7 @@ class App:
             pool_size=settings.database_pool_size,
             lock_timeout=settings.database_lock_timeout,
             statement_timeout=settings.database_statement_timeout,
+            stall_timeout=settings.database_stall_timeout,
         )
         read_threads = settings.read_thread_count
         # The writer, the read threads and the one of the bulk reads hold a connection each.
@@ -234,9 +240,23 @@ class App:
             self._db,
             journal=self.store,
             tracing=tracing,
+            lock_budget=settings.database_lock_timeout,
         )
+        # Replicas compare the times they write (stop deadlines, the log's stamps): on
+        # PostgreSQL they are the database's, as one replica's wall clock may be off; SQLite's
+        # servers share one machine's clock.
+        self.clock: Clock = wall_clock_us
+        self._clock_sync: ClockSync | None = None
+        if not is_sqlite(self._db):
+            db = self._db
+            database_clock = DatabaseClock(lambda: self._readers.run(lambda: read_clock(db)))
+            self.clock, self._clock_sync = database_clock, ClockSync(database_clock)
         self.campaigns = Campaigns(
-            self.store, self._writer, self._readers, stop_grace_s=settings.stop_grace
+            self.store,
+            self._writer,
+            self._readers,
+            stop_grace_s=settings.stop_grace,
+            clock=self.clock,
         )
         self.hub = Hub(
             self.campaigns,
@@ -254,6 +274,7 @@ class App:
             log_state=lambda revision: self._readers.run(lambda: self.store.log_state(revision)),
             identity=self.store.identity,
             on_reset=self.caches.clear,
+            timelines=LogTimelines(self._db, self._readers),
         )
         self._writer.on_commit = self.hub.publish
         # Other replicas' events: on PostgreSQL a notification wakes the hub at once; the
@@ -360,6 +381,9 @@ class App:
         if self.port == 0:
             raise ListenRefused(f"cannot listen on {self.settings.listen}")
         await asyncio.get_running_loop().run_in_executor(None, self._migrate)
+        if self._clock_sync is not None:
+            await self._clock_sync.first()
+            self._clock_sync.start()
         await self.hub.start()
         if self._listener is not None:
             self._listener.start()
@@ -425,10 +449,15 @@ class App:
         write_within = interval + self.settings.database_lock_timeout
         hold = WRITE_FAILURE_HOLD * interval
         serving = {"": True, SERVICE_NAME: True}
+        slowness = _Slowness(self.settings.database_slow_threshold)
         while True:
             await asyncio.sleep(interval)
-            reads = await _probe(self.campaigns.probe_read(), interval)
+            # A slow path answers late, not never: "" (whether the server can serve at all)
+            # waits as long as a write may; slowness tells on the service's name alone.
+            reads = await _probe(self._probe_read(slowness), write_within)
             writes = reads if reads.failed else await _probe(self._probe_write(), write_within)
+            if not writes.failed and slowness.slow:
+                writes = _Probe(True, slowness.reason)
             # The probe writes a few bytes: a disk with room for them and not for a campaign
             # passes it. A write of the service that failed on the database's side holds
             # the service NOT_SERVING for a while all the same, as a circuit breaker does,
@@ -442,6 +471,13 @@ class App:
                 continue
             if reads.failed:
                 log.warning("the database does not answer (%s): NOT_SERVING", reads.reason)
+            elif writes.failed and writes.reason.startswith("DATABASE_SLOW"):
+                log.warning(
+                    "the database answers this server slowly (%s): %s NOT_SERVING, calls are "
+                    "still served",
+                    writes.reason,
+                    SERVICE_NAME,
+                )
             elif writes.failed:
                 log.warning(
                     "the database takes no writes (%s): %s NOT_SERVING, reads go on",
@@ -454,6 +490,9 @@ class App:
                 if ok != serving[name]:
                     await self.health.set(name, SERVING if ok else NOT_SERVING)
             serving = now_serving
+
+    async def _probe_read(self, slowness: _Slowness) -> None:
+        slowness.add(await self.campaigns.probe_read())
 
     async def _probe_write(self) -> None:
         now = self.campaigns.now()
@@ -484,6 +523,8 @@ class App:
         await stopping
         await self._stop_timer.close()
         await self._compactor.close()
+        if self._clock_sync is not None:
+            await self._clock_sync.close()
         await self._actions_encoding.close()
         await self.caches.close()
         await self._trimmer.close()
@@ -512,6 +553,34 @@ class App:
 class _Probe:
     failed: bool
     reason: str = ""
+
+
+class _Slowness:
+    """Whether the database's answers come slowly to this server: the median of its last
+    read probes' times against the threshold (0: never slow). One late answer (a pause of
+    the database, a busy moment here) is not a slow path."""
+
+    SAMPLES = 5
+
+    def __init__(self, threshold: float) -> None:
+        self._threshold = threshold
+        self._times: collections.deque[float] = collections.deque(maxlen=self.SAMPLES)
+
+    def add(self, seconds: float) -> None:
+        self._times.append(seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self._times) if self._times else 0.0
+
+    @property
+    def slow(self) -> bool:
+        full = len(self._times) == self.SAMPLES
+        return full and self._threshold > 0 and self.median > self._threshold
+
+    @property
+    def reason(self) -> str:
+        return f"DATABASE_SLOW: reads take {self.median * 1000:.0f} ms"
 
 
 async def _probe(check: Awaitable[Any], within: float) -> _Probe:

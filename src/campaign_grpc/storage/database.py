@@ -45,11 +45,14 @@ def open_database(
     pool_size: int = 8,
     lock_timeout: float = 5.0,
     statement_timeout: float = 30.0,
+    stall_timeout: float = 5.0,
 ) -> pw.Database:
     """A database by URL: sqlite:///FILE, or postgresql://[USER@]HOST[:PORT]/NAME[?PARAMS].
 
     lock_timeout bounds how long a statement waits for a lock another session holds (on
-    SQLite the file's write lock); statement_timeout how long a PostgreSQL statement runs.
+    SQLite the file's write lock); statement_timeout how long a PostgreSQL statement runs;
+    stall_timeout how long a PostgreSQL session lives on, on either side, once the other side
+    is gone or silent (see _session_options).
     """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
@@ -70,7 +73,7 @@ def open_database(
             check_same_thread=False,
         )
     if parts.scheme in ("postgresql", "postgres"):
-        return _open_postgresql(url, pool_size, lock_timeout, statement_timeout)
+        return _open_postgresql(url, pool_size, lock_timeout, statement_timeout, stall_timeout)
     raise UnsupportedDatabase(f"unsupported database URL scheme {parts.scheme!r}")
 
 
@@ -195,8 +198,71 @@ def _switch_to_wal(path: str, within: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+def _session_options(lock_timeout: float, statement_timeout: float, stall_timeout: float) -> str:
+    """The settings every session of the service starts with, after the URL's own options,
+    which they override.
+
+    Every session waits for a lock, and runs a statement, for a bounded time: a write stuck
+    behind another session's lock (an operator's open transaction, say) fails and is retried
+    by its client instead of holding the writer, and every write behind it, forever.
+
+    And PostgreSQL ends a session whose client is gone or stalled within stall_timeout: one
+    left idle in its transaction (idle_in_transaction_session_timeout), one whose replies go
+    unacknowledged (tcp_user_timeout), one whose peer went silent (TCP keepalives). Its
+    defaults keep such a session, and the row locks of its open transaction, for two hours:
+    a replica cut off from the database held up every other replica's writes to the
+    campaigns it had locked for as long.
+    """
+    stall_s = max(1, round(stall_timeout))
+    probe_s = max(1, stall_s // 3)
+    return " ".join(
+        f"-c {name}={value}"
+        for name, value in (
+            ("lock_timeout", _ms(lock_timeout)),
+            ("statement_timeout", _ms(statement_timeout)),
+            ("idle_in_transaction_session_timeout", _ms(stall_timeout)),
+            ("tcp_user_timeout", _ms(stall_timeout)),
+            ("tcp_keepalives_idle", probe_s),
+            ("tcp_keepalives_interval", probe_s),
+            ("tcp_keepalives_count", 3),
+        )
+    )
+
+
+def _client_keepalives(stall_timeout: float) -> dict[str, Any]:
+    """libpq's side of the same bound: a connection whose server is gone or silent breaks
+    within stall_timeout, instead of a statement waiting on it for as long as the kernel
+    retransmits (some 15 minutes)."""
+    stall_s = max(1, round(stall_timeout))
+    probe_s = max(1, stall_s // 3)
+    return {
+        # A connection being made counts too: libpq's floor is 2 s.
+        "connect_timeout": max(2, stall_s),
+        "keepalives": 1,
+        "keepalives_idle": probe_s,
+        "keepalives_interval": probe_s,
+        "keepalives_count": 3,
+        "tcp_user_timeout": _ms(stall_timeout),
+    }
+
+
+class PostgresDatabase(PooledPsycopg3Database):  # type: ignore[misc]  # untyped base
+    """PostgreSQL through a pool of psycopg connections, where a write transaction may
+    commit in its own last message (see pg_revisions): Peewee's COMMIT then has nothing
+    left to do, and would only cost a round trip and a warning."""
+
+    def commit(self) -> None:
+        from psycopg.pq import TransactionStatus
+
+        if not self.is_closed() and (
+            self.connection().info.transaction_status == TransactionStatus.IDLE
+        ):
+            return
+        super().commit()
+
+
 def _open_postgresql(
-    url: str, pool_size: int, lock_timeout: float, statement_timeout: float
+    url: str, pool_size: int, lock_timeout: float, statement_timeout: float, stall_timeout: float
 ) -> pw.Database:
     # libpq parses the URL (host, port, user, password, sslmode, options...), so every
     # parameter a PostgreSQL user knows works unchanged.
@@ -209,16 +275,13 @@ def _open_postgresql(
     name = params.pop("dbname", None)
     if not name:
         raise UnsupportedDatabase(f"a PostgreSQL URL names a database: {url!r}")
-    # Every session of the service waits for a lock, and runs a statement, for a bounded
-    # time: a write stuck behind another session's lock (an operator's open transaction on
-    # the revision row, say) fails and is retried by its client instead of holding the
-    # writer, and every write behind it, forever. Set at connection start, after the URL's
-    # own options, which they override.
-    timeouts = f"-c lock_timeout={_ms(lock_timeout)} -c statement_timeout={_ms(statement_timeout)}"
-    params["options"] = f"{params.get('options', '')} {timeouts}".strip()
+    options = _session_options(lock_timeout, statement_timeout, stall_timeout)
+    params["options"] = f"{params.get('options', '')} {options}".strip()
+    # The URL's own keepalive settings, if any, are the operator's and stay.
+    params = {**_client_keepalives(stall_timeout), **params}
     # Each database thread keeps one connection; the pool caps how many a server holds and
     # makes a thread that finds none free wait for one instead of failing at once.
-    db: pw.Database = PooledPsycopg3Database(
+    db: pw.Database = PostgresDatabase(
         name, max_connections=pool_size, timeout=30, autoconnect=True, **params
     )
     return db
@@ -246,6 +309,7 @@ class _Job(Generic[T]):
     # With tracing: the span of the call that submitted the job, and when it did (ns).
     parent: object | None = None
     queued_ns: int = 0
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class BatchTracing(Protocol):
@@ -521,6 +585,9 @@ class Journal(Protocol):
     def journal_mark(self) -> int: ...
     def journal_rollback(self, mark: int) -> None: ...
     def journal_take(self) -> list[Any]: ...
+    def journal_commit_unanswered(self) -> bool: ...
+    def journal_resolve(self, within: float) -> bool | None: ...
+    def journal_defers_writes(self) -> bool: ...
 
 
 class _NoJournal:
@@ -529,6 +596,15 @@ class _NoJournal:
 
     def journal_end(self) -> None:
         pass
+
+    def journal_commit_unanswered(self) -> bool:
+        return False
+
+    def journal_resolve(self, within: float) -> bool | None:
+        return None
+
+    def journal_defers_writes(self) -> bool:
+        return False
 
     def journal_mark(self) -> int:
         return 0
@@ -565,9 +641,17 @@ class Writer(_BatchingThreads):
         journal: Journal | None = None,
         on_commit: Callable[[list[Any]], None] | None = None,
         tracing: BatchTracing | None = None,
+        lock_budget: float | None = None,
     ) -> None:
         self._db = db
         self._journal: Journal = journal or _NoJournal()
+        # How long a write may wait for other sessions' locks, counted from when it was
+        # handed to the writer, its wait behind earlier writes included. A statement's own
+        # lock_timeout alone let a write queued behind one that waited it out wait as long
+        # again: clients with a 10 s deadline saw DEADLINE_EXCEEDED instead of the reason.
+        self._lock_budget = lock_budget
+        # When the batch's budget ends (time.monotonic()).
+        self._batch_deadline = 0.0
         self.on_commit = on_commit
         # A job that fails leaves the batch's other writes standing. On SQLite a failed
         # statement undoes only itself, so a job that fails before writing anything (every
@@ -584,16 +668,23 @@ class Writer(_BatchingThreads):
         if refused is not None:
             self._failed(refused)
             return None
+        jobs = self._within_lock_budget(jobs)
+        if not jobs:
+            return None
         # A connection lost before COMMIT was sent leaves nothing written, so the batch runs
         # once more on a new one: a connection that died while idle (the database restarted
         # meanwhile) fails no call. One lost at COMMIT is not retried: that commit may stand.
-        savepoints, may_retry = not self._count_writes, True
+        savepoints, may_retry, conflicts = not self._count_writes, True, 0
         while True:
-            outcome = self._try_batch(jobs, savepoints=savepoints, may_retry=may_retry)
+            outcome = self._try_batch(
+                jobs, savepoints=savepoints, may_retry=may_retry, conflicts=conflicts
+            )
             if outcome is _Again.WROTE_THEN_FAILED:
                 savepoints = True  # with them, it cannot happen again
             elif outcome is _Again.CONNECTION_LOST:
                 may_retry = False
+            elif outcome is _Again.CONFLICT:
+                conflicts += 1
             else:
                 break
         if outcome and self.on_commit is not None:
@@ -601,7 +692,7 @@ class Writer(_BatchingThreads):
         return None
 
     def _try_batch(
-        self, jobs: list[_Job[Any]], *, savepoints: bool, may_retry: bool
+        self, jobs: list[_Job[Any]], *, savepoints: bool, may_retry: bool, conflicts: int = 0
     ) -> list[Any] | _Again:
         """Runs the batch in one transaction: what the journal collected once it committed,
         or why it should run again."""
@@ -619,12 +710,22 @@ class Writer(_BatchingThreads):
             return _Again.WROTE_THEN_FAILED
         except Exception as failure:
             exc = _first_failure(failure)
-            journal.journal_take()
-            retry = may_retry and not committing and _connection_lost(self._db)
+            unanswered = journal.journal_commit_unanswered()
+            lost = _connection_lost(self._db)
+            retry = may_retry and not committing and not unanswered and lost
             _drop_connection(self._db)
+            if unanswered and lost:
+                return self._after_unanswered_commit(jobs, exc)
+            journal.journal_take()
             if retry:
                 log.info("the database connection was lost; running the writes again")
                 return _Again.CONNECTION_LOST
+            state = _sqlstate(exc)
+            if state in _CONFLICTS:
+                if conflicts + 1 < CONFLICT_ATTEMPTS:
+                    log.info("another replica's writes came first (%s); on fresh reads", state)
+                    return _Again.CONFLICT
+                exc = _conflict_error(exc)
             error = database_error(exc)
             _fail(jobs, error)
             self._failed(error)
@@ -646,6 +747,63 @@ class Writer(_BatchingThreads):
             return []
         return journal.journal_take()
 
+    def _after_unanswered_commit(self, jobs: list[_Job[Any]], exc: BaseException) -> list[Any]:
+        """The connection went with the commit sent and unanswered: the writes may stand.
+        The callers hear what the database says happened, learned on a new connection, or
+        that nobody can tell yet, never "nothing was written" for writes that were."""
+        journal = self._journal
+        committed = journal.journal_resolve(within=UNANSWERED_COMMIT_WITHIN_S)
+        if committed:
+            log.warning("the commit's answer was lost; the database says it committed")
+            return journal.journal_take()
+        journal.journal_take()
+        if committed is None:
+            error = database_error(
+                Unavailable(
+                    "the database connection was lost as this write committed, and whether "
+                    "it did is not known yet: it may have been written. Read the campaign "
+                    "(its etag and revision) before writing again",
+                    reason="COMMIT_OUTCOME_UNKNOWN",
+                )
+            )
+        else:
+            log.info("the commit's answer was lost; the database says it did not commit")
+            error = database_error(exc)
+        _fail(jobs, error)
+        self._failed(error)
+        return []
+
+    def _within_lock_budget(self, jobs: list[_Job[Any]]) -> list[_Job[Any]]:
+        """The jobs that may still wait for locks; those that waited their budget out behind
+        others are failed as a lock timeout of their own would be. On SQLite the batch then
+        waits for the file's lock no longer than its most hurried job may."""
+        budget = self._lock_budget
+        if budget is None:
+            return jobs
+        now = time.monotonic()
+        left = [job for job in jobs if now - job.queued_at < budget]
+        if len(left) < len(jobs):
+            late = [job for job in jobs if now - job.queued_at >= budget]
+            _fail(late, database_error(_queued_past_lock_budget(budget)))
+        # The batch waits as long as its most hurried job may: every statement of the
+        # transaction, its commit included, may be the one that waits.
+        self._batch_deadline = min((job.queued_at for job in left), default=now) + budget
+        if left and isinstance(self._db, SqliteFile):
+            # A pragma of the connection, set for every batch (it costs microseconds): a
+            # connection opened anew starts from the configured value.
+            ms = _ms(self._batch_deadline - now)
+            self._db.connection().execute(f"PRAGMA busy_timeout = {int(ms)}")
+        return left
+
+    def _lowered_lock_wait(self) -> str | None:
+        """PostgreSQL: the statement that lowers the transaction's lock_timeout to what is
+        left of the batch's budget, when that is shorter than the session's."""
+        budget = self._lock_budget
+        if budget is None:
+            return None
+        left = _ms(self._batch_deadline - time.monotonic())
+        return f"SET LOCAL lock_timeout = {left}" if left < _ms(budget) else None
+
     def _failed(self, error: CampaignError) -> None:
         # A database that changed is recognised within moments, and is no reason to turn
         # load away; any other failure is.
@@ -653,30 +811,38 @@ class Writer(_BatchingThreads):
             self.last_failure = WriteFailure(time.monotonic(), error.reason)
 
     def _run_jobs(self, jobs: list[_Job[Any]], *, savepoints: bool) -> bool:
-        """Runs the jobs, each in a savepoint or with its writes counted; without savepoints,
-        False as soon as one fails after writing (the batch must then run again)."""
+        """Runs the jobs, each in a savepoint, with its writes counted, or, where the journal
+        defers every write to the end (PostgreSQL), with nothing to take back but what the
+        journal kept; with counted writes, False as soon as one fails after writing (the
+        batch must then run again)."""
         journal, execute = self._journal, self._db.execute_sql
-        connection = None if savepoints else self._db.connection()
+        deferred = journal.journal_defers_writes()
+        if deferred:
+            savepoints = False
+            lowered = self._lowered_lock_wait()
+            if lowered is not None:
+                execute(lowered)
+        connection = None if savepoints or deferred else self._db.connection()
         for job in jobs:
             mark = journal.journal_mark()
-            if connection is None:
+            if savepoints:
                 # Plain statements, one name for every job: Peewee's atomic() costs several
                 # times as much, a fresh uuid and a context object for each write.
                 execute("SAVEPOINT job")
-            else:
+            elif connection is not None:
                 written = connection.total_changes
             try:
                 job.outcome = (True, job.fn())
             except pw.PeeweeException:
                 raise
             except Exception as exc:  # a domain error, or our bug (INTERNAL)
-                if connection is None:
+                if savepoints:
                     execute("ROLLBACK TO SAVEPOINT job")
-                elif connection.total_changes != written:
+                elif connection is not None and connection.total_changes != written:
                     return False
                 journal.journal_rollback(mark)
                 job.outcome = (False, exc)
-            if connection is None:
+            if savepoints:
                 execute("RELEASE SAVEPOINT job")
         return True
 
@@ -715,6 +881,45 @@ class _Again(enum.Enum):
 
     WROTE_THEN_FAILED = "a job failed after writing: again, with savepoints"
     CONNECTION_LOST = "the connection was lost before COMMIT: again, on a new one"
+    CONFLICT = "a deadlock with another session rolled the batch back: again"
+
+
+# How long the writer asks the database, on a new connection, whether a commit whose answer
+# was lost went through: PostgreSQL knows at once once the old session has ended, which
+# resolve() brings about.
+UNANSWERED_COMMIT_WITHIN_S = 5.0
+
+# What a batch that another session's writes came before meets at commit: a campaign moved on
+# from the version read (pg_deferred's serialization failure), a deadlock, a unique index
+# taken meanwhile. Nothing was written: the batch runs again on fresh reads, up to
+# CONFLICT_ATTEMPTS times in all.
+_SERIALIZATION, _DEADLOCK, _UNIQUE = "40001", "40P01", "23505"
+_CONFLICTS = frozenset((_SERIALIZATION, _DEADLOCK, _UNIQUE))
+CONFLICT_ATTEMPTS = 4
+
+
+def _queued_past_lock_budget(budget: float) -> CampaignError:
+    return Unavailable(
+        f"this write waited {budget:g} s behind writes held up by another session's locks; "
+        "nothing was written, retry later",
+        reason="DATABASE_LOCK_TIMEOUT",
+    )
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = exc.__context__ if isinstance(exc, pw.PeeweeException) and exc.__context__ else exc
+    state = getattr(cause, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def _conflict_error(exc: BaseException) -> BaseException:
+    """What the writes of a batch that kept meeting others' are told: nothing was written,
+    and clients retry UNAVAILABLE with backoff."""
+    return Unavailable(
+        f"the campaigns kept changing through other writers while these writes were made "
+        f"({CONFLICT_ATTEMPTS} attempts); nothing was written, retry",
+        reason="DATABASE_CONFLICT",
+    )
 
 
 def close_database(db: pw.Database) -> None:

@@ -15,7 +15,7 @@ import peewee as pw
 _MARK = "\x00campaign-param:"
 # Turns a DB-API error into Peewee's class for it (IntegrityError and the rest), as
 # execute_sql does; Peewee's stubs do not declare it.
-_as_peewee_errors: Any = vars(pw)["__exception_wrapper__"]
+as_peewee_errors: Any = vars(pw)["__exception_wrapper__"]
 # Where Peewee logs the statements it runs, at DEBUG: ours are logged there too.
 _peewee_log = logging.getLogger("peewee")
 
@@ -42,6 +42,10 @@ class Prepared:
                 self._plan.append((-1, value))
         self._direct = [i for i, _ in self._plan] == list(range(len(self._plan)))
 
+    def bind(self, args: Sequence[Any]) -> Sequence[Any]:
+        """The parameters of an execution with these args, in the order of sql's markers."""
+        return self._bind(args)
+
     def _bind(self, args: Sequence[Any]) -> Sequence[Any]:
         if self._direct:
             return args
@@ -54,7 +58,7 @@ class Prepared:
         params = self._bind(args)
         if _peewee_log.isEnabledFor(logging.DEBUG):
             _peewee_log.debug((self.sql, params))
-        with _as_peewee_errors:
+        with as_peewee_errors:
             return db.connection().execute(self.sql, params)
 
     def one(self, *args: Any) -> tuple[Any, ...] | None:
@@ -71,7 +75,7 @@ class Prepared:
         open one would hold SQLite's read snapshot."""
         cursor = self.execute(*args)
         try:
-            with _as_peewee_errors:
+            with as_peewee_errors:
                 yield from cursor
         finally:
             cursor.close()

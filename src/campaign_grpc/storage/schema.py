@@ -11,8 +11,10 @@ from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_columns
 
 from ..domain.types import UPDATABLE_FIELD_ORDER, Status
+from . import timelines
+from .pg_deferred import CREATE_CONFLICT_FUNCTION
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,8 @@ def bind_tables(db: pw.Database) -> Tables:
 def _create(db: pw.Database, tables: Tables) -> None:
     """A new database gets the current schema at once."""
     db.create_tables(tables.all(), safe=True)
+    timelines.create_table(db)
+    _create_conflict_function(db)
     tables.meta.insert(key="revision", value=0).on_conflict_ignore().execute()
     tables.meta.insert(key=FULL_HISTORY_FROM, value=0).on_conflict_ignore().execute()
 
@@ -267,11 +271,30 @@ def _v4_to_v5(db: pw.Database, tables: Tables) -> None:
 
 
 # UPGRADES[i] takes an existing database from version i + 1 to i + 2; append, never edit.
+def _v5_to_v6(db: pw.Database, tables: Tables) -> None:
+    """The log's timelines (see timelines.py)."""
+    timelines.create_table(db)
+
+
+def _create_conflict_function(db: pw.Database) -> None:
+    """PostgreSQL: what a write made at commit raises when the campaign it decided on moved
+    on meanwhile (see pg_deferred). SQLite's writers hold the file's lock: they need none."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        db.execute_sql(CREATE_CONFLICT_FUNCTION)
+
+
+def _v6_to_v7(db: pw.Database, tables: Tables) -> None:
+    """Writes made at commit, checked against the version read (see pg_deferred)."""
+    _create_conflict_function(db)
+
+
 UPGRADES: list[Callable[[pw.Database, Tables], None]] = [
     _v1_to_v2,
     _v2_to_v3,
     _v3_to_v4,
     _v4_to_v5,
+    _v5_to_v6,
+    _v6_to_v7,
 ]
 
 

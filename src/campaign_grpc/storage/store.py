@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import peewee as pw
+import psycopg
 
 from ..domain.errors import (
     Aborted,
@@ -37,10 +40,12 @@ from ..domain.types import (
     Reason,
     Status,
 )
+from . import pg_revisions
 from .database import is_postgresql
 from .identity import Fingerprint, LogIdentity, LogState, database_changed, new_epoch
+from .pg_deferred import DeferredWrites, compare_and_set
 from .pg_notify import CHANNEL
-from .prepared import Prepared, Statements, param
+from .prepared import Prepared, Statements, as_peewee_errors, param
 from .schema import BODY_COLUMNS, FULL_HISTORY_FROM, Tables, bind_tables, migrate
 from .versions import Key, VersionCache
 
@@ -457,9 +462,21 @@ class Store:
         head_and_epoch = M.select(
             M.value, epoch.select(epoch.value).where(epoch.key == "epoch")
         ).where(M.key == "revision")
-        self._lock_revision = Prepared(
-            db, head_and_epoch.for_update(of=M) if self._postgresql else head_and_epoch
-        )
+        # On PostgreSQL the counter is taken, not locked, at the start (see pg_revisions),
+        # and the transaction's id is read with it, to learn its outcome should the commit's
+        # reply be lost.
+        if self._postgresql:
+            head_and_epoch = head_and_epoch.select_extend(pw.fn.pg_current_xact_id().cast("text"))
+        self._lock_revision = Prepared(db, head_and_epoch)
+        # The transaction in progress, on PostgreSQL: its provisional revisions; and whether
+        # the message that commits it went out without an answer.
+        self._pending: pg_revisions.Pending | None = None
+        self._commit_sent = False
+        self._read_in_transaction: list[Campaign] = []
+        # On PostgreSQL a write transaction's writes wait here for its last message.
+        self._deferred = DeferredWrites()
+        self._deferring = False
+        self._marks: list[tuple[int, int]] = []
         self._set_revision = Prepared(db, M.update(value=param(0)).where(M.key == "revision"))
         self._insert_event = Prepared(
             db, E.insert({f: param(i) for i, f in enumerate(self._event_fields)})
@@ -517,11 +534,26 @@ class Store:
                 conflict_target=[M.key], update={M.value: param(0)}
             ),
         )
+        # A row of this server's own: replicas that probed one row waited for each other's
+        # probes, and one replica on a slow path made the others' probes time out.
+        self._probe_key = f"write_probe:{secrets.token_hex(6)}"
         self._set_write_probe = Prepared(
             db,
-            M.insert(key="write_probe", value=param(0)).on_conflict(
+            M.insert(key=self._probe_key, value=param(0)).on_conflict(
                 conflict_target=[M.key], update={M.value: param(0)}
             ),
+        )
+        self._forget_probes = Prepared(
+            db,
+            M.delete().where(
+                M.key.startswith("write_probe") & (M.key != self._probe_key) & (M.value < param(0))
+            ),
+        )
+        self._take_compaction = Prepared(
+            db,
+            M.select(M.value).where(M.key == "compacted").for_update(skip_locked=True)
+            if self._postgresql
+            else M.select(M.value).where(M.key == "compacted"),
         )
         inserted = [*self._campaign_fields[:-1], C.actions_wire, C.actions_wire_body, C.request_id]
         self._insert = Prepared(db, C.insert({f: param(i) for i, f in enumerate(inserted)}))
@@ -535,6 +567,24 @@ class Store:
             db,
             C.update({getattr(C, name): param(i) for i, name in enumerate(_STATE)}).where(
                 (C.customer_id == param(len(_STATE))) & (C.id == param(len(_STATE) + 1))
+            ),
+        )
+        # On PostgreSQL the same, made at commit only where the row still holds the version
+        # the transaction read (see pg_deferred).
+        self._save_if = Prepared(
+            db,
+            C.update({getattr(C, name): param(i) for i, name in enumerate(_MUTABLE)}).where(
+                (C.customer_id == param(len(_MUTABLE)))
+                & (C.id == param(len(_MUTABLE) + 1))
+                & (C.version == param(len(_MUTABLE) + 2))
+            ),
+        )
+        self._save_state_if = Prepared(
+            db,
+            C.update({getattr(C, name): param(i) for i, name in enumerate(_STATE)}).where(
+                (C.customer_id == param(len(_STATE)))
+                & (C.id == param(len(_STATE) + 1))
+                & (C.version == param(len(_STATE) + 2))
             ),
         )
         # As SQL text, like the partial index it must match (see outdial_holder).
@@ -579,26 +629,50 @@ class Store:
         if self.db.in_transaction():
             # Read by the writer, the row may be one of its own writes, which can still roll
             # back: sharing it would serve that version to readers long after it vanished.
-            return _campaign(row)
+            return self._in_transaction(_campaign(row))
         return self.cache.get(_row_key(row), lambda: (_campaign(row), _decoded_size(row)))
 
     def get(self, customer_id: str, campaign_id: str) -> Campaign | None:
+        if self._deferring:
+            return self.load(customer_id, campaign_id)
         row = self._get.one(customer_id, campaign_id)
         return None if row is None else self._shared(row)
 
     def load(self, customer_id: str, campaign_id: str) -> Campaign | None:
-        """A campaign of its own for the caller to change."""
+        """A campaign of its own for the caller to change (writer thread). On PostgreSQL,
+        as this transaction wrote it, if it did (its writes are made at commit)."""
+        if self._deferring:
+            written = self._deferred.read((customer_id, campaign_id))
+            if written is not None:
+                return self._in_transaction(written)
         row = self._get.one(customer_id, campaign_id)
-        return None if row is None else _campaign(row)
+        return None if row is None else self._in_transaction(_campaign(row))
 
     def get_by_request(self, customer_id: str, request_id: str) -> Campaign | None:
+        if self._deferring:
+            written = self._deferred.by_request(customer_id, request_id)
+            if written is not None:
+                return self._in_transaction(written)
         row = self._get_by_request.one(customer_id, request_id)
-        return None if row is None else _campaign(row)
+        return None if row is None else self._in_transaction(_campaign(row))
+
+    def _in_transaction(self, c: Campaign) -> Campaign:
+        """c, read by the writer. On PostgreSQL its version is what the row held when read,
+        which a write of it must find still there; and it may carry provisional revisions of
+        this transaction's own writes, which it is given the final ones of at commit."""
+        if self._deferring:
+            self._deferred.was_read((c.customer_id, c.id), c.version)
+            self._read_in_transaction.append(c)
+        return c
 
     def outdial_holder(self, customer_id: str, outdial_id: str, other_than: str) -> str | None:
         """The live campaign, other than other_than, that uses outdial_id."""
         if not outdial_id:
             return None
+        if self._deferring:
+            holder = self._deferred.outdial_holder(customer_id, outdial_id, other_than)
+            if holder is not None:
+                return holder
         row = self._outdial_holder.one(customer_id, outdial_id, other_than)
         return None if row is None else str(row[0])
 
@@ -897,6 +971,8 @@ class Store:
 
     def id_taken(self, campaign_id: str) -> bool:
         """Whether a campaign of any customer has this id."""
+        if self._deferring and self._deferred.holds_id(campaign_id):
+            return True
         return self._id_taken.one(campaign_id) is not None
 
     def referrers(self, customer_id: str, campaign_id: str, limit: int) -> list[str]:
@@ -915,29 +991,32 @@ class Store:
     def ping(self) -> None:
         self.db.execute_sql("SELECT 1").fetchone()
 
-    def probe_read(self) -> None:
+    def probe_read(self) -> float:
         """Reads each table the service reads, by an index and one row at most: a database
         that answers SELECT 1 but not them (a table missing, a permission revoked, a lock
-        held on one) fails it, and a few index lookups cost no more than SELECT 1 did."""
+        held on one) fails it, and a few index lookups cost no more than SELECT 1 did.
+        Returns the seconds it took, on this thread: round trips to the database, mostly."""
+        started = time.monotonic()
         head = self.head_revision()
         self._id_taken.one("")
         self._fingerprint.one(head)
+        return time.monotonic() - started
 
     # -- writes (writer thread, inside its transaction) --------------------------------
 
     def journal_begin(self) -> None:
         """First in every write transaction (see database.Journal).
 
-        Takes the revision row. On PostgreSQL, writers of every replica queue on it for
-        their whole transaction, so what a transaction reads after taking it is what the
-        previous writer committed: a decision made on a read can never be overtaken by
-        another replica, and revisions commit in order. SQLite's BEGIN IMMEDIATE already
-        holds the file's one write lock. Either way no other writer can move the counter
-        before this transaction ends, so its events count on from here in memory.
+        Reads the revision row. On SQLite, BEGIN IMMEDIATE holds the file's one write lock:
+        no other writer can move the counter before this transaction ends, so its events
+        count on from here in memory. On PostgreSQL the transaction only reads until its
+        end: its writes, its events under provisional revisions, wait for the message that
+        takes the counter and commits (see pg_deferred and pg_revisions).
         """
         row = self._lock_revision.one()
         assert row is not None, "the schema is not migrated"
         revision, epoch = int(row[0]), None if row[1] is None else int(row[1])
+        self._commit_sent = False
         # Nothing is decided on a database the server has not recognised yet: the hub looks
         # at the log at once, and once it has (streams ended, caches dropped), the retry
         # writes.
@@ -945,39 +1024,122 @@ class Store:
         if why:
             self.identity.on_mismatch()
             raise database_changed(why)
+        if self._postgresql:
+            pid = self.db.connection().info.backend_pid
+            base = pg_revisions.provisional_base(pid)
+            self._pending = pg_revisions.Pending(base, 0, int(row[2]), pid)
+            revision = base
+            self._deferred.clear()
+            self._deferring = True
         self._revision_at_begin = revision
+
+    def journal_defers_writes(self) -> bool:
+        """Whether the transaction in progress writes nothing before its end (PostgreSQL):
+        a write that fails then needs no savepoint to take it back."""
+        return self._deferring
 
     def journal_end(self) -> None:
         """Last in a write transaction, after the writes that rolled back: stores the
-        counter, and on PostgreSQL tells the other replicas. PostgreSQL delivers the NOTIFY
-        when the transaction commits, and not at all when it rolls back; the payload, the
-        last revision, is a hint (see pg_notify)."""
-        if not self._journal:
+        counter. On PostgreSQL it also commits: one message gives the events their
+        revisions, tells the other replicas and commits (see pg_revisions)."""
+        if self._pending is None:
+            if self._journal:
+                self._set_revision.execute(self._journal[-1].revision)
             return
-        last = self._journal[-1].revision
-        self._set_revision.execute(last)
-        if self._postgresql:
-            self.db.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
+        if not self._journal and not self._deferred.statements:
+            return  # nothing written: Peewee's COMMIT ends the transaction
+        pending = self._pending = pg_revisions.Pending(
+            self._pending.base, len(self._journal), self._pending.xid, self._pending.backend_pid
+        )
+        mogrify = psycopg.ClientCursor(self.db.connection()).mogrify
+        message = pg_revisions.commit_message(pending, CHANNEL, self._deferred.text(mogrify))
+        self._commit_sent = True
+        with as_peewee_errors:
+            cursor = self.db.connection().execute(message)
+            for _ in self._deferred.statements:
+                cursor.nextset()
+            row = cursor.fetchone() if pending.count else (pending.base,)
+        self._commit_sent = False
+        assert row is not None
+        self._journal = pg_revisions.renumbered(
+            self._journal, self._read_in_transaction, pending, int(row[0]) - pending.count
+        )
+
+    def journal_commit_unanswered(self) -> bool:
+        """Whether this transaction's commit went out and its answer never came."""
+        return self._commit_sent
+
+    def journal_resolve(self, within: float) -> bool | None:
+        """After journal_commit_unanswered: whether the transaction committed (its journal
+        then holds the final revisions), None when the database cannot tell."""
+        pending, self._commit_sent = self._pending, False
+        if pending is None or not self._journal:
+            return None
+        outcome, head_before = pg_revisions.resolve(
+            self.db, pending, self._journal[0], within=within
+        )
+        if outcome is pg_revisions.Outcome.COMMITTED:
+            self._journal = pg_revisions.renumbered(
+                self._journal, self._read_in_transaction, pending, head_before
+            )
+            return True
+        return False if outcome is pg_revisions.Outcome.NOT_COMMITTED else None
+
+    def _write(self, statement: Prepared, *args: Any) -> None:
+        """Runs a write now, or on PostgreSQL keeps it for the message that commits."""
+        if self._deferring:
+            self._deferred.add(statement.sql, statement.bind(args))
+        else:
+            statement.execute(*args)
+
+    def _write_query(self, query: Any) -> None:
+        if self._deferring:
+            self._deferred.add(*query.sql())
+        else:
+            query.execute()
+
+    def _update_campaign(
+        self, c: Campaign, plain: Prepared, checked: Prepared, values: Sequence[Any]
+    ) -> None:
+        """Updates c's row: on PostgreSQL at commit, and only from the version read."""
+        if not self._deferring:
+            plain.execute(*values, c.customer_id, c.id)
+            return
+        key = (c.customer_id, c.id)
+        read = self._deferred.stored_version(key)
+        if read is None:
+            self._deferred.add(plain.sql, plain.bind((*values, c.customer_id, c.id)))
+        else:
+            self._deferred.add(
+                compare_and_set(checked.sql), checked.bind((*values, c.customer_id, c.id, read))
+            )
+        self._deferred.wrote(c)
 
     def insert(self, c: Campaign, request_id: str) -> None:
         values = _mutable_values(c, self._wire)
+        row = (c.customer_id, c.id, *values[:11], c.tm_create, *values[11:], request_id or None)
+        if self._deferring:
+            # A unique index that refuses it at commit (another replica took the id, the
+            # outdial or the request id meanwhile) fails the message: the batch runs again
+            # on fresh reads, which then find the holder.
+            self._write(self._insert, *row)
+            self._deferred.wrote(c, request_id)
+            return
         try:
-            self._insert.execute(
-                c.customer_id, c.id, *values[:11], c.tm_create, *values[11:], request_id or None
-            )
+            self._insert.execute(*row)
         except pw.IntegrityError as exc:
             raise _conflict(exc, c) from exc
 
     def save(self, c: Campaign) -> None:
         try:
-            self._save.execute(*_mutable_values(c, self._wire), c.customer_id, c.id)
+            self._update_campaign(c, self._save, self._save_if, _mutable_values(c, self._wire))
         except pw.IntegrityError as exc:
             raise _conflict(exc, c) from exc
 
     def save_state(self, c: Campaign) -> None:
         """Writes the fields of _STATE only: all a status change or a deletion touches, and
         far cheaper than save() (no actions to encode)."""
-        self._save_state.execute(
+        values = (
             int(c.status),
             c.stop_deadline,
             c.finishing,
@@ -987,15 +1149,14 @@ class Store:
             c.revision,
             c.stop_revision,
             int(c.last_reason),
-            c.customer_id,
-            c.id,
         )
+        self._update_campaign(c, self._save_state, self._save_state_if, values)
 
     def supersede_body(self, c: Campaign, superseded_at: int) -> None:
         """Keeps the stored body of c, about to be replaced at revision superseded_at, for
         the events written with it (see schema.CampaignBody). Copied inside the database:
         no actions to encode again."""
-        self._supersede_body.execute(superseded_at, c.customer_id, c.id)
+        self._write(self._supersede_body, superseded_at, c.customer_id, c.id)
 
     def append_event(
         self,
@@ -1048,7 +1209,8 @@ class Store:
             traceparent=origin.traceparent,
             campaign=c,
         )
-        self._insert_event.execute(
+        self._write(
+            self._insert_event,
             revision,
             event.customer_id,
             event.campaign_id,
@@ -1075,8 +1237,10 @@ class Store:
 
     def probe_write(self, now: int) -> None:
         """A write nobody reads, committed like any other: whether the database takes
-        writes now (its lock free, its disk not full, a connection to be had)."""
-        self._set_write_probe.execute(now)
+        writes now (its disk not full, a connection to be had, not a standby). The rows of
+        servers that stopped probing a day ago go with it."""
+        self._write(self._set_write_probe, now)
+        self._write(self._forget_probes, now - 86_400_000_000)
 
     def actions_all_encoded(self) -> bool:
         """Every row has its actions' encoding, or a store without the wire's form cannot
@@ -1102,11 +1266,13 @@ class Store:
         for seq, version, body_revision, text in rows:
             data = self._wire.actions(_actions_from_json(text))
             # Unless a write of another version came first, with its own encoding.
-            C.update(actions_wire=data, actions_wire_body=body_revision).where(
-                (C.seq == seq) & (C.version == version)
-            ).execute()
+            self._write_query(
+                C.update(actions_wire=data, actions_wire_body=body_revision).where(
+                    (C.seq == seq) & (C.version == version)
+                )
+            )
         if len(rows) < batch:
-            M.insert(key=ACTIONS_ENCODED, value=1).on_conflict_ignore().execute()
+            self._write_query(M.insert(key=ACTIONS_ENCODED, value=1).on_conflict_ignore())
             return None
         return int(rows[-1][0])
 
@@ -1116,7 +1282,12 @@ class Store:
         Only ever a prefix of the log goes, and the compacted revision moves with it in the
         same transaction, so "after revision R" is either complete or known to be incomplete.
         """
-        compacted = self.compacted_revision()
+        taken = self._take_compaction.one()
+        # None: another replica is compacting (PostgreSQL), or the log never was; the row is
+        # written with the first compaction, once, by whoever comes first.
+        if taken is None and self._postgresql and self._compacted.one() is not None:
+            return 0
+        compacted = 0 if taken is None else int(taken[0])
         rows = self._oldest_events.all(compacted, batch)
         last = compacted
         for revision, tm_event in rows:
@@ -1125,23 +1296,34 @@ class Store:
             last = revision
         if last == compacted:
             return 0
-        removed = self._delete_events.execute(compacted, last).rowcount
+        self._write(self._delete_events, compacted, last)
         # The bodies superseded at or before it: every event written with them is gone too.
-        self._delete_bodies.execute(last)
-        self._set_compacted.execute(last)
-        return int(removed)
+        self._write(self._delete_bodies, last)
+        self._write(self._set_compacted, last)
+        # Only this replica removes events past `compacted` (it holds the row), and the log
+        # has no gap: the events read up to `last` are those removed.
+        return sum(1 for revision, _ in rows if revision <= last)
 
     # -- the journal of the transaction in progress (writer thread) ------------------
 
     def journal_mark(self) -> int:
-        return len(self._journal)
+        self._marks.append((len(self._journal), self._deferred.mark() if self._deferring else 0))
+        return len(self._marks) - 1
 
     def journal_rollback(self, mark: int) -> None:
-        del self._journal[mark:]
+        events, deferred = self._marks[mark]
+        del self._journal[events:]
+        if self._deferring:
+            self._deferred.rollback(deferred)
+        del self._marks[mark:]
 
     def journal_take(self) -> list[Event]:
         events, self._journal = self._journal, []
-        self._revision_at_begin = None
+        self._revision_at_begin, self._pending, self._commit_sent = None, None, False
+        self._read_in_transaction = []
+        self._deferred.clear()
+        self._deferring = False
+        self._marks = []
         return events
 
     def due_stops(self, now: int, limit: int) -> list[Campaign]:

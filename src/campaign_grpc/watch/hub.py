@@ -22,6 +22,7 @@ from ..domain.errors import CampaignError, NotFound, OutOfRange, ResourceExhaust
 from ..domain.types import Campaign, CampaignState, Event
 from ..ops.limits import UnreadBytes, WatchStreamCounts
 from ..storage.identity import Fingerprint, LogIdentity, LogState, fingerprint
+from ..storage.timelines import Timelines, TimelineSource
 from .turns import SendTurns
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,13 @@ FREE_BULK_ITEMS = 32
 _FULL_SNAPSHOT_PAGE = 16
 # Heartbeats go out to one slot of the streams at a time, a slot every interval / _BEAT_SLOTS.
 _BEAT_SLOTS = 16
+# A heartbeat says the log's head was read at most one heartbeat interval ago; a server that
+# has not read it for _UNREAD_INTERVALS intervals ends its streams, so that their clients go to
+# another replica before their own rule (three silent intervals) would have to tell them.
+_UNREAD_INTERVALS = 2
+# The log is read at least this many times a heartbeat interval: one slow read alone does not
+# leave the heartbeats without a fresh head.
+_READS_PER_INTERVAL = 4
 # Streams ended for clients that do not read are logged once per this many seconds, with
 # their count: thousands of them (one client's) would otherwise log a line each.
 UNREAD_LOG_INTERVAL = 10.0
@@ -75,6 +83,8 @@ class Item:
     # The item as the stream sends it, made once for every stream that receives it (the
     # hub's encode); None for what only one stream sends, a snapshot or a replay.
     payload: bytes | None = None
+    # The log's timeline its revision belongs to (see storage.timelines); "" when unknown.
+    timeline: str = ""
 
 
 Encode = Callable[[Item], bytes]
@@ -101,6 +111,32 @@ def _database_changed(why: str, head: int, sent: int) -> OutOfRange:
     )
 
 
+def _log_unreadable(unread_s: float, head: int) -> CampaignError:
+    return Unavailable(
+        f"this server has not read the event log for {unread_s:.1f} s (the database does not "
+        f"answer it), so it cannot tell what changed after revision {head}; reconnect, to "
+        "another server if this one stays unavailable, and resume",
+        reason="LOG_UNREADABLE",
+        metadata={"head_revision": str(head), "unread_seconds": f"{unread_s:.1f}"},
+    )
+
+
+def _not_in_this_log(timeline: str, revision: int, shared: int | None) -> OutOfRange:
+    if shared is None:
+        why = f"timeline {timeline} is not one of this log's (the database was made anew)"
+        metadata = {"timeline": timeline}
+    else:
+        why = (
+            f"this log forked from timeline {timeline} after revision {shared} (a standby "
+            f"promoted, or a backup restored), so revision {revision} of it names a change "
+            "this log does not hold"
+        )
+        metadata = {"timeline": timeline, "forked_at_revision": str(shared)}
+    return OutOfRange(
+        f"{why}; start again from a snapshot", reason="LOG_TIMELINE_CHANGED", metadata=metadata
+    )
+
+
 def _compacted(compacted: int, lost: str) -> OutOfRange:
     return OutOfRange(
         f"{lost}: the log starts after revision {compacted}; start again from a snapshot",
@@ -123,6 +159,7 @@ class Subscription:
         "customer_id",
         "full",
         "limit",
+        "reading",
         "sent_at",
         "task",
         "unread",
@@ -147,6 +184,9 @@ class Subscription:
         # in a send its client does not read (see Hub._cancel_stuck).
         self.task: asyncio.Task[object] | None = None
         self.sent_at = 0.0
+        # Waiting for a read of its snapshot or replay, which a database that does not answer
+        # can hold for minutes (see Hub._interrupt_reads).
+        self.reading = False
         # The bytes of the message being sent, held in the hub's UnreadBytes until the send
         # completes; 0 while the stream is not sending.
         self.unread = 0
@@ -216,15 +256,19 @@ class Hub:
         identity: LogIdentity | None = None,
         on_reset: Callable[[], None] = lambda: None,
         send_turns: SendTurns | None = None,
+        timelines: TimelineSource | None = None,
         unread: UnreadBytes | None = None,
     ) -> None:
         """log_state(revision) reads the log's identity (see storage.identity); without it
         the hub knows only the log's head and compaction point. identity is kept up to date
-        for the writes to check; on_reset runs when the database changed (caches to drop)."""
+        for the writes to check; on_reset runs when the database changed (caches to drop).
+        timelines records and reads the log's timelines; without it messages name none."""
         self._campaigns = campaigns
         self._log_state = log_state or self._head_and_compaction
         self.identity = identity or LogIdentity()
         self._on_reset = on_reset
+        self._timeline_source = timelines
+        self._timelines: Timelines | None = None
         # The database's epoch, and the event at head (None: not known), as last seen.
         self._epoch: int | None = None
         self._at_head: Fingerprint | None = None
@@ -259,13 +303,29 @@ class Hub:
         self._closed = False
         # Every event up to head has been handed to the subscriptions it matches.
         self.head = 0
+        # When (the loop's clock) the last read that found nothing after head began: the
+        # log's head was head then, or later. None before the first.
+        self._read_at: float | None = None
+        # When the last read that reached the head, or handed out a batch on its way there,
+        # began: a hub catching up on a long backlog reads all along without reaching it.
+        self._progress_at: float | None = None
+        # Set while the streams are ended for a log not read: logged once an outage.
+        self._unread_since: float | None = None
+
+    @property
+    def timeline(self) -> str:
+        """The token of the log's current timeline, as this hub last found it."""
+        return "" if self._timelines is None else self._timelines.current.token
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._timeline_source is not None:
+            self._timelines = await self._timeline_source.start(fork=False)
         state = await self._log_state(0)
         self.head, self._at_head, self._epoch = state.head, state.last, state.epoch
         self.identity.set(state.epoch, state.head)
         self.identity.on_mismatch = self.check_log_soon
+        self._read_at = self._progress_at = self._loop.time()
         self._tasks = [
             asyncio.create_task(self._tail(), name="watch-hub"),
             asyncio.create_task(self._beat(), name="watch-heartbeats"),
@@ -369,11 +429,20 @@ class Hub:
                     if status is None:
                         # What the status view buffers holds no campaign.
                         light = dataclasses.replace(event, campaign=None)
-                        status = self._shared(Item(Kind.CHANGE, event.revision, event=light))
+                        change = Item(
+                            Kind.CHANGE, event.revision, event=light, timeline=self.timeline
+                        )
+                        status = self._shared(change)
                     sub.push(status)
                 elif event.campaign is not None:
                     if full is None:
-                        item = Item(Kind.CHANGE, event.revision, event=event, full=True)
+                        item = Item(
+                            Kind.CHANGE,
+                            event.revision,
+                            event=event,
+                            full=True,
+                            timeline=self.timeline,
+                        )
                         full = self._shared(item)
                     sub.push(full)
                 else:  # pragma: no cover - _catch_up reads campaigns while full streams exist
@@ -387,8 +456,14 @@ class Hub:
         return dataclasses.replace(item, payload=self._encode(item))
 
     def _heartbeat_at(self, revision: int) -> Item:
-        if self._heartbeat.revision != revision:
-            beat = Item(Kind.HEARTBEAT, revision, heartbeat_interval=self.heartbeat_interval)
+        timeline = self.timeline
+        if (self._heartbeat.revision, self._heartbeat.timeline) != (revision, timeline):
+            beat = Item(
+                Kind.HEARTBEAT,
+                revision,
+                heartbeat_interval=self.heartbeat_interval,
+                timeline=timeline,
+            )
             self._heartbeat = self._shared(beat)
         return self._heartbeat
 
@@ -400,6 +475,8 @@ class Hub:
         while True:
             await asyncio.sleep(self.heartbeat_interval / _BEAT_SLOTS)
             now = asyncio.get_running_loop().time()
+            # Here, not in the reading task: a read that hangs holds that one up too.
+            self._end_if_unread(now)
             for subs in self._subs.values():
                 for sub in subs:
                     if sub.beat_slot == slot:
@@ -444,6 +521,50 @@ class Hub:
             refused,
         )
 
+    def _head_age(self, now: float) -> float:
+        """Seconds since the log's head was last read (0 before the hub started)."""
+        return 0.0 if self._read_at is None else max(0.0, now - self._read_at)
+
+    def _head_is_fresh(self, now: float) -> bool:
+        return self._head_age(now) <= self.heartbeat_interval
+
+    def _stalled_for(self, now: float) -> float:
+        return 0.0 if self._progress_at is None else max(0.0, now - self._progress_at)
+
+    def _unread_too_long(self, now: float) -> bool:
+        return self._stalled_for(now) > _UNREAD_INTERVALS * self.heartbeat_interval
+
+    def _end_if_unread(self, now: float) -> None:
+        """Ends every stream once the log has not been read for _UNREAD_INTERVALS intervals:
+        heartbeats of the last head read would tell clients all is well while changes
+        committed through other replicas do not reach them."""
+        if not self._unread_too_long(now):
+            if self._unread_since is not None:
+                log.warning("the event log is read again: WatchStatus streams are served")
+                self._unread_since = None
+            return
+        unread, head = self._stalled_for(now), self.head
+        if self._unread_since is None:
+            self._unread_since = now
+            log.warning(
+                "the event log has not been read for %.1f s: ending %d WatchStatus streams, "
+                "and refusing new ones until it is",
+                unread,
+                self.subscriber_count,
+            )
+        self._end_all(lambda: _log_unreadable(unread, head))
+        self._interrupt_reads()
+
+    def _interrupt_reads(self) -> None:
+        """Cancels the streams still waiting for a read of their snapshot or replay, which
+        a database that does not answer holds for as long as TCP waits; each ends with
+        what it was ended with (see watch)."""
+        for subs in self._subs.values():
+            for sub in subs:
+                if sub.reading and sub.task is not None and not sub.task.done():
+                    sub.task.cancel()
+                    sub.task = None
+
     async def _room(self, sub: Subscription, item: Item, within: float) -> Item:
         """The item with its payload, once the stream holds room for it among the bytes
         sent and not yet read (ops.limits.UnreadBytes), waiting within seconds at most. A
@@ -472,9 +593,11 @@ class Hub:
         sub.unread = 0
 
     async def _tail(self) -> None:
+        # Often enough that a heartbeat always finds a head read within its interval.
+        pause = min(self._poll_interval, self.heartbeat_interval / _READS_PER_INTERVAL)
         while not self._closed:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
+                async with asyncio.timeout(pause):
                     await self._wake.wait()
             self._wake.clear()
             try:
@@ -497,7 +620,9 @@ class Hub:
         return events
 
     async def _catch_up(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             after = self.head
             # With the event at head known, the read starts with it: a log that holds
             # another event there is not the one this hub followed (see storage.identity).
@@ -523,7 +648,10 @@ class Hub:
             if fresh:
                 self.head = fresh[-1].revision
                 self._at_head = fingerprint(fresh[-1])
+            self._progress_at = began
             if not more:
+                # The log held nothing after head when this read began.
+                self._read_at = began
                 return
 
     async def _head_and_compaction(self, revision: int) -> LogState:
@@ -551,8 +679,19 @@ class Hub:
         elif known and state.at and state.at != known:
             why = f"its log holds another change at revision {head} (restored, then written)"
         if why:
+            if self._timeline_source is not None:
+                # The same database with another log from some revision on: its revisions
+                # after the head name other changes than those sent. Recorded before the
+                # writes, which wait for the reset, count on from it. (A database made
+                # anew has timelines of its own, none of which the old ones are.)
+                fork = state.epoch == self._epoch
+                self._timelines = await self._timeline_source.start(fork=fork)
             self._reset(state, why, head)
             return
+        if self._timeline_source is not None:
+            # A copy that did not go back (a standby promoted as it had caught up) is found
+            # by its place: its revisions are all shared, and the streams go on.
+            self._timelines = await self._timeline_source.start(fork=False)
         if known and state.at is None:
             self._at_head = None  # compacted away: nothing left to compare with
         if state.compacted > self.head:
@@ -591,7 +730,13 @@ class Hub:
         self._at_head = None
 
     async def watch(
-        self, customer_id: str, campaign_id: str, after_revision: int, *, full: bool = False
+        self,
+        customer_id: str,
+        campaign_id: str,
+        after_revision: int,
+        *,
+        full: bool = False,
+        timeline: str = "",
     ) -> AsyncGenerator[Item, None]:
         """A stream's items: snapshot or replay first, then live changes and heartbeats.
 
@@ -601,18 +746,32 @@ class Hub:
         # what both deliver is dropped by revision.
         sub = self._subscribe(customer_id, campaign_id, full)
         loop = asyncio.get_running_loop()
-        sub.task = asyncio.current_task()
+        task = sub.task = asyncio.current_task()
         sub.sent_at = loop.time()
         try:
+            if self._unread_too_long(loop.time()):
+                raise _log_unreadable(self._stalled_for(loop.time()), self.head)
             first = (
                 self._snapshot(customer_id, campaign_id, full)
                 if after_revision == 0
-                else self._replay(customer_id, campaign_id, after_revision, full)
+                else self._replay(customer_id, campaign_id, after_revision, full, timeline)
             )
             cursor = after_revision
             async with contextlib.aclosing(first):
                 sent = 0
-                async for item in first:
+                while True:
+                    sub.reading = True
+                    try:
+                        item = await anext(first)
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.CancelledError:
+                        # Cancelled by the hub (which took the task) and by no one else.
+                        if sub.task is None and task is not None and task.uncancel() == 0:
+                            sub.take()  # raises what the hub ended the stream with
+                        raise
+                    finally:
+                        sub.reading = False
                     cursor = item.revision
                     sent += 1
                     item = await self._room(sub, item, min(BULK_ROOM_WAIT, self._send_timeout))
@@ -634,6 +793,10 @@ class Hub:
                     await waiter
                 changes = sub.take()
                 if not changes:
+                    if not self._head_is_fresh(loop.time()):
+                        # A heartbeat would vouch for a head not read lately: silence says
+                        # more, until the stream is ended (see _end_if_unread).
+                        continue
                     cursor = max(cursor, self.head)
                     yield await self._room(sub, self._heartbeat_at(cursor), self._send_timeout)
                     self._sent(sub)
@@ -658,7 +821,7 @@ class Hub:
             found, head = await self._campaigns.snapshot_one(customer_id, campaign_id, full=full)
             if found is None:
                 raise NotFound(f"campaign {campaign_id} not found", metadata={"id": campaign_id})
-            yield _snapshot_item(found)
+            yield _snapshot_item(found, self.timeline)
         else:
             head = await self._campaigns.head_revision()
             page_size = _FULL_SNAPSHOT_PAGE if full else _SNAPSHOT_PAGE
@@ -681,17 +844,28 @@ class Hub:
                 # Only the first page: a snapshot under way is not broken off.
                 refusal = _admitted
                 for found in page:
-                    yield _snapshot_item(found)
+                    yield _snapshot_item(found, self.timeline)
                 if len(page) < page_size:
                     break
                 after = page[-1].revision
                 del page
-        yield Item(Kind.SNAPSHOT_END, head, heartbeat_interval=self.heartbeat_interval)
+        yield Item(
+            Kind.SNAPSHOT_END,
+            head,
+            heartbeat_interval=self.heartbeat_interval,
+            timeline=self.timeline,
+        )
 
     async def _replay(
-        self, customer_id: str, campaign_id: str, after_revision: int, full: bool
+        self, customer_id: str, campaign_id: str, after_revision: int, full: bool, timeline: str
     ) -> AsyncGenerator[Item, None]:
         """The changes after after_revision, then a heartbeat: the stream has caught up."""
+        if timeline and self._timeline_source is not None:
+            # Read now, not as the hub last saw them: another server may have recorded a
+            # fork, and written past it, since.
+            shared = (await self._timeline_source.read()).shared_up_to(timeline)
+            if shared is None or after_revision > shared:
+                raise _not_in_this_log(timeline, after_revision, shared)
         if campaign_id:
             await self._campaigns.get(customer_id, campaign_id)
         head = await self._campaigns.head_revision()
@@ -726,18 +900,23 @@ class Hub:
                 )
             for event in events:
                 cursor = event.revision
-                yield Item(Kind.CHANGE, cursor, event=event, full=full)
+                yield Item(Kind.CHANGE, cursor, event=event, full=full, timeline=self.timeline)
             if len(events) < batch:
                 break
             del events
         # Every matching change up to head has been sent (and those after it, to cursor).
-        yield Item(Kind.HEARTBEAT, max(cursor, head), heartbeat_interval=self.heartbeat_interval)
+        yield Item(
+            Kind.HEARTBEAT,
+            max(cursor, head),
+            heartbeat_interval=self.heartbeat_interval,
+            timeline=self.timeline,
+        )
 
 
-def _snapshot_item(found: Campaign | CampaignState) -> Item:
+def _snapshot_item(found: Campaign | CampaignState, timeline: str) -> Item:
     if isinstance(found, Campaign):
-        return Item(Kind.SNAPSHOT, found.revision, campaign=found)
-    return Item(Kind.SNAPSHOT, found.revision, state=found)
+        return Item(Kind.SNAPSHOT, found.revision, campaign=found, timeline=timeline)
+    return Item(Kind.SNAPSHOT, found.revision, state=found, timeline=timeline)
 
 
 def _admitted() -> CampaignError | None:
