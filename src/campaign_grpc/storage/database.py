@@ -167,8 +167,11 @@ def _refused_for_file(db: pw.Database, jobs: list[_Job[Any]]) -> CampaignError |
 def _first_failure(exc: BaseException) -> BaseException:
     """The failure a transaction's ROLLBACK covered: SQLite rolls back by itself on some
     errors (a full disk, an I/O error), and the ROLLBACK that follows then fails with "no
-    transaction is active", which says nothing of why."""
-    while "no transaction is active" in str(exc) and exc.__context__ is not None:
+    transaction is active", which says nothing of why; on PostgreSQL a commit the database
+    refused closes its connection (see Store.journal_end), and the ROLLBACK then fails with
+    "the connection is closed"."""
+    covering = ("no transaction is active", "the connection is closed")
+    while any(text in str(exc) for text in covering) and exc.__context__ is not None:
         exc = exc.__context__
     return exc
 
@@ -907,9 +910,18 @@ def _queued_past_lock_budget(budget: float) -> CampaignError:
 
 
 def _sqlstate(exc: BaseException) -> str | None:
-    cause = exc.__context__ if isinstance(exc, pw.PeeweeException) and exc.__context__ else exc
-    state = getattr(cause, "sqlstate", None)
-    return state if isinstance(state, str) else None
+    """The SQLSTATE of the failure, or of the one it happened while handling: a ROLLBACK
+    on a connection closed after a refused commit (see Store.journal_end) fails too, and
+    says nothing of why."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        seen = seen.__context__
+    return None
 
 
 def _conflict_error(exc: BaseException) -> BaseException:

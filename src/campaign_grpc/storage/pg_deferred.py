@@ -4,13 +4,14 @@ A row written early in a transaction stays locked until the transaction ends, an
 round trip after the write holds it longer: a replica on a slow path (100 ms each way) held
 the campaigns it wrote for seconds, and the other replicas' writes of those campaigns waited
 for it (their p99 forty times the quiet one's). Here the transaction only reads until its
-end; its writes wait in DeferredWrites and go out with the message that commits (see
-pg_revisions), so that no row is locked across the network.
+end; its writes wait in DeferredWrites and go out in one pipeline with its COMMIT (see
+pg_revisions and Store.journal_end), so that no row is locked across the network.
 
 Nothing is locked while the transaction reads, so a write checks at commit that what it
 decided on still holds: an update of a campaign names the version it read
 (compare-and-set), and one that finds another version there fails the whole message with
-SQLSTATE 40001, after which the writer runs the batch again on fresh reads. What the
+SQLSTATE 40001 (PostgreSQL then skips the rest of the pipeline, COMMIT included), after
+which the writer runs the batch again on fresh reads. What the
 transaction wrote is what it reads back (DeferredWrites.read), as if written already.
 """
 
@@ -134,8 +135,3 @@ class DeferredWrites:
             if u.request is not None:
                 self._requests.pop(u.request, None)
         del self._marks[mark:]
-
-    def text(self, mogrify: Any) -> list[str]:
-        """The deferred statements with their parameters bound, as literals (client-side
-        binding: several statements with parameters travel in one simple query)."""
-        return [mogrify(sql, params) for sql, params in self.statements]

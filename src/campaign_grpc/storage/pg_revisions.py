@@ -1,4 +1,4 @@
-"""PostgreSQL: the log's revisions are given in the message that commits.
+"""PostgreSQL: the log's revisions are given as a transaction commits.
 
 Every replica takes the log's next revisions from one counter, the meta row "revision", which
 stays locked from the moment a transaction takes its numbers until it commits: revisions then
@@ -7,14 +7,13 @@ was held across each of the transaction's round trips. A replica on a slow path 
 way) held it about two seconds a batch, and the fleet's writes fell to a quarter; a replica cut
 off while holding it stopped every replica's writes until PostgreSQL gave up on its session.
 
-Here a transaction writes its events and campaigns with provisional revisions, negative numbers
-that no other open transaction uses (its backend's pid picks the range), and its last message
-takes the counter, renumbers what it wrote, notifies the other replicas and commits, in one
-round trip. The lock is held while PostgreSQL runs that message, never across the network.
-A decision about one campaign is kept from being overtaken by that campaign's row lock (see
-Store.load), which only the writers of that campaign wait for.
+Here a transaction writes its events with provisional revisions, negative numbers that no other
+open transaction uses (its backend's pid picks the range). Its last statements, sent with its
+writes and its COMMIT in one pipeline (one round trip, see pg_deferred), take the counter,
+renumber what it wrote and notify the other replicas: the lock is held while PostgreSQL runs
+them, never across the network.
 
-When the connection is lost with that message sent, the transaction may or may not have
+When the connection is lost with the COMMIT sent, the transaction may or may not have
 committed. resolve() finds out on a new connection: it ends the old session if PostgreSQL has
 not yet (so that its transaction is decided), then asks pg_xact_status.
 """
@@ -61,39 +60,33 @@ class Pending:
         return revision
 
 
-def commit_message(pending: Pending, channel: str, writes: list[str]) -> str:
-    """The transaction's last message: its writes (their parameters bound as literals, see
-    pg_deferred), then, when it logged events, the counter taken, the revisions renumbered
-    and the other replicas notified, then COMMIT. Travels as one simple query, in one round
-    trip. With events, the result after the writes' is the counter's new value."""
-    if not pending.count:
-        return "; ".join((*writes, "COMMIT"))
+def commit_statements(pending: Pending, channel: str) -> list[tuple[str, dict[str, int]]]:
+    """What a transaction that logged events sends after its writes, before its COMMIT: the
+    counter taken (the first statement, whose result is the counter's new value), the
+    revisions renumbered, the other replicas notified. The same text every time, so that
+    PostgreSQL prepares each statement once."""
     n, lo, hi, base = pending.count, pending.base + 1, pending.base + pending.count, pending.base
-    head_before = f"(SELECT value - {n} FROM meta WHERE key = 'revision')"
+    params = {"n": n, "lo": lo, "hi": hi, "base": base}
+    head_before = "(SELECT value - %(n)s FROM meta WHERE key = 'revision')"
 
     def final(column: str) -> str:
         return (
-            f"{column} = CASE WHEN {column} BETWEEN {lo} AND {hi} "
-            f"THEN {column} - ({base}) + {head_before} ELSE {column} END"
+            f"{column} = CASE WHEN {column} BETWEEN %(lo)s AND %(hi)s "
+            f"THEN {column} - %(base)s + {head_before} ELSE {column} END"
         )
 
     revisions = ", ".join(final(c) for c in ("revision", "stop_revision", "body_revision"))
-    return "; ".join(
-        (
-            # The writes first: one that waits for a row's lock does so before the counter
-            # is taken, which every replica's commit needs.
-            *writes,
-            f"UPDATE meta SET value = value + {n} WHERE key = 'revision' RETURNING value",
-            f"UPDATE event SET {revisions} WHERE revision BETWEEN {lo} AND {hi}",
-            f"UPDATE campaign SET {revisions}, {final('actions_wire_body')} "
-            f"WHERE revision BETWEEN {lo} AND {hi}",
-            f"UPDATE campaign_body SET {final('revision')}, {final('superseded_at')} "
-            f"WHERE superseded_at BETWEEN {lo} AND {hi}",
-            # Delivered at commit, and not at all should it roll back (see pg_notify).
-            f"SELECT pg_notify('{channel}', value::text) FROM meta WHERE key = 'revision'",
-            "COMMIT",
-        )
+    statements = (
+        "UPDATE meta SET value = value + %(n)s WHERE key = 'revision' RETURNING value",
+        f"UPDATE event SET {revisions} WHERE revision BETWEEN %(lo)s AND %(hi)s",
+        f"UPDATE campaign SET {revisions}, {final('actions_wire_body')} "
+        "WHERE revision BETWEEN %(lo)s AND %(hi)s",
+        f"UPDATE campaign_body SET {final('revision')}, {final('superseded_at')} "
+        "WHERE superseded_at BETWEEN %(lo)s AND %(hi)s",
+        # Delivered at commit, and not at all should it roll back (see pg_notify).
+        f"SELECT pg_notify('{channel}', value::text) FROM meta WHERE key = 'revision'",
     )
+    return [(sql, params) for sql in statements]
 
 
 def renumbered(

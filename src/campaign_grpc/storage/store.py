@@ -1051,14 +1051,28 @@ class Store:
         pending = self._pending = pg_revisions.Pending(
             self._pending.base, len(self._journal), self._pending.xid, self._pending.backend_pid
         )
-        mogrify = psycopg.ClientCursor(self.db.connection()).mogrify
-        message = pg_revisions.commit_message(pending, CHANNEL, self._deferred.text(mogrify))
+        tail = pg_revisions.commit_statements(pending, CHANNEL) if pending.count else []
+        connection = self.db.connection()
         self._commit_sent = True
         with as_peewee_errors:
-            cursor = self.db.connection().execute(message)
-            for _ in self._deferred.statements:
-                cursor.nextset()
-            row = cursor.fetchone() if pending.count else (pending.base,)
+            # One pipeline, one round trip: the writes (prepared statements, their values
+            # bound), the counter taken, COMMIT. A statement that fails (a compare-and-set
+            # that found another version) makes PostgreSQL skip the rest, COMMIT included.
+            # The writes are not prepared, their shapes being many; the counter's statements
+            # always are. A pipeline that aborts before a PREPARE it carried ran leaves
+            # psycopg believing in a prepared statement that does not exist: such a
+            # connection is closed, so that the pool makes a new one.
+            try:
+                with connection.pipeline():
+                    for sql, params in self._deferred.statements:
+                        connection.execute(sql, params, prepare=False)
+                    counter = [connection.execute(sql, p, prepare=True) for sql, p in tail]
+                    connection.execute("COMMIT", prepare=False)
+            except psycopg.errors.DatabaseError as refused:
+                if refused.sqlstate is not None:
+                    connection.close()
+                raise
+            row = counter[0].fetchone() if counter else (pending.base + pending.count,)
         self._commit_sent = False
         assert row is not None
         self._journal = pg_revisions.renumbered(
