@@ -21,9 +21,10 @@ def call(name: str, kind: str = "unary") -> Call:
     return Call(PREFIX + name, "campaign.v1.CampaignService", name, kind)
 
 
-GET, CREATE, WATCH = (
+GET, CREATE, EVENTS, WATCH = (
     call("GetCampaign"),
     call("CreateCampaign"),
+    call("ListCampaignEvents"),
     call("WatchStatus", "server_stream"),
 )
 HEALTH = Call("/grpc.health.v1.Health/Check", "grpc.health.v1.Health", "Check", "unary")
@@ -37,7 +38,6 @@ def admission(
 ) -> Admission:
     return Admission(
         Budgets(calls=calls, writes=writes, per_customer=per_customer, request_bytes=nbytes),
-        reads=(GET.method,),
         customer_of=customers_of(SERVICE),
         exempt=("grpc.health.v1.Health",),
     )
@@ -90,6 +90,18 @@ def test_writes_stuck_behind_the_database_leave_the_reads_their_share() -> None:
     admitted(gate, GET, get("c"))
     admitted(gate, GET, get("d"))
     assert refused(gate, GET, get("e")).reason == "TOO_MANY_CALLS_IN_FLIGHT"
+
+
+def test_the_contract_s_reads_are_not_charged_to_the_writes() -> None:
+    gate = admission(calls=4, writes=1)
+    admitted(gate, CREATE, create("a"))
+    assert refused(gate, CREATE, create("b")).reason == "TOO_MANY_WRITES_IN_FLIGHT"
+
+    events = admitted(gate, EVENTS, pb.ListCampaignEventsRequest(customer_id="c"))
+
+    assert not events.write
+    assert gate.writes == 1
+    admitted(gate, GET, get("d"))
 
 
 def test_a_customer_past_its_share_is_refused_and_another_is_not() -> None:

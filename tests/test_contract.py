@@ -56,3 +56,20 @@ def test_a_removed_service_breaks_the_contract(module: Path) -> None:
     done = breaking(module)
     assert done.returncode != 0
     assert 'Previously present service "CampaignService" was deleted' in done.stdout + done.stderr
+
+
+def test_the_method_options_added_since_the_release_keep_the_contract(module: Path) -> None:
+    done = breaking(module)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_raised_idempotency_level_breaks_the_contract(module: Path) -> None:
+    # Why retry safety is stated in (campaign.v1.traits) rather than as IDEMPOTENT.
+    edit(
+        module,
+        "returns (UndeleteCampaignResponse) {\n    option idempotency_level = IDEMPOTENCY_UNKNOWN;",
+        "returns (UndeleteCampaignResponse) {\n    option idempotency_level = IDEMPOTENT;",
+    )
+    done = breaking(module)
+    assert done.returncode != 0
+    assert 'changed option "idempotency_level"' in done.stdout + done.stderr

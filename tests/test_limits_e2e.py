@@ -335,6 +335,11 @@ async def test_writes_stuck_behind_the_database_leave_reads_their_share(
             # The reads the database can serve are served while the writes wait.
             for _ in range(5):
                 assert (await get(stub, customer, existing.id)).id == existing.id
+            history = await stub.ListCampaignEvents(
+                pb.ListCampaignEventsRequest(customer_id=customer, campaign_id=existing.id),
+                timeout=10,
+            )
+            assert [e.campaign_id for e in history.events] == [existing.id]
             assert not any(call.done() for call in stuck)
         await asyncio.wait_for(asyncio.gather(*stuck), 10)
         await serves_on(stub, health, customer)

@@ -101,7 +101,8 @@ async def test_reflection_lists_and_describes_the_services(
     assert {SERVICE, HEALTH, f"grpc.reflection.{package}.ServerReflection"} <= names
 
     files = files_of(described)
-    (campaign_file,) = [f for f in files.values() if f.package == "campaign.v1"]
+    campaign_file = files["campaign/v1/campaign.proto"]
+    assert "campaign/v1/options.proto" in campaign_file.dependency
     (service,) = campaign_file.service
     assert service.name == "CampaignService"
     assert {m.name for m in service.method} == RPCS

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from .methods import METHODS
+
 ENV_PREFIX = "CAMPAIGN_GRPC_"
 
 
@@ -48,6 +50,8 @@ def _page_bytes(text: str) -> int:
     return value
 
 
+# What --max-unary-writes-in-flight keeps room for.
+_READ_NAMES = ", ".join(m.name for m in METHODS.values() if m.read and not m.streaming)
 _SWITCH_VALUES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 
 
@@ -255,8 +259,8 @@ class Settings:
     max_unary_writes_in_flight: int = _setting(
         750,
         "of --max-unary-in-flight, how many may be writes: the rest is kept for reads "
-        "(GetCampaign, ListCampaigns), so that writes stuck behind a slow database leave reads "
-        "the database could serve their share",
+        f"({_READ_NAMES}), so that writes stuck behind a slow database leave reads the "
+        "database could serve their share",
         _count,
     )
     max_unary_in_flight_per_customer: int = _setting(

@@ -9,12 +9,12 @@ id when the call is traced. Each accepted change is also in the event log, with 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
-from google.protobuf.descriptor_pb2 import MethodOptions
 
+from ..methods import WRITES
 from ..ops import tracing
 from .callers import principal_of
 from .interceptors import Call
@@ -22,13 +22,6 @@ from .interceptors import Call
 audit_log = logging.getLogger("campaign_grpc.audit")
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def is_write(method: MethodDescriptor) -> bool:
-    return (
-        not method.server_streaming
-        and method.GetOptions().idempotency_level != MethodOptions.NO_SIDE_EFFECTS
-    )
 
 
 def _named(request: Any, response: Any) -> tuple[str, str]:
@@ -42,12 +35,11 @@ def _named(request: Any, response: Any) -> tuple[str, str]:
 
 
 class AuditLog:
-    """Records every call of a service's writes as it ends (see interceptors.Observe)."""
+    """Records every call of the writes (by method path) as it ends (see
+    interceptors.Observe)."""
 
-    def __init__(self, service: ServiceDescriptor) -> None:
-        self._writes = frozenset(
-            f"/{service.full_name}/{m.name}" for m in service.methods if is_write(m)
-        )
+    def __init__(self, writes: Collection[str] = WRITES) -> None:
+        self._writes = frozenset(writes)
 
     def guards(self, call: Call) -> bool:
         return call.method in self._writes

@@ -1,19 +1,12 @@
 """The request of each call, and whether repeating it is safe (so whether it is retried).
 
 A retry may repeat a request that the server already carried out (its reply was lost), so
-only requests whose repetition changes nothing more are retried:
-- reads: GetCampaign, ListCampaigns, ListCampaignEvents;
-- CreateCampaign with a request_id: the client makes one when the caller gives none, so a
-  repeat returns the first result;
-- UpdateCampaign and DeleteCampaign with an etag: a repeat of one that was carried out
-  fails with ABORTED instead of overwriting a change made in between (read the campaign to
-  see); without an etag they are not retried;
-- UndeleteCampaign: undeleting a live campaign returns it unchanged;
-- UpdateCampaignStatus: a repeated RUN or STOP returns the campaign unchanged (a STOP only
-  asks; the dialer's confirmation of a drain is a call of its own);
-- ConfirmDrained: it names the stop it confirms, and a repeat of one that completed
-  returns the campaign unchanged;
-- ReportOutdialExhausted: a repeated report returns the campaign unchanged.
+only requests whose repetition changes nothing more are retried. Each method's options in the
+contract say which (see campaign_grpc.methods): a read always; another call as it is, or only
+when its request sets a key or a condition: CreateCampaign's request_id, which the client
+makes when the caller gives none, so that a repeat returns the first result; an etag, so that
+a repeat of a call carried out fails with ABORTED instead of overwriting a change made in
+between (read the campaign to see).
 """
 
 from __future__ import annotations
@@ -26,6 +19,8 @@ from google.protobuf import field_mask_pb2
 
 from campaign.v1 import campaign_pb2 as pb
 
+from ..methods import safe_to_retry
+
 Status: TypeAlias = pb.Campaign.Status.ValueType
 Type: TypeAlias = pb.Campaign.Type.ValueType
 View: TypeAlias = pb.WatchView.ValueType
@@ -33,11 +28,13 @@ View: TypeAlias = pb.WatchView.ValueType
 
 def create(campaign: pb.Campaign, request_id: str) -> tuple[pb.CreateCampaignRequest, bool]:
     request_id = request_id or str(uuid.uuid4())
-    return pb.CreateCampaignRequest(campaign=campaign, request_id=request_id), True
+    request = pb.CreateCampaignRequest(campaign=campaign, request_id=request_id)
+    return request, safe_to_retry("CreateCampaign", request)
 
 
 def get(customer_id: str, campaign_id: str) -> tuple[pb.GetCampaignRequest, bool]:
-    return pb.GetCampaignRequest(customer_id=customer_id, id=campaign_id), True
+    request = pb.GetCampaignRequest(customer_id=customer_id, id=campaign_id)
+    return request, safe_to_retry("GetCampaign", request)
 
 
 def list_page(
@@ -56,7 +53,7 @@ def list_page(
         type=type,
         show_deleted=show_deleted,
     )
-    return request, True
+    return request, safe_to_retry("ListCampaigns", request)
 
 
 def list_events(
@@ -69,22 +66,25 @@ def list_events(
         page_token=page_token,
         view=view,
     )
-    return request, True
+    return request, safe_to_retry("ListCampaignEvents", request)
 
 
 def update(
     campaign: pb.Campaign, update_mask: Iterable[str]
 ) -> tuple[pb.UpdateCampaignRequest, bool]:
     mask = field_mask_pb2.FieldMask(paths=list(update_mask))
-    return pb.UpdateCampaignRequest(campaign=campaign, update_mask=mask), bool(campaign.etag)
+    request = pb.UpdateCampaignRequest(campaign=campaign, update_mask=mask)
+    return request, safe_to_retry("UpdateCampaign", request)
 
 
 def delete(customer_id: str, campaign_id: str, etag: str) -> tuple[pb.DeleteCampaignRequest, bool]:
-    return pb.DeleteCampaignRequest(customer_id=customer_id, id=campaign_id, etag=etag), bool(etag)
+    request = pb.DeleteCampaignRequest(customer_id=customer_id, id=campaign_id, etag=etag)
+    return request, safe_to_retry("DeleteCampaign", request)
 
 
 def undelete(customer_id: str, campaign_id: str) -> tuple[pb.UndeleteCampaignRequest, bool]:
-    return pb.UndeleteCampaignRequest(customer_id=customer_id, id=campaign_id), True
+    request = pb.UndeleteCampaignRequest(customer_id=customer_id, id=campaign_id)
+    return request, safe_to_retry("UndeleteCampaign", request)
 
 
 def update_status(
@@ -93,7 +93,7 @@ def update_status(
     request = pb.UpdateCampaignStatusRequest(
         customer_id=customer_id, id=campaign_id, status=status, force=force, etag=etag
     )
-    return request, True
+    return request, safe_to_retry("UpdateCampaignStatus", request)
 
 
 def confirm_drained(
@@ -102,10 +102,11 @@ def confirm_drained(
     request = pb.ConfirmDrainedRequest(
         customer_id=customer_id, id=campaign_id, stop_revision=stop_revision
     )
-    return request, True
+    return request, safe_to_retry("ConfirmDrained", request)
 
 
 def report_outdial_exhausted(
     customer_id: str, campaign_id: str
 ) -> tuple[pb.ReportOutdialExhaustedRequest, bool]:
-    return pb.ReportOutdialExhaustedRequest(customer_id=customer_id, id=campaign_id), True
+    request = pb.ReportOutdialExhaustedRequest(customer_id=customer_id, id=campaign_id)
+    return request, safe_to_retry("ReportOutdialExhausted", request)

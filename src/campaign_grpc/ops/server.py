@@ -84,7 +84,6 @@ GRPC_OPTIONS = [
     ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
 ]
 HEALTH_WATCH_METHOD = f"/{health.SERVICE_NAME}/Watch"
-READ_METHODS = (f"/{SERVICE_NAME}/GetCampaign", f"/{SERVICE_NAME}/ListCampaigns")
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -303,7 +302,6 @@ class App:
                 per_customer=settings.max_unary_in_flight_per_customer,
                 request_bytes=settings.max_request_bytes_in_flight,
             ),
-            reads=READ_METHODS,
             customer_of=customers_of(SERVICE),
             exempt=(health.SERVICE_NAME,),
         )
@@ -349,7 +347,7 @@ class App:
             on_refusal=lambda error, peer: self.peer_reports.refused(
                 error.reason, peer, error.message
             ),
-            recorders=[AuditLog(SERVICE)],
+            recorders=[AuditLog()],
             tracing=tracing,
         )
         self.server = grpc.aio.server(interceptors=[observe], options=grpc_options(settings))

@@ -1,0 +1,1 @@
+../../../../src/campaign_grpc/methods.py
