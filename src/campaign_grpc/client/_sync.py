@@ -12,7 +12,7 @@ from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc as pb_grpc
 
 from . import _requests as requests
-from ._channel import TLS, call_metadata, channel_credentials
+from ._channel import KEEPALIVE_OPTIONS, TLS, call_metadata, channel_credentials
 from ._retry import (
     CHANNEL_OPTIONS,
     DEFAULT,
@@ -61,10 +61,11 @@ class CampaignClient:
         if channel is None:
             assert target is not None
             secure = channel_credentials(credentials, tls)
+            options = [*CHANNEL_OPTIONS, *KEEPALIVE_OPTIONS]
             if secure is None:
-                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+                channel = grpc.insecure_channel(target, options=options)
             else:
-                channel = grpc.secure_channel(target, secure, options=CHANNEL_OPTIONS)
+                channel = grpc.secure_channel(target, secure, options=options)
         self.channel = channel
         self._stub = pb_grpc.CampaignServiceStub(channel)
         self._metadata = call_metadata(token)
