@@ -23,6 +23,7 @@ from ._retry import (
     Retry,
     call,
 )
+from ._silence import SILENT_INTERVALS
 from ._watch import Resume, Watch
 
 Req = TypeVar("Req")
@@ -291,6 +292,7 @@ class CampaignClient:
         heartbeats: bool = False,
         view: requests.View = pb.WATCH_VIEW_STATUS,
         retry: Retry | Default = DEFAULT,
+        silent_intervals: int | None = SILENT_INTERVALS,
     ) -> Watch:
         """Status changes, each once, across reconnects and server restarts.
 
@@ -301,8 +303,15 @@ class CampaignClient:
         the watch starts again from a snapshot rather than skip changes). With view
         WATCH_VIEW_FULL every snapshot item and change carries the campaign as of its
         revision.
+
+        A stream without any message for silent_intervals heartbeat intervals (as the server
+        announces them; 10 s until it does) is taken for dead, as a paused server or a
+        connection a NAT forgot would leave it: the watch cancels it and reconnects, resuming
+        as after UNAVAILABLE. None waits for ever.
         """
-        resume = Resume(customer_id, campaign_id, after_revision, heartbeats, view, timeline)
+        resume = Resume(
+            customer_id, campaign_id, after_revision, heartbeats, view, timeline, silent_intervals
+        )
         return Watch(
             self._stub, resume, self.watch_retry if retry is DEFAULT else retry, self._metadata
         )
