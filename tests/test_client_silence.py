@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import queue
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -117,6 +118,40 @@ def test_the_blocking_watch_takes_a_paused_server_for_dead_and_resumes_once_it_r
         (b.id, C.STATUS_STOP, 4),
     ]
     assert all(m.kind == W.KIND_CHANGE for m in seen)
+
+
+def test_the_time_the_caller_spends_with_an_item_is_not_silence(
+    settings: Settings, customer: str
+) -> None:
+    errors: list[CampaignServiceError] = []
+    retry = dataclasses.replace(QUICK, on_error=errors.append)
+    server = ServerThread(settings)
+    try:
+        server.start(heartbeat_interval=HEARTBEAT)
+        with CampaignClient(server.target, watch_retry=retry) as client:
+            a = client.create_campaign(runnable_campaign(customer))
+            with (
+                client.watch(customer, heartbeats=True) as watch,
+                concurrent.futures.ThreadPoolExecutor(1) as pool,
+            ):
+                items = iter(watch)
+
+                def next_item() -> Any:
+                    return pool.submit(next, items).result(10)
+
+                assert next_item().kind == W.KIND_SNAPSHOT
+                assert next_item().kind == W.KIND_SNAPSHOT_END  # the interval is known now
+                assert next_item().kind == W.KIND_HEARTBEAT
+                # A dialer busy with an item for longer than three intervals.
+                time.sleep(4 * HEARTBEAT)
+                client.update_campaign_status(customer, a.id, C.STATUS_RUN)
+                while (item := next_item()).kind == W.KIND_HEARTBEAT:
+                    pass
+                assert change(item) == (a.id, C.STATUS_RUN, 2)
+    finally:
+        server.close()
+    assert errors == []
+    assert not [t for t in threading.enumerate() if t.name == "campaign-watch-silence"]
 
 
 class AsyncReader:
