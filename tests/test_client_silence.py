@@ -182,6 +182,30 @@ class AsyncReader:
             await asyncio.wait_for(self._task, 5)
 
 
+async def test_the_asyncio_watch_counts_only_the_wait_for_the_server_too(
+    start_server: Callable[..., Any], settings: Settings, customer: str
+) -> None:
+    errors: list[CampaignServiceError] = []
+    retry = dataclasses.replace(QUICK, on_error=errors.append)
+    server = await start_server(settings, heartbeat_interval=HEARTBEAT)
+    async with AsyncCampaignClient(f"127.0.0.1:{server.port}", watch_retry=retry) as client:
+        a = await client.create_campaign(runnable_campaign(customer))
+        async with client.watch(customer, heartbeats=True) as watch:
+
+            async def next_item() -> Any:
+                return await asyncio.wait_for(anext(watch), 10)
+
+            assert (await next_item()).kind == W.KIND_SNAPSHOT
+            assert (await next_item()).kind == W.KIND_SNAPSHOT_END
+            assert (await next_item()).kind == W.KIND_HEARTBEAT
+            await asyncio.sleep(4 * HEARTBEAT)  # busy with an item past three intervals
+            await client.update_campaign_status(customer, a.id, C.STATUS_RUN)
+            while (item := await next_item()).kind == W.KIND_HEARTBEAT:
+                pass
+            assert change(item) == (a.id, C.STATUS_RUN, 2)
+    assert errors == []
+
+
 @contextlib.asynccontextmanager
 async def reading(watch: AsyncWatch) -> AsyncIterator[AsyncReader]:
     reader = AsyncReader(watch)

@@ -305,7 +305,8 @@ class AsyncWatch:
                 while True:
                     # Only the wait for the server counts, not the caller's time with an item.
                     bound = self._resume.silence()
-                    message = await asyncio.wait_for(call.read(), bound)
+                    async with asyncio.timeout(bound):
+                        message = await call.read()
                     if message is grpc.aio.EOF:
                         break
                     delays, failures = None, 0
