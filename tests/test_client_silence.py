@@ -30,7 +30,9 @@ from campaign_grpc.client import (
     exceptions,
 )
 from campaign_grpc.client._channel import KEEPALIVE_OPTIONS
+from campaign_grpc.client._retry import CHANNEL_OPTIONS
 from campaign_grpc.client._watch import Resume
+from campaign_grpc.ops import server as server_module
 from campaign_grpc.ops.server import grpc_options
 from campaign_grpc.settings import Settings
 from client_helpers import Reader, ServerThread, wait_serving
@@ -300,6 +302,61 @@ def test_the_keepalive_never_earns_a_strike_from_our_server() -> None:
     assert client["grpc.http2.max_pings_without_data"] == 0
     # A dead connection is given up on well before the server's own keepalive would.
     assert client["grpc.keepalive_time_ms"] + client["grpc.keepalive_timeout_ms"] <= 30_000
+
+
+# Durations of the ping policy and the keepalive, divided alike so that the check takes
+# seconds: what matters is their ratio, and grpc core's rules for PINGs without a call.
+# (A client of grpc core PINGs once a second at most: the keepalive cannot be cut further.)
+SCALE = 20
+SCALED = (
+    "grpc.http2.min_ping_interval_without_data_ms",
+    "grpc.keepalive_time_ms",
+    "grpc.keepalive_timeout_ms",
+)
+
+
+def scaled(options: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    return [(k, v // SCALE if k in SCALED else v) for k, v in options]
+
+
+async def test_the_keepalive_earns_no_goaway_over_a_watch_and_an_idle_connection(
+    start_server: Callable[..., Any],
+    sqlite_url: str,
+    customer: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "grpc_options", lambda s: scaled(grpc_options(s)))
+    # Heartbeats further apart than the PINGs, so that the client PINGs during the watch.
+    settings = Settings(listen="127.0.0.1:0", database_url=sqlite_url, shutdown_grace=2)
+    server = await start_server(settings, heartbeat_interval=30 / SCALE)
+    keepalive = scaled(KEEPALIVE_OPTIONS)
+    interval = dict(keepalive)["grpc.keepalive_time_ms"] / 1000
+    errors: list[CampaignServiceError] = []
+    retry = dataclasses.replace(QUICK, on_error=errors.append)
+    target = f"127.0.0.1:{server.port}"
+    channel = grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *keepalive])
+    async with channel, AsyncCampaignClient(channel=channel, watch_retry=retry) as client:
+        a = await client.create_campaign(runnable_campaign(customer))
+        async with client.watch(customer, heartbeats=True) as watch:
+
+            async def next_item() -> Any:
+                return await asyncio.wait_for(anext(watch), 5)
+
+            deadline = time.monotonic() + 3 * interval
+            while time.monotonic() < deadline:  # the snapshot, then heartbeats
+                await next_item()
+            await client.update_campaign_status(customer, a.id, C.STATUS_RUN)
+            while (item := await next_item()).kind == W.KIND_HEARTBEAT:
+                pass
+            assert change(item) == (a.id, C.STATUS_RUN, 2)
+        assert errors == []
+        # No call open for six keepalive intervals: a GOAWAY would take the channel out of
+        # READY (to IDLE). A client that PINGed without a call would get one by then.
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(6 * interval):
+                await channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
 
 
 def test_both_clients_make_their_channels_with_the_keepalive(
