@@ -12,7 +12,7 @@ from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc as pb_grpc
 
 from . import _requests as requests
-from ._channel import TLS, call_metadata, channel_credentials
+from ._channel import KEEPALIVE_OPTIONS, TLS, call_metadata, channel_credentials
 from ._retry import (
     CHANNEL_OPTIONS,
     DEFAULT,
@@ -23,6 +23,7 @@ from ._retry import (
     Retry,
     call_async,
 )
+from ._silence import SILENT_INTERVALS
 from ._watch import AsyncWatch, Resume
 
 Req = TypeVar("Req")
@@ -61,10 +62,11 @@ class AsyncCampaignClient:
         if channel is None:
             assert target is not None
             secure = channel_credentials(credentials, tls)
+            options = [*CHANNEL_OPTIONS, *KEEPALIVE_OPTIONS]
             if secure is None:
-                channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.insecure_channel(target, options=options)
             else:
-                channel = grpc.aio.secure_channel(target, secure, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.secure_channel(target, secure, options=options)
         self.channel = channel
         self._stub = pb_grpc.CampaignServiceStub(channel)
         self._metadata = call_metadata(token)
@@ -295,6 +297,7 @@ class AsyncCampaignClient:
         heartbeats: bool = False,
         view: requests.View = pb.WATCH_VIEW_STATUS,
         retry: Retry | Default = DEFAULT,
+        silent_intervals: int | None = SILENT_INTERVALS,
     ) -> AsyncWatch:
         """Status changes, each once, across reconnects and server restarts.
 
@@ -305,8 +308,15 @@ class AsyncCampaignClient:
         the watch starts again from a snapshot rather than skip changes). With view
         WATCH_VIEW_FULL every snapshot item and change carries the campaign as of its
         revision.
+
+        A stream without any message for silent_intervals heartbeat intervals (as the server
+        announces them; 10 s until it does) is taken for dead, as a paused server or a
+        connection a NAT forgot would leave it: the watch cancels it and reconnects, resuming
+        as after UNAVAILABLE. None waits for ever.
         """
-        resume = Resume(customer_id, campaign_id, after_revision, heartbeats, view, timeline)
+        resume = Resume(
+            customer_id, campaign_id, after_revision, heartbeats, view, timeline, silent_intervals
+        )
         return AsyncWatch(
             self._stub, resume, self.watch_retry if retry is DEFAULT else retry, self._metadata
         )

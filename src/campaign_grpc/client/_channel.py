@@ -1,4 +1,5 @@
-"""How a client proves itself: TLS for the channel, and a bearer token sent with every call."""
+"""How a client proves itself: TLS for the channel, and a bearer token sent with every call;
+and how its channel notices a dead connection."""
 
 from __future__ import annotations
 
@@ -8,6 +9,23 @@ from pathlib import Path
 import grpc
 
 Metadata = tuple[tuple[str, str], ...]
+
+# HTTP/2 PINGs on a connection with a call open, so that one that went dead without a FIN or
+# RST (a server paused, a NAT or firewall that forgot the flow) fails its calls UNAVAILABLE
+# within keepalive time plus timeout, 30 s, instead of never. They must never earn a strike
+# from our server (ops/server.py grpc_options), whose third one is a GOAWAY
+# ENHANCE_YOUR_CALM: with a call open it accepts a PING every 10 s, and every 20 s leaves
+# room for timer slack. With no call open, grpc core on a server that does not set
+# grpc.keepalive_permit_without_calls (ours does not) counts any PING within 2 h a strike,
+# so the client sends none then (max_connection_idle closes such a connection anyway).
+# A watch sends nothing after its request: max_pings_without_data 0 keeps the PINGs going
+# on it, where the default (2) would stop them after two.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+]
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 It keeps the last revision it delivered (every revision the server sends is a point to resume
 from: a snapshot item, a snapshot's end, a change or a heartbeat) and, after UNAVAILABLE or
-RESOURCE_EXHAUSTED or a lost connection, asks again with after_revision set to it: the server
-replays the rest from its durable log, a snapshot cut half-way included. When the server's
-log does not hold that revision (OUT_OF_RANGE), it starts again from a snapshot, announced by
-a SnapshotReset.
+RESOURCE_EXHAUSTED, a lost connection or three heartbeat intervals without any message (a
+server paused, a connection a NAT forgot: see _silence), asks again with after_revision set
+to it: the server replays the rest from its durable log, a snapshot cut half-way included.
+When the server's log does not hold that revision (OUT_OF_RANGE), it starts again from a
+snapshot, announced by a SnapshotReset.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from campaign.v1 import campaign_pb2 as pb
 
 from ._channel import Metadata
 from ._retry import Retry
+from ._silence import ASSUMED_HEARTBEAT_INTERVAL, SILENT_INTERVALS, Watchdog
 from .exceptions import (
     CampaignServiceError,
     OutOfRange,
@@ -66,7 +68,10 @@ class Resume:
         heartbeats: bool,
         view: pb.WatchView.ValueType = pb.WATCH_VIEW_STATUS,
         timeline: str = "",
+        silent_intervals: int | None = SILENT_INTERVALS,
     ) -> None:
+        if silent_intervals is not None and silent_intervals < 1:
+            raise ValueError("silent_intervals is a number of intervals, at least 1, or None")
         self._customer_id = customer_id
         self._campaign_id = campaign_id
         self._heartbeats = heartbeats
@@ -76,6 +81,10 @@ class Resume:
         # forked since refuses it rather than answer from other changes.
         self.revision = after_revision
         self.timeline = timeline
+        self._silent_intervals = silent_intervals
+        # Kept across reconnects: a call to a server that stays silent from the start (one
+        # still paused) is given up on by the interval the previous stream announced.
+        self._heartbeat_interval = ASSUMED_HEARTBEAT_INTERVAL
 
     def request(self) -> pb.WatchStatusRequest:
         return pb.WatchStatusRequest(
@@ -88,6 +97,10 @@ class Resume:
 
     def accept(self, m: pb.WatchStatusResponse) -> pb.WatchStatusResponse | None:
         """The message to deliver, or None for a duplicate or an unwanted heartbeat."""
+        if m.HasField("heartbeat_interval"):
+            interval = m.heartbeat_interval.ToTimedelta().total_seconds()
+            if interval > 0:
+                self._heartbeat_interval = interval
         if m.kind in (W.KIND_SNAPSHOT, W.KIND_CHANGE):
             if m.revision <= self.revision:
                 return None
@@ -99,6 +112,17 @@ class Resume:
             if m.kind == W.KIND_HEARTBEAT and not self._heartbeats:
                 return None
         return m
+
+    def silence(self) -> float | None:
+        """Seconds without a message after which the stream is dead; None: never."""
+        if self._silent_intervals is None:
+            return None
+        return self._silent_intervals * self._heartbeat_interval
+
+    def silent(self, bound: float) -> Unavailable:
+        """The error a stream silent for bound seconds ends with: resumed as UNAVAILABLE."""
+        log.warning("watch: no message for %.1f s; taking the connection for dead", bound)
+        return Unavailable(f"no message from the server for {bound:.1f} s")
 
     def after(self, error: CampaignServiceError) -> SnapshotReset | None:
         """Before reconnecting: a reset to deliver first, if any. Raises a final error."""
@@ -166,6 +190,13 @@ class Watch:
         self.close()
 
     def _run(self) -> Generator[WatchItem, None, None]:
+        watchdog = Watchdog()
+        try:
+            yield from self._follow(watchdog)
+        finally:
+            watchdog.stop()
+
+    def _follow(self, watchdog: Watchdog) -> Generator[WatchItem, None, None]:
         delays = None
         failures = 0
         while not self._closed.is_set():
@@ -176,8 +207,18 @@ class Watch:
                 call.cancel()
                 return
             error: CampaignServiceError = _ended()
+            messages = iter(call)
             try:
-                for message in call:
+                while True:
+                    # Only the wait for the server counts, not the caller's time with an item.
+                    bound = self._resume.silence()
+                    watchdog.arm(call, bound)
+                    try:
+                        message = next(messages)
+                    except StopIteration:
+                        break
+                    finally:
+                        watchdog.disarm()
                     delays, failures = None, 0
                     item = self._resume.accept(message)
                     if item is not None:
@@ -185,7 +226,10 @@ class Watch:
             except grpc.RpcError as exc:
                 if self._closed.is_set():
                     return
-                error = from_grpc_error(exc)
+                if bound is not None and watchdog.cancelled(call):
+                    error = self._resume.silent(bound)
+                else:
+                    error = from_grpc_error(exc)
             finally:
                 call.cancel()
             reset = self._resume.after(error)
@@ -258,7 +302,13 @@ class AsyncWatch:
             )
             error: CampaignServiceError = _ended()
             try:
-                async for message in call:
+                while True:
+                    # Only the wait for the server counts, not the caller's time with an item.
+                    bound = self._resume.silence()
+                    async with asyncio.timeout(bound):
+                        message = await call.read()
+                    if message is grpc.aio.EOF:
+                        break
                     delays, failures = None, 0
                     item = self._resume.accept(message)
                     if item is not None:
@@ -267,6 +317,9 @@ class AsyncWatch:
                 if self._closed:
                     return
                 error = from_grpc_error(exc)
+            except TimeoutError:
+                assert bound is not None
+                error = self._resume.silent(bound)
             finally:
                 call.cancel()
             reset = self._resume.after(error)
