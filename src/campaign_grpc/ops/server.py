@@ -79,6 +79,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 MAX_QUEUED_CALLS = 20_000
 # Health intervals a failed write holds the service NOT_SERVING (see App._watch_database).
 WRITE_FAILURE_HOLD = 5
+# Seconds a stop leaves health watches to send NOT_SERVING before it cancels the calls.
+HEALTH_FLUSH_S = 0.25
 GRPC_OPTIONS = [
     ("grpc.server.max_pending_requests", MAX_QUEUED_CALLS),
     ("grpc.server.max_pending_requests_hard_limit", MAX_QUEUED_CALLS),
@@ -517,6 +519,10 @@ class App:
             async with asyncio.timeout(grace):
                 await self._in_flight.wait_idle()
                 await self._watch_streams.wait_none()
+        # Health watches hear NOT_SERVING from tasks of their own: on a busy machine those
+        # had not sent it yet when the calls were cancelled, and a load balancer watching
+        # learned nothing. A moment, within the grace, lets them.
+        await asyncio.sleep(max(0.0, min(HEALTH_FLUSH_S, grace_ends - loop.time())))
         await self.server.stop(0)
         await stopping
         await self._stop_timer.close()
