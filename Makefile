@@ -17,7 +17,7 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint format bench bench-abuse clean contract-release go-client java-client python-client
+.PHONY: install proto run test lint format bench bench-abuse bench-faults clean contract-release go-client java-client python-client
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -126,6 +126,11 @@ bench: install
 	$(BIN)/python bench/big.py
 	$(BIN)/python bench/tracing.py
 	$(BIN)/python bench/abuse.py
+
+# One replica of three slow or partitioned against the others, on the PostgreSQL at
+# $CAMPAIGN_GRPC_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
+bench-faults: install
+	$(BIN)/python bench/faults.py
 
 # Hostile peers against this server and a bare grpc.aio server, side by side.
 bench-abuse: install
