@@ -41,8 +41,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from common import percentile, write_results  # noqa: E402
 
 from conftest import fresh_postgres_database  # noqa: E402
-from factories import runnable_campaign  # noqa: E402
-from fleet import Fleet, fleet  # noqa: E402
+from fleet import Fleet, create_campaigns, fleet  # noqa: E402
 
 C = pb.Campaign
 W = pb.WatchStatusResponse
@@ -158,12 +157,7 @@ async def run(url: str, seconds: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         async with fleet(url, Path(tmp)) as f:
             customer = str(uuid.uuid4())
-            pool = [
-                (await f.stub(0).CreateCampaign(
-                    pb.CreateCampaignRequest(campaign=runnable_campaign(customer)), timeout=10
-                )).campaign
-                for _ in range(60)
-            ]  # fmt: skip
+            pool = await create_campaigns(f, customer, 60)
             load = Load(f, pool)
             await asyncio.sleep(2)  # warm up
             load.next_phase()

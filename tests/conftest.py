@@ -27,7 +27,7 @@ from campaign_grpc.ops.tracing import Tracing
 from campaign_grpc.settings import Settings
 from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
 from campaign_grpc.storage.store import Store
-from e2e_helpers import Process
+from e2e_helpers import Process, quick_settings
 
 
 class FakeClock:
@@ -101,15 +101,7 @@ ServerFactory = Callable[..., "AsyncIterator[App]"]
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(
-        listen="127.0.0.1:0",
-        database_url=database_url,
-        stop_grace=60,
-        heartbeat_interval=0.5,
-        shutdown_grace=2,
-        health_interval=0.2,
-        event_poll_interval=0.1,
-    )
+    return quick_settings(database_url)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from grpc_status import rpc_status
 
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc.settings import Settings
 
 DOMAIN = "campaign-grpc"
 CLI = Path(sys.executable).parent / "campaign-grpc"
@@ -266,6 +267,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def quick_settings(database_url: str) -> Settings:
+    """A server on 127.0.0.1's free port whose background loops run often: the end-to-end
+    tests' usual one."""
+    return Settings(
+        listen="127.0.0.1:0",
+        database_url=database_url,
+        stop_grace=60,
+        heartbeat_interval=0.5,
+        shutdown_grace=2,
+        health_interval=0.2,
+        event_poll_interval=0.1,
+    )
 
 
 class Process:

@@ -24,6 +24,7 @@ import grpc
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 from e2e_helpers import Process, free_port, wait_serving
+from factories import runnable_campaign
 from tcp_proxy import TcpProxy
 
 C = pb.Campaign
@@ -107,6 +108,15 @@ async def fleet(
             m.process.kill()
         for p in proxies:
             await p.close()
+
+
+async def create_campaigns(f: Fleet, customer_id: str, count: int) -> list[pb.Campaign]:
+    """count runnable campaigns of the customer, made through the first replica."""
+    made = []
+    for _ in range(count):
+        request = pb.CreateCampaignRequest(campaign=runnable_campaign(customer_id))
+        made.append((await f.stub(0).CreateCampaign(request, timeout=10)).campaign)
+    return made
 
 
 class FailingOver:

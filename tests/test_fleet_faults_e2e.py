@@ -21,13 +21,13 @@ import pytest
 
 from campaign.v1 import campaign_pb2 as pb
 from e2e_helpers import eventually
-from factories import runnable_campaign
 from fleet import (
     RETRIED,
     FailingOver,
     Fleet,
     Racing,
     Watcher,
+    create_campaigns,
     fleet,
     race_stops,
 )
@@ -100,12 +100,7 @@ async def test_a_failure_drill_on_three_replicas_loses_nothing_and_streams_tell_
 ) -> None:
     async with fleet(postgres_url, tmp_path, env={2: shifted("+90s")}) as f:
         customer = str(uuid.uuid4())
-        racing = [
-            (await f.stub(0).CreateCampaign(
-                pb.CreateCampaignRequest(campaign=runnable_campaign(customer)), timeout=10
-            )).campaign
-            for _ in range(4)
-        ]  # fmt: skip
+        racing = await create_campaigns(f, customer, 4)
         watchers = [Watcher(f, i) for i in range(6)]
         for w in watchers:
             await w.started()

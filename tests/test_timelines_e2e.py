@@ -22,25 +22,12 @@ import pytest
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.ops.server import App
-from campaign_grpc.settings import Settings
-from e2e_helpers import Stream, W, create, details_of, eventually, set_status
+from e2e_helpers import Stream, W, create, details_of, eventually, quick_settings, set_status
 from factories import runnable_campaign
 from ledger import C, Code
 from pg_cluster import Cluster, clusters_dir, missing
 
 Stub = campaign_pb2_grpc.CampaignServiceStub
-
-
-def settings_for(database_url: str) -> Settings:
-    return Settings(
-        listen="127.0.0.1:0",
-        database_url=database_url,
-        stop_grace=60,
-        heartbeat_interval=0.5,
-        shutdown_grace=2,
-        health_interval=0.2,
-        event_poll_interval=0.1,
-    )
 
 
 def resume(stub: Stub, customer: str, after: int, timeline: str) -> Stream:
@@ -146,7 +133,7 @@ async def test_a_promoted_standby_refuses_resume_points_beyond_its_fork(
             await asyncio.to_thread(primary.start)
             with psycopg.connect(primary.url(), autocommit=True) as admin:
                 admin.execute("CREATE DATABASE campaigns")
-            app = await start_server(settings_for(primary.url("campaigns")))
+            app = await start_server(quick_settings(primary.url("campaigns")))
             stub = stub_of(app)
             await changes(stub, customer, 3)
             watching = resume(stub, customer, 0, "")
@@ -166,7 +153,7 @@ async def test_a_promoted_standby_refuses_resume_points_beyond_its_fork(
 
             await asyncio.to_thread(standby.start)
             await asyncio.to_thread(standby.promote)
-            promoted = await start_server(settings_for(standby.url("campaigns")))
+            promoted = await start_server(quick_settings(standby.url("campaigns")))
             after = stub_of(promoted)
             # The new log goes past the revisions the old one sent, with other changes.
             await changes(after, customer, 8)
@@ -195,7 +182,7 @@ async def test_a_sqlite_file_replaced_by_an_older_copy_refuses_resume_points_bey
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "campaigns.db"
-    app = await start_server(settings_for(f"sqlite:///{path}"))
+    app = await start_server(quick_settings(f"sqlite:///{path}"))
     stub = stub_of(app)
     await changes(stub, customer, 3)
     watching = resume(stub, customer, 0, "")

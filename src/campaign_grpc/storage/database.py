@@ -884,7 +884,7 @@ class _Again(enum.Enum):
 
     WROTE_THEN_FAILED = "a job failed after writing: again, with savepoints"
     CONNECTION_LOST = "the connection was lost before COMMIT: again, on a new one"
-    CONFLICT = "a deadlock with another session rolled the batch back: again"
+    CONFLICT = "another session's writes came first: again, on fresh reads"
 
 
 # How long the writer asks the database, on a new connection, whether a commit whose answer

@@ -945,15 +945,9 @@ class Store:
         """What e's message weighs, about: its own fields, and its campaign's message."""
         texts = (e.detail, e.principal, e.traceparent, *e.unmet_run_conditions)
         size = _EVENT_BASE + sum(len(t) for t in texts)
-        c = e.campaign
-        if c is None:
-            return size
-        if self._wire is None:
-            return size + _estimated_size(c)
-        # The actions as they travel: options go as Struct, up to several times their JSON.
-        return (
-            size + _ENCODED_BASE + len(c.name) + len(c.detail) + len(self._wire.actions(c.actions))
-        )
+        # The campaign weighed as a list page weighs it (the wire's cached size, or an
+        # estimate), not encoded once more only to be measured.
+        return size if e.campaign is None else size + self._encoded_size(e.campaign)
 
     def _history_query(self, bounded: bool, campaign: bool, full: bool) -> Any:
         E = self.t.event
@@ -987,9 +981,6 @@ class Store:
     def next_stop_deadline(self) -> int | None:
         row = self._next_deadline.one()
         return None if row is None or row[0] is None else int(row[0])
-
-    def ping(self) -> None:
-        self.db.execute_sql("SELECT 1").fetchone()
 
     def probe_read(self) -> float:
         """Reads each table the service reads, by an index and one row at most: a database
