@@ -123,6 +123,10 @@ def test_a_customer_token_acts_for_its_customer_only_and_a_star_token_for_all() 
 def test_every_campaign_service_request_names_its_customer() -> None:
     customer = new_id()
     for method in pb.DESCRIPTOR.services_by_name["CampaignService"].methods:
+        if method.client_streaming:
+            # Its first message names the customer: checked when it comes (test_auth_e2e).
+            assert method.name == "HoldLeases"
+            continue
         request = getattr(pb, method.input_type.name)()
         if "campaign" in method.input_type.fields_by_name:
             request.campaign.customer_id = customer

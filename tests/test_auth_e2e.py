@@ -35,6 +35,7 @@ from e2e_helpers import (
     wait_serving,
 )
 from factories import new_id, runnable_campaign
+from lease_holders import Holder
 
 Code = grpc.StatusCode
 C = pb.Campaign
@@ -303,6 +304,37 @@ async def test_only_a_token_for_every_customer_may_watch_every_customer(
     finally:
         await denied.close()
         await everyone.close()
+
+
+async def test_a_dialer_holds_only_the_campaigns_its_token_may_act_for(
+    stub: Stub, customer: str, other: str
+) -> None:
+    for who, token in ((customer, CUSTOMER_TOKEN), (other, BACKEND_TOKEN)):
+        created = await create(stub, bearer(token), who)
+        await unary_calls(stub, who, created.id)["UpdateCampaignStatus"](metadata=bearer(token))
+    for customer_id in ("", other):
+        refused = Holder(stub, "nosy", customer_id=customer_id, metadata=bearer(CUSTOMER_TOKEN))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await refused.start()
+        assert raised.value.code() == Code.PERMISSION_DENIED
+        await refused.stop()
+    mine = Holder(stub, "portal-dialer", customer_id=customer, metadata=bearer(CUSTOMER_TOKEN))
+    everyone = Holder(stub, "backend-dialer", metadata=bearer(BACKEND_TOKEN))
+    await mine.start()
+    try:
+        await eventually(lambda: _holds(mine, 1), within=10)
+        await everyone.start()
+        await eventually(lambda: _holds(everyone, 1), within=10)
+        (held,) = mine.held
+        assert (await get(stub, bearer(CUSTOMER_TOKEN), customer, held)).customer_id == customer
+        assert [m.lease.customer_id for m in mine.messages if m.lease.campaign_id] == [customer]
+    finally:
+        await mine.stop()
+        await everyone.stop()
+
+
+async def _holds(holder: Holder, count: int) -> bool:
+    return len(holder.held) == count
 
 
 async def test_reflection_is_closed_by_its_setting(

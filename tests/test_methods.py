@@ -36,6 +36,7 @@ EXPECTED = {
     "ReportOutdialExhausted": (False, True, ""),
     "WatchStatus": (True, True, ""),
     "ListCampaignEvents": (True, True, ""),
+    "HoldLeases": (False, True, ""),
 }
 
 

@@ -37,6 +37,7 @@ V3_COLUMNS = {
 }
 V4_COLUMNS = {"event": ["principal", "traceparent"]}
 V5_COLUMNS = {"campaign": ["actions_wire", "actions_wire_body"]}
+V8_COLUMNS = {"event": ["lease_holder", "fencing_token"]}
 V3_INDEXES = [
     "campaign_id",
     "campaign_customer_id_revision",
@@ -53,7 +54,8 @@ def test_a_new_database_gets_the_current_schema(database_url: str) -> None:
     store = Store(open_database(database_url))
     assert store.migrate() == SCHEMA_VERSION
     assert store.migrate() == SCHEMA_VERSION  # again: nothing to do
-    for table, names in [*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items()]:
+    every = [*V2_COLUMNS.items(), *V3_COLUMNS.items(), *V4_COLUMNS.items(), *V8_COLUMNS.items()]
+    for table, names in every:
         assert set(names) <= columns(store, table)
     assert store.db.table_exists("campaign_body")
     close_database(store.db)
@@ -113,8 +115,44 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_rows(
     close_database(upgraded.db)
 
 
+def back_to_version_7(store: Store) -> None:
+    """Takes a current database back to what version 7 wrote."""
+    store.db.execute_sql('DROP INDEX "campaign_needs_dialer"')
+    store.db.execute_sql('DROP TABLE "campaign_lease"')
+    store.db.execute_sql('DROP TABLE "dialer_session"')
+    for table, names in V8_COLUMNS.items():
+        for name in names:
+            store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')
+    store.db.execute_sql("UPDATE meta SET value = 7 WHERE key = 'schema_version'")
+
+
+def test_a_version_7_database_gets_leases_and_keeps_its_events(
+    database_url: str, customer: str
+) -> None:
+    store = Store(open_database(database_url))
+    store.migrate()
+    draft = runnable_draft(customer, tm_create=1)
+    with store.db.atomic():
+        store.journal_begin()
+        store.append_event(draft, draft.status, 1, 1)  # type: ignore[arg-type]
+        store.insert(draft, "")
+        store.journal_end()
+    store.journal_take()
+    back_to_version_7(store)
+    close_database(store.db)
+
+    upgraded = Store(open_database(database_url))
+    assert upgraded.migrate() == SCHEMA_VERSION
+    assert set(V8_COLUMNS["event"]) <= columns(upgraded, "event")
+    assert upgraded.db.table_exists("campaign_lease") and upgraded.db.table_exists("dialer_session")
+    (event,) = upgraded.events_after(0, customer, "", 10)
+    assert (event.lease_holder, event.fencing_token) == ("", 0)
+    close_database(upgraded.db)
+
+
 def back_to_version_4(store: Store) -> None:
     """Takes a current database back to what version 4 wrote."""
+    back_to_version_7(store)
     for table, names in V5_COLUMNS.items():
         for name in names:
             store.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{name}"')

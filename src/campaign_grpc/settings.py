@@ -158,6 +158,12 @@ class Settings:
     heartbeat_interval: float = _setting(
         10.0, "seconds between WatchStatus heartbeats while nothing changes", _positive
     )
+    lease_ttl: float = _setting(
+        10.0,
+        "seconds a dialer's leases (HoldLeases) live without a keep-alive, by the database's "
+        "clock: a dialer that dies is replaced within this and half a second more",
+        _positive,
+    )
     shutdown_grace: float = _setting(
         10.0, "seconds in-flight calls get to finish on SIGTERM or SIGINT", _positive
     )

@@ -9,6 +9,7 @@ without a token.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 
 from ..domain.errors import CampaignError
 from ..ops.auth import TokenFile, authenticate, authorize
-from .callers import identify
+from .callers import authorize_later, identify
 from .interceptors import Call
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -69,6 +70,8 @@ class Authorize:
             # A request that did not parse names no customer: refused by Observe as such.
             if request is not None:
                 authorize(grant, self._customer_of.get(call.method, _every_customer)(request))
+            elif call.kind == "bidi_stream":
+                authorize_later(functools.partial(authorize, grant))
         except CampaignError as exc:
             return exc
         return None

@@ -7,6 +7,7 @@ names it under mutual TLS, and "anonymous" is left.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -16,6 +17,11 @@ from ..domain.types import Origin
 from ..ops import tracing
 
 _principal: ContextVar[str | None] = ContextVar("campaign_grpc_principal", default=None)
+# For a call whose requests come as a stream (the gate sees none of them): how to check the
+# customer its first request names, once it comes.
+_authorize: ContextVar[Callable[[str], None] | None] = ContextVar(
+    "campaign_grpc_authorize", default=None
+)
 
 ANONYMOUS = "anonymous"
 
@@ -23,6 +29,18 @@ ANONYMOUS = "anonymous"
 def identify(principal: str) -> None:
     """Names the caller of the current call (the token gate does, once it knows the token)."""
     _principal.set(principal)
+
+
+def authorize_later(check: Callable[[str], None]) -> None:
+    _authorize.set(check)
+
+
+def authorize_customer(customer_id: str) -> None:
+    """Raises unless the caller may act for customer_id ("": every customer); a server
+    without tokens allows any."""
+    check = _authorize.get()
+    if check is not None:
+        check(customer_id)
 
 
 def certificate_subject(context: grpc.aio.ServicerContext[Any, Any]) -> str:

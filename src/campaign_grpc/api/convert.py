@@ -10,7 +10,16 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from campaign.v1 import campaign_pb2 as pb
 
-from ..domain.types import Action, Campaign, CampaignType, EndHandle, Event, ListFilter, Status
+from ..domain.types import (
+    LEASE_REASONS,
+    Action,
+    Campaign,
+    CampaignType,
+    EndHandle,
+    Event,
+    ListFilter,
+    Status,
+)
 from ..storage.versions import Key, VersionCache, version_key
 from ..watch.hub import Item, Kind
 
@@ -232,6 +241,11 @@ def fill_event(m: pb.WatchStatusResponse, e: Event, *, full: bool = False) -> No
     m.unmet_run_conditions.extend(e.unmet_run_conditions)
     m.principal = e.principal
     m.traceparent = e.traceparent
+    if e.reason in LEASE_REASONS:
+        m.lease.customer_id = e.customer_id
+        m.lease.campaign_id = e.campaign_id
+        m.lease.holder = e.lease_holder
+        m.lease.fencing_token = e.fencing_token
     if full:
         assert e.campaign is not None, "a full-view change is read with its campaign"
         fill_campaign(m.campaign, e.campaign)
@@ -303,3 +317,11 @@ def _item_to_proto(item: Item) -> pb.WatchStatusResponse:
     if item.heartbeat_interval:
         m.heartbeat_interval.CopyFrom(_duration(item.heartbeat_interval))
     return m
+
+
+# For the other services' messages.
+to_duration = _duration
+
+
+def set_timestamp(ts: timestamp_pb2.Timestamp, micros: int) -> None:
+    _set_time(ts, micros)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -11,11 +11,13 @@ from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc as pb_grpc
 
 from ..domain.campaigns import Campaigns
+from ..domain.errors import Unimplemented
 from ..domain.types import Campaign, EncodedCampaign, EventFilter
 from ..domain.validation import validate_view, validate_watch
 from ..watch.hub import Hub, Item
 from . import convert
 from .callers import origin_of
+from .lease_service import LeaseService
 from .rpc_errors import streaming, unary
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -24,10 +26,15 @@ R = TypeVar("R")
 
 class CampaignServicer(pb_grpc.CampaignServiceServicer):
     def __init__(
-        self, campaigns: Campaigns, hub: Hub, wire: convert.CampaignWire | None = None
+        self,
+        campaigns: Campaigns,
+        hub: Hub,
+        wire: convert.CampaignWire | None = None,
+        leases: LeaseService | None = None,
     ) -> None:
         self._campaigns = campaigns
         self._hub = hub
+        self._leases = leases
         # Shared with the store, which weighs list pages by these messages' sizes.
         self._wire = wire or convert.CampaignWire()
 
@@ -126,7 +133,11 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         self, request: pb.ConfirmDrainedRequest, context: Context
     ) -> pb.ConfirmDrainedResponse:
         confirmed = await self._campaigns.confirm_drained(
-            request.customer_id, request.id, request.stop_revision, origin=origin_of(context)
+            request.customer_id,
+            request.id,
+            request.stop_revision,
+            fencing_token=request.fencing_token,
+            origin=origin_of(context),
         )
         return self._written(pb.ConfirmDrainedResponse(), confirmed)
 
@@ -135,7 +146,10 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         self, request: pb.ReportOutdialExhaustedRequest, context: Context
     ) -> pb.ReportOutdialExhaustedResponse:
         reported = await self._campaigns.report_outdial_exhausted(
-            request.customer_id, request.id, origin=origin_of(context)
+            request.customer_id,
+            request.id,
+            fencing_token=request.fencing_token,
+            origin=origin_of(context),
         )
         return self._written(pb.ReportOutdialExhaustedResponse(), reported)
 
@@ -178,4 +192,13 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             request.after_revision,
             full=request.view == pb.WATCH_VIEW_FULL,
             timeline=request.timeline,
+            leases=request.include_leases,
         )
+
+    @streaming
+    def HoldLeases(
+        self, requests: AsyncIterator[pb.HoldLeasesRequest], context: Context
+    ) -> AsyncGenerator[pb.HoldLeasesResponse, None]:
+        if self._leases is None:
+            raise Unimplemented("this server grants no leases")
+        return self._leases.hold(requests, context)

@@ -42,6 +42,18 @@ from .types import (
 )
 
 Clock = Callable[[], int]
+# Raises unless a fencing token is the campaign's live lease (see leasing.Leasing.check_fence):
+# (campaign id, token, now, whether the call changes the campaign).
+Fence = Callable[[str, int, int, bool], None]
+
+
+def _no_leases(campaign_id: str, token: int, now: int, changes: bool) -> None:
+    raise FailedPrecondition(
+        "this server grants no leases",
+        [PreconditionViolation("LEASE_NOT_HELD", campaign_id, "this server grants no leases")],
+        reason="LEASE_NOT_HELD",
+        metadata={"id": campaign_id, "fencing_token": "0"},
+    )
 
 
 def wall_clock_us() -> int:
@@ -112,12 +124,14 @@ class Campaigns:
         *,
         stop_grace_s: float = 60.0,
         clock: Clock = wall_clock_us,
+        fence: Fence = _no_leases,
     ) -> None:
         self._store = store
         self._writer = writer
         self._readers = readers
         self._stop_grace_us = int(stop_grace_s * 1_000_000)
         self._clock = clock
+        self.fence = fence
 
     def now(self) -> int:
         return self._clock()
@@ -491,36 +505,78 @@ class Campaigns:
         campaign_id: str,
         stop_revision: int,
         *,
+        fencing_token: int = 0,
         origin: Origin = ANONYMOUS,
     ) -> Campaign:
         validation.validate_confirm(customer_id, campaign_id, stop_revision)
+        validation.validate_fencing_token(fencing_token)
         return await self._writer.run(
-            lambda: self._confirm_drained(customer_id, campaign_id, stop_revision, origin)
+            lambda: self._confirm_drained(
+                customer_id, campaign_id, stop_revision, fencing_token, origin
+            )
         )
 
     def _confirm_drained(
-        self, customer_id: str, campaign_id: str, stop_revision: int, origin: Origin
-    ) -> Campaign:
-        c = self._load(customer_id, campaign_id)
-        transition = lifecycle.plan_drained(c, stop_revision)
-        if transition is not None:
-            self._apply(c, transition, self._clock(), origin)
-        return c
-
-    async def report_outdial_exhausted(
-        self, customer_id: str, campaign_id: str, *, origin: Origin = ANONYMOUS
-    ) -> Campaign:
-        validation.validate_key(customer_id, campaign_id)
-        return await self._writer.run(
-            lambda: self._report_outdial_exhausted(customer_id, campaign_id, origin)
-        )
-
-    def _report_outdial_exhausted(
-        self, customer_id: str, campaign_id: str, origin: Origin
+        self,
+        customer_id: str,
+        campaign_id: str,
+        stop_revision: int,
+        fencing_token: int,
+        origin: Origin,
     ) -> Campaign:
         c = self._load(customer_id, campaign_id)
         now = self._clock()
-        t = lifecycle.plan_outdial_exhausted(c, now=now, stop_grace_us=self._stop_grace_us)
+        transition = self._fenced(
+            c, fencing_token, now, lambda: lifecycle.plan_drained(c, stop_revision)
+        )
+        if transition is not None:
+            self._apply(c, transition, now, origin)
+        return c
+
+    def _fenced(
+        self,
+        c: Campaign,
+        fencing_token: int,
+        now: int,
+        decide: Callable[[], lifecycle.Transition | None],
+    ) -> lifecycle.Transition | None:
+        """What decide() plans, once the fencing token (if any) is checked: a refused one
+        changes nothing, and its refusal comes before any other."""
+        if not fencing_token:
+            return decide()
+        try:
+            transition = decide()
+        except CampaignError:
+            self.fence(c.id, fencing_token, now, True)
+            raise
+        self.fence(c.id, fencing_token, now, transition is not None)
+        return transition
+
+    async def report_outdial_exhausted(
+        self,
+        customer_id: str,
+        campaign_id: str,
+        *,
+        fencing_token: int = 0,
+        origin: Origin = ANONYMOUS,
+    ) -> Campaign:
+        validation.validate_key(customer_id, campaign_id)
+        validation.validate_fencing_token(fencing_token)
+        return await self._writer.run(
+            lambda: self._report_outdial_exhausted(customer_id, campaign_id, fencing_token, origin)
+        )
+
+    def _report_outdial_exhausted(
+        self, customer_id: str, campaign_id: str, fencing_token: int, origin: Origin
+    ) -> Campaign:
+        c = self._load(customer_id, campaign_id)
+        now = self._clock()
+        t = self._fenced(
+            c,
+            fencing_token,
+            now,
+            lambda: lifecycle.plan_outdial_exhausted(c, now=now, stop_grace_us=self._stop_grace_us),
+        )
         if t is not None:
             self._apply(c, t, now, origin)
         return c

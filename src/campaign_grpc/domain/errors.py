@@ -146,3 +146,8 @@ class Unauthenticated(CampaignError):
 class PermissionDenied(CampaignError):
     code = "PERMISSION_DENIED"
     default_reason = "CUSTOMER_NOT_ALLOWED"
+
+
+class Unimplemented(CampaignError):
+    code = "UNIMPLEMENTED"
+    default_reason = "UNIMPLEMENTED"

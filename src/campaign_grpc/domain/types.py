@@ -43,6 +43,23 @@ class Reason(enum.IntEnum):
     OUTDIAL_EXHAUSTED = 8
     DRAINED = 9
     UPDATED = 10
+    LEASE_GRANTED = 11
+    LEASE_RELEASE_REQUESTED = 12
+    LEASE_RELEASED = 13
+    LEASE_EXPIRED = 14
+    LEASE_REVOKED = 15
+
+
+# The changes of a campaign's lease, not of the campaign: sent to a watch that asks for them.
+LEASE_REASONS = frozenset(
+    {
+        Reason.LEASE_GRANTED,
+        Reason.LEASE_RELEASE_REQUESTED,
+        Reason.LEASE_RELEASED,
+        Reason.LEASE_EXPIRED,
+        Reason.LEASE_REVOKED,
+    }
+)
 
 
 class NextCampaignResult(enum.IntEnum):
@@ -171,6 +188,9 @@ class Event:
     unmet_run_conditions: tuple[str, ...] = ()
     principal: str = ""
     traceparent: str = ""
+    # With a LEASE_REASONS reason: the lease's holder and fencing token.
+    lease_holder: str = ""
+    fencing_token: int = 0
     # The whole campaign as of this revision, when it is at hand: attached by the writer to
     # the events it logs, or read back with them for the full view. Never stored as such.
     campaign: Campaign | None = field(default=None, compare=False, repr=False)

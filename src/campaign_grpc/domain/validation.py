@@ -327,3 +327,26 @@ def validate_watch(
             FieldViolation("timeline", "must be empty or the timeline of a message received")
         )
     raise_if(out)
+
+
+MAX_HOLDER_LENGTH = 128
+
+
+def validate_join(holder: str, customer_id: str, capacity: int) -> None:
+    out = check_uuid("join.customer_id", customer_id, required=False)
+    if not holder:
+        out.append(FieldViolation("join.holder", "is required: who this dialer process is"))
+    elif len(holder) > MAX_HOLDER_LENGTH or not holder.isprintable():
+        out.append(
+            FieldViolation(
+                "join.holder", f"must be at most {MAX_HOLDER_LENGTH} printable characters"
+            )
+        )
+    if capacity < 1:
+        out.append(FieldViolation("join.capacity", "must be at least 1"))
+    raise_if(out)
+
+
+def validate_fencing_token(token: int) -> None:
+    if token < 0:
+        raise_if([FieldViolation("fencing_token", "must not be negative")])

@@ -33,9 +33,11 @@ from ..api.interceptors import (
     Receiving,
     UnaryCallsInFlight,
 )
+from ..api.lease_service import LeaseService
 from ..api.servicer import CampaignServicer
 from ..domain.campaigns import Campaigns, Clock, wall_clock_us
 from ..domain.errors import CampaignError
+from ..domain.leasing import Leasing
 from ..settings import Settings
 from ..settings import check as check_settings
 from ..storage.database import (
@@ -51,6 +53,7 @@ from ..storage.pg_notify import Listener
 from ..storage.store import DECODED_SHARE, Store
 from ..storage.timelines import LogTimelines
 from ..watch.hub import Hub
+from ..watch.lease_keeper import LeaseKeeper
 from . import security
 from .actions_encoding import ActionsEncoding
 from .caches import Caches
@@ -252,12 +255,23 @@ class App:
             db = self._db
             database_clock = DatabaseClock(lambda: self._readers.run(lambda: read_clock(db)))
             self.clock, self._clock_sync = database_clock, ClockSync(database_clock)
+        self.leasing = Leasing(
+            self.store,
+            self._writer,
+            self._readers,
+            clock=self.clock,
+            ttl_s=settings.lease_ttl,
+            release_grace_s=settings.stop_grace,
+        )
         self.campaigns = Campaigns(
             self.store,
             self._writer,
             self._readers,
             stop_grace_s=settings.stop_grace,
             clock=self.clock,
+            fence=lambda campaign_id, token, now, changes: self.leasing.check_fence(
+                campaign_id, token, now, changes=changes
+            ),
         )
         self.hub = Hub(
             self.campaigns,
@@ -278,6 +292,8 @@ class App:
             timelines=LogTimelines(self._db, self._readers),
         )
         self._writer.on_commit = self.hub.publish
+        self.lease_keeper = LeaseKeeper(self.leasing)
+        self.hub.add_listener(self.lease_keeper.on_event)
         # Other replicas' events: on PostgreSQL a notification wakes the hub at once; the
         # poll (event_poll_interval) finds them anyway, on SQLite and when one is lost.
         self._listener = (
@@ -388,6 +404,7 @@ class App:
         if self._listener is not None:
             self._listener.start()
         self._stop_timer.start()
+        self.lease_keeper.start()
         self._compactor.start()
         self._actions_encoding.start()
         self.caches.start()
@@ -396,7 +413,15 @@ class App:
             self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
             host = self.settings.metrics_listen.rsplit(":", 1)[0]
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
-        add_campaign_service(CampaignServicer(self.campaigns, self.hub, self.wire), self.server)
+        add_campaign_service(
+            CampaignServicer(
+                self.campaigns,
+                self.hub,
+                self.wire,
+                LeaseService(self.leasing, self.lease_keeper),
+            ),
+            self.server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self.settings.reflection:
             reflection.enable(self.server, [SERVICE_NAME, health.SERVICE_NAME])
@@ -512,6 +537,7 @@ class App:
         stopping = asyncio.create_task(self.server.stop(grace))
         # Streams never finish by themselves: end them now so clients reconnect elsewhere.
         await self.hub.close()
+        await self.lease_keeper.close()
         # Once the unary calls are done and the watches have sent their UNAVAILABLE, nothing
         # is left worth waiting for (an idle health watch would otherwise hold the whole
         # grace): a shorter grace stops at once, and cancels the calls still open.

@@ -63,7 +63,11 @@ class DeferredWrites:
         self._stored_version: dict[Key, int] = {}
         self._requests: dict[tuple[str, str], Key] = {}
         self._undo: list[_Undo] = []
-        self._marks: list[tuple[int, int]] = []
+        # Rows of other tables as this transaction wrote them (None: deleted), by a key of
+        # the caller's making, with what each write replaced.
+        self._rows: dict[Any, Any] = {}
+        self._rows_undo: list[tuple[Any, bool, Any]] = []
+        self._marks: list[tuple[int, int, int]] = []
 
     def clear(self) -> None:
         self.statements.clear()
@@ -71,7 +75,21 @@ class DeferredWrites:
         self._stored_version.clear()
         self._requests.clear()
         self._undo.clear()
+        self._rows.clear()
+        self._rows_undo.clear()
         self._marks.clear()
+
+    def wrote_row(self, key: Any, row: Any) -> None:
+        """A row of another table is row once the writes deferred so far are made."""
+        self._rows_undo.append((key, key in self._rows, self._rows.get(key)))
+        self._rows[key] = row
+
+    def rows(self) -> list[tuple[Any, Any]]:
+        return list(self._rows.items())
+
+    def row(self, key: Any) -> tuple[bool, Any]:
+        """Whether this transaction wrote the row, and how it left it."""
+        return (key in self._rows, self._rows.get(key))
 
     def add(self, sql: str, params: Sequence[Any]) -> None:
         self.statements.append((sql, params))
@@ -115,13 +133,19 @@ class DeferredWrites:
         return None
 
     def mark(self) -> int:
-        self._marks.append((len(self.statements), len(self._undo)))
+        self._marks.append((len(self.statements), len(self._undo), len(self._rows_undo)))
         return len(self._marks) - 1
 
     def rollback(self, mark: int) -> None:
         """Takes back every write deferred since the mark."""
-        statements, undo = self._marks[mark]
+        statements, undo, rows_undo = self._marks[mark]
         del self.statements[statements:]
+        while len(self._rows_undo) > rows_undo:
+            key, existed, row = self._rows_undo.pop()
+            if existed:
+                self._rows[key] = row
+            else:
+                self._rows.pop(key, None)
         while len(self._undo) > undo:
             u = self._undo.pop()
             if u.overlay is None:

@@ -14,7 +14,7 @@ from ..domain.types import UPDATABLE_FIELD_ORDER, Status
 from . import timelines
 from .pg_deferred import CREATE_CONFLICT_FUNCTION
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,11 @@ class Tables:
     event: Any
     meta: Any
     body: Any
+    session: Any
+    lease: Any
 
     def all(self) -> list[Any]:
-        return [self.meta, self.campaign, self.event, self.body]
+        return [self.meta, self.campaign, self.event, self.body, self.session, self.lease]
 
 
 # The columns of a campaign that UpdateCampaign changes, its "body": kept for as long as the
@@ -106,6 +108,12 @@ def bind_tables(db: pw.Database) -> Tables:
             Campaign.status == int(Status.STOPPING)
         )
     )
+    # The campaigns that need a dialer: leases are granted from it (see leases.py).
+    Campaign.add_index(
+        Campaign.index(Campaign.status, name="campaign_needs_dialer").where(
+            Campaign.status != pw.SQL(str(int(Status.STOP)))
+        )
+    )
     # The live campaigns that name a campaign as their next one: a delete looks them up.
     Campaign.add_index(
         Campaign.index(
@@ -137,6 +145,9 @@ def bind_tables(db: pw.Database) -> Tables:
         # Who made the change, and the trace context of the request that did.
         principal = pw.TextField(default="")
         traceparent = pw.TextField(default="")
+        # With a lease's reason: its holder and fencing token (see leases.py).
+        lease_holder = pw.TextField(default="")
+        fencing_token = pw.BigIntegerField(default=0)
 
         class Meta:
             table_name = "event"
@@ -169,7 +180,49 @@ def bind_tables(db: pw.Database) -> Tables:
             table_name = "campaign_body"
             primary_key = pw.CompositeKey("campaign_id", "revision")
 
-    return Tables(campaign=Campaign, event=Event, meta=Meta, body=CampaignBody)
+    class DialerSession(Base):
+        """A dialer holding leases (HoldLeases): alive until expire_at, by the database's
+        clock, unless it keeps alive again. incarnation grows with each stream that takes
+        the session over; version with every write, for compare-and-set."""
+
+        holder = pw.CharField(primary_key=True, max_length=128)
+        customer_id = pw.CharField(max_length=36)
+        capacity = pw.IntegerField()
+        expire_at = pw.BigIntegerField()
+        incarnation = pw.BigIntegerField()
+        version = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "dialer_session"
+
+    class CampaignLease(Base):
+        """Who holds a campaign's lease ("" when nobody does), and the fencing token of its
+        last grant, which the next grant raises. Kept once released, for the token."""
+
+        campaign_id = pw.CharField(primary_key=True, max_length=36)
+        customer_id = pw.CharField(max_length=36)
+        holder = pw.CharField(max_length=128)
+        token = pw.BigIntegerField()
+        # When the holder was asked to let go, the time by which it must.
+        release_by = pw.BigIntegerField(null=True)
+        version = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "campaign_lease"
+
+    CampaignLease.add_index(
+        CampaignLease.index(CampaignLease.holder, name="campaign_lease_held").where(
+            CampaignLease.holder != pw.SQL("''")
+        )
+    )
+    return Tables(
+        campaign=Campaign,
+        event=Event,
+        meta=Meta,
+        body=CampaignBody,
+        session=DialerSession,
+        lease=CampaignLease,
+    )
 
 
 def _create(db: pw.Database, tables: Tables) -> None:
@@ -288,6 +341,22 @@ def _v6_to_v7(db: pw.Database, tables: Tables) -> None:
     _create_conflict_function(db)
 
 
+def _v7_to_v8(db: pw.Database, tables: Tables) -> None:
+    """Leases of campaigns held by dialers, and their changes in the log."""
+    m = SchemaMigrator.from_database(db)
+    C, E = tables.campaign, tables.event
+    migrate_columns(
+        m.add_column("event", "lease_holder", E.lease_holder),
+        m.add_column("event", "fencing_token", E.fencing_token),
+    )
+    db.create_tables([tables.session, tables.lease], safe=True)
+    db.execute(
+        C.index(C.status, name="campaign_needs_dialer").where(
+            C.status != pw.SQL(str(int(Status.STOP)))
+        )
+    )
+
+
 UPGRADES: list[Callable[[pw.Database, Tables], None]] = [
     _v1_to_v2,
     _v2_to_v3,
@@ -295,6 +364,7 @@ UPGRADES: list[Callable[[pw.Database, Tables], None]] = [
     _v4_to_v5,
     _v5_to_v6,
     _v6_to_v7,
+    _v7_to_v8,
 ]
 
 

@@ -177,6 +177,8 @@ _EVENT = (
     "unmet_run_conditions",
     "principal",
     "traceparent",
+    "lease_holder",
+    "fencing_token",
 )
 # What the status view of a snapshot reads of a campaign (see _state).
 _STATE_VIEW = (
@@ -345,6 +347,8 @@ def _event(row: tuple[Any, ...], campaign: Campaign | None = None) -> Event:
         unmet_run_conditions=tuple(row[17].split(",")) if row[17] else (),
         principal=row[18],
         traceparent=row[19],
+        lease_holder=row[20],
+        fencing_token=row[21],
         campaign=campaign,
     )
 
@@ -1097,6 +1101,31 @@ class Store:
         else:
             statement.execute(*args)
 
+    def write(self, statement: Prepared, *args: Any) -> None:
+        """A write of another table in the writer's transaction (see leases.py)."""
+        self._write(statement, *args)
+
+    def write_checked(self, statement: Prepared, *args: Any) -> None:
+        """A write that must change a row, else the row moved on since it was read: on
+        PostgreSQL checked at commit (see pg_deferred). SQLite's writer holds the file's
+        lock from its first read, so what it read is still there."""
+        if self._deferring:
+            self._deferred.add(compare_and_set(statement.sql), statement.bind(args))
+        else:
+            statement.execute(*args)
+
+    def written_row(self, key: Any) -> tuple[bool, Any]:
+        """Whether this transaction wrote the row of key, and how, while its writes wait
+        for its end (PostgreSQL); (False, None) when they are made at once."""
+        return self._deferred.row(key) if self._deferring else (False, None)
+
+    def written_rows(self) -> list[tuple[Any, Any]]:
+        return self._deferred.rows() if self._deferring else []
+
+    def wrote_row(self, key: Any, row: Any) -> None:
+        if self._deferring:
+            self._deferred.wrote_row(key, row)
+
     def _write_query(self, query: Any) -> None:
         if self._deferring:
             self._deferred.add(*query.sql())
@@ -1214,31 +1243,65 @@ class Store:
             traceparent=origin.traceparent,
             campaign=c,
         )
+        self._log(event)
+        return event
+
+    def append_lease_event(
+        self, c: Campaign, reason: Reason, now: int, holder: str, token: int, origin: Origin
+    ) -> Event:
+        """Logs a change of c's lease (see leases.py): c itself is unchanged, and keeps its
+        revision and version, so that the event shows it as it is."""
+        assert self._revision_at_begin is not None, "events are written after journal_begin"
+        event = Event(
+            revision=self._revision_at_begin + len(self._journal) + 1,
+            customer_id=c.customer_id,
+            campaign_id=c.id,
+            status=c.status,
+            previous_status=c.status,
+            deleted=c.deleted,
+            reason=reason,
+            tm_event=now,
+            version=c.version,
+            tm_update=c.tm_update,
+            tm_delete=c.tm_delete,
+            stop_revision=c.stop_revision,
+            body_revision=c.body_revision,
+            principal=origin.principal,
+            traceparent=origin.traceparent,
+            lease_holder=holder,
+            fencing_token=token,
+            campaign=c,
+        )
+        self._log(event)
+        return event
+
+    def _log(self, event: Event) -> None:
         self._write(
             self._insert_event,
-            revision,
+            event.revision,
             event.customer_id,
             event.campaign_id,
             int(event.status),
             int(event.previous_status),
             event.deleted,
-            int(reason),
-            now,
-            next_campaign_id,
-            chained_from,
-            detail,
+            int(event.reason),
+            event.tm_event,
+            event.next_campaign_id,
+            event.chained_from,
+            event.detail,
             event.version,
             event.tm_update,
             event.tm_delete,
             event.stop_revision,
             event.body_revision,
-            int(next_campaign_result),
-            ",".join(unmet_run_conditions),
-            origin.principal,
-            origin.traceparent,
+            int(event.next_campaign_result),
+            ",".join(event.unmet_run_conditions),
+            event.principal,
+            event.traceparent,
+            event.lease_holder,
+            event.fencing_token,
         )
         self._journal.append(event)
-        return event
 
     def probe_write(self, now: int) -> None:
         """A write nobody reads, committed like any other: whether the database takes

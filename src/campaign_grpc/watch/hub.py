@@ -19,7 +19,7 @@ from functools import partial
 
 from ..domain.campaigns import Campaigns
 from ..domain.errors import CampaignError, NotFound, OutOfRange, ResourceExhausted, Unavailable
-from ..domain.types import Campaign, CampaignState, Event
+from ..domain.types import LEASE_REASONS, Campaign, CampaignState, Event
 from ..ops.limits import UnreadBytes, WatchStreamCounts
 from ..storage.identity import Fingerprint, LogIdentity, LogState, fingerprint
 from ..storage.timelines import Timelines, TimelineSource
@@ -158,6 +158,7 @@ class Subscription:
         "campaign_id",
         "customer_id",
         "full",
+        "leases",
         "limit",
         "reading",
         "sent_at",
@@ -166,7 +167,13 @@ class Subscription:
     )
 
     def __init__(
-        self, customer_id: str, campaign_id: str, limit: int, beat_slot: int, full: bool = False
+        self,
+        customer_id: str,
+        campaign_id: str,
+        limit: int,
+        beat_slot: int,
+        full: bool = False,
+        leases: bool = False,
     ) -> None:
         self.customer_id = customer_id
         self.campaign_id = campaign_id
@@ -174,6 +181,8 @@ class Subscription:
         self.beat_slot = beat_slot
         # The full view: changes are sent with the campaign as of their revision.
         self.full = full
+        # Whether the changes of the campaigns' leases are sent too.
+        self.leases = leases
         self._buffer: list[Item] = []
         # Why the stream ends, made into an exception on the stream's own task: one
         # exception object raised by thousands of tasks would gather all their tracebacks.
@@ -294,6 +303,7 @@ class Hub:
         self._buffer_limit = buffer_limit
         self._poll_interval = poll_interval
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
+        self._listeners: list[Callable[[Event], None]] = []
         self._subscribed = 0
         # Subscriptions of the full view: while there are any, the log is read with campaigns.
         self._full_subscribers = 0
@@ -399,11 +409,18 @@ class Hub:
             for sub in subs:
                 sub.end(why)
 
-    def _subscribe(self, customer_id: str, campaign_id: str, full: bool) -> Subscription:
+    def _subscribe(
+        self, customer_id: str, campaign_id: str, full: bool, leases: bool
+    ) -> Subscription:
         self.streams.take(customer_id)
         self._subscribed += 1
         sub = Subscription(
-            customer_id, campaign_id, self._buffer_limit, self._subscribed % _BEAT_SLOTS, full
+            customer_id,
+            campaign_id,
+            self._buffer_limit,
+            self._subscribed % _BEAT_SLOTS,
+            full,
+            leases,
         )
         if self._closed:
             sub.end(_shutting_down)
@@ -420,11 +437,20 @@ class Hub:
             if not subs:
                 del self._subs[sub.key]
 
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """listener sees every change this hub reads, on the event loop, as it reads it."""
+        self._listeners.append(listener)
+
     def _dispatch(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener(event)
         status: Item | None = None
         full: Item | None = None
+        lease = event.reason in LEASE_REASONS
         for key in ((event.customer_id, event.campaign_id), (event.customer_id, ""), ("", "")):
             for sub in self._subs.get(key, ()):
+                if lease and not sub.leases:
+                    continue
                 if not sub.full:
                     if status is None:
                         # What the status view buffers holds no campaign.
@@ -737,6 +763,7 @@ class Hub:
         *,
         full: bool = False,
         timeline: str = "",
+        leases: bool = False,
     ) -> AsyncGenerator[Item, None]:
         """A stream's items: snapshot or replay first, then live changes and heartbeats.
 
@@ -744,7 +771,7 @@ class Hub:
         """
         # Subscribe before reading, so that nothing committed after the read is missed;
         # what both deliver is dropped by revision.
-        sub = self._subscribe(customer_id, campaign_id, full)
+        sub = self._subscribe(customer_id, campaign_id, full, leases)
         loop = asyncio.get_running_loop()
         task = sub.task = asyncio.current_task()
         sub.sent_at = loop.time()
@@ -754,7 +781,7 @@ class Hub:
             first = (
                 self._snapshot(customer_id, campaign_id, full)
                 if after_revision == 0
-                else self._replay(customer_id, campaign_id, after_revision, full, timeline)
+                else self._replay(customer_id, campaign_id, after_revision, full, timeline, leases)
             )
             cursor = after_revision
             async with contextlib.aclosing(first):
@@ -857,7 +884,13 @@ class Hub:
         )
 
     async def _replay(
-        self, customer_id: str, campaign_id: str, after_revision: int, full: bool, timeline: str
+        self,
+        customer_id: str,
+        campaign_id: str,
+        after_revision: int,
+        full: bool,
+        timeline: str,
+        leases: bool,
     ) -> AsyncGenerator[Item, None]:
         """The changes after after_revision, then a heartbeat: the stream has caught up."""
         if timeline and self._timeline_source is not None:
@@ -900,6 +933,8 @@ class Hub:
                 )
             for event in events:
                 cursor = event.revision
+                if not leases and event.reason in LEASE_REASONS:
+                    continue
                 yield Item(Kind.CHANGE, cursor, event=event, full=full, timeline=self.timeline)
             if len(events) < batch:
                 break
