@@ -52,7 +52,8 @@ class Holder:
     async def start(self) -> None:
         self._call = self.stub.HoldLeases(self._requests(), metadata=self.metadata or None)
         first = await self._call.read()
-        assert first is not grpc.aio.EOF and first.kind == R.KIND_JOINED, first
+        assert first is not grpc.aio.EOF
+        assert first.kind == R.KIND_JOINED, first
         self.joined = first
         self._tasks.append(asyncio.create_task(self._read()))
         self._tasks.append(asyncio.create_task(self._keep_alive()))

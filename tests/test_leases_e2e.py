@@ -5,6 +5,7 @@ taken from a dialer that stops keeping alive, and a stale fencing token refused.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import grpc
@@ -29,8 +30,6 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    import dataclasses
-
     return dataclasses.replace(settings, lease_ttl=TTL, stop_grace=30)
 
 
@@ -147,7 +146,8 @@ async def test_a_dialer_that_stops_keeping_alive_is_replaced_and_fenced(
         # The paused dialer, back: its session is gone.
         a.keeping_alive = True
         await eventually(lambda: _true(a.done), within=10)
-        assert a.ended is not None and a.ended.code() == Code.FAILED_PRECONDITION
+        assert a.ended is not None
+        assert a.ended.code() == Code.FAILED_PRECONDITION
         assert details_of(a.ended).info.reason == "LEASE_SESSION_EXPIRED"
     finally:
         await a.stop()
@@ -191,7 +191,9 @@ async def test_a_stale_token_never_changes_the_campaign_report(stub: Stub, custo
     request = pb.ReportOutdialExhaustedRequest(
         customer_id=customer, id=campaign.id, fencing_token=7
     )
-    refused = await fails(stub.ReportOutdialExhausted(request, timeout=10), Code.FAILED_PRECONDITION)
+    refused = await fails(
+        stub.ReportOutdialExhausted(request, timeout=10), Code.FAILED_PRECONDITION
+    )
     assert refused.info.reason == "LEASE_NOT_HELD"
     after = await get(stub, customer, campaign.id)
     assert (after.status, after.etag) == (C.STATUS_RUN, campaign.etag)

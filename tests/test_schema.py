@@ -144,7 +144,8 @@ def test_a_version_7_database_gets_leases_and_keeps_its_events(
     upgraded = Store(open_database(database_url))
     assert upgraded.migrate() == SCHEMA_VERSION
     assert set(V8_COLUMNS["event"]) <= columns(upgraded, "event")
-    assert upgraded.db.table_exists("campaign_lease") and upgraded.db.table_exists("dialer_session")
+    assert upgraded.db.table_exists("campaign_lease")
+    assert upgraded.db.table_exists("dialer_session")
     (event,) = upgraded.events_after(0, customer, "", 10)
     assert (event.lease_holder, event.fencing_token) == ("", 0)
     close_database(upgraded.db)
