@@ -135,6 +135,15 @@ async def eventually(
         await asyncio.sleep(every)
 
 
+async def until(check: Callable[[], bool], *, within: float = 5.0) -> None:
+    """eventually() for a check that reads only what the test holds."""
+
+    async def holds() -> bool:
+        return check()
+
+    await eventually(holds, within=within)
+
+
 class Stream:
     """A server stream pumped into a queue, so that every read can be bounded."""
 

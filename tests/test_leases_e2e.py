@@ -14,7 +14,7 @@ import pytest
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.settings import Settings
-from e2e_helpers import create, details_of, eventually, fails, get, set_status
+from e2e_helpers import create, details_of, eventually, fails, get, set_status, until
 from factories import runnable_campaign
 from lease_holders import Holder
 
@@ -76,28 +76,24 @@ async def test_a_joining_dialer_gets_campaigns_only_after_the_holder_lets_go(
     await running(stub, customer, 4)
     a = Holder(stub, "dialer-a", capacity=10)
     await a.start()
-    await eventually(lambda: _true(len(a.held) == 4), within=10)
+    await until(lambda: len(a.held) == 4, within=10)
     a.releasing = False  # draining takes a while
     b = Holder(stub, "dialer-b", capacity=10)
     await b.start()
     try:
-        await eventually(lambda: _true(len(a.asked_to_release) == 2), within=10)
+        await until(lambda: len(a.asked_to_release) == 2, within=10)
         await asyncio.sleep(3 * TTL / 3)  # b gets nothing while a drains
         assert not b.held
         assert len(a.held) == 4
         moving = sorted(a.asked_to_release)
         for campaign_id in moving:
             a.release(campaign_id)
-        await eventually(lambda: _true(sorted(b.held) == moving), within=10)
+        await until(lambda: sorted(b.held) == moving, within=10)
         assert len(a.held) == 2
         assert all(len(h) == 1 for h in holding(a, b).values())
     finally:
         await a.stop()
         await b.stop()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_a_dialer_that_stops_keeping_alive_is_replaced_and_fenced(
@@ -106,14 +102,14 @@ async def test_a_dialer_that_stops_keeping_alive_is_replaced_and_fenced(
     (campaign,) = await running(stub, customer, 1)
     a = Holder(stub, "dialer-a")
     await a.start()
-    await eventually(lambda: _true(campaign.id in a.held), within=10)
+    await until(lambda: campaign.id in a.held, within=10)
     stale_token = a.held[campaign.id]
     b = Holder(stub, "dialer-b")
     await b.start()
     try:
         a.keeping_alive = False  # paused: SIGSTOP, a cut
         paused_at = time.monotonic()
-        await eventually(lambda: _true(campaign.id in b.held), within=TTL + 5)
+        await until(lambda: campaign.id in b.held, within=TTL + 5)
         assert time.monotonic() - paused_at < TTL + 1.5
         assert b.held[campaign.id] > stale_token
         stopping = await set_status(stub, customer, campaign.id, C.STATUS_STOP)
@@ -141,11 +137,11 @@ async def test_a_dialer_that_stops_keeping_alive_is_replaced_and_fenced(
         done = (await stub.ConfirmDrained(confirm, timeout=10)).campaign
         assert done.status == C.STATUS_STOP
         # A retry after a lost reply is answered as the first, even once the lease ended.
-        await eventually(lambda: _true(campaign.id not in b.held), within=10)
+        await until(lambda: campaign.id not in b.held, within=10)
         assert (await stub.ConfirmDrained(confirm, timeout=10)).campaign.status == C.STATUS_STOP
         # The paused dialer, back: its session is gone.
         a.keeping_alive = True
-        await eventually(lambda: _true(a.done), within=10)
+        await until(lambda: a.done, within=10)
         assert a.ended is not None
         assert a.ended.code() == Code.FAILED_PRECONDITION
         assert details_of(a.ended).info.reason == "LEASE_SESSION_EXPIRED"
@@ -158,13 +154,13 @@ async def test_a_reconnect_within_the_ttl_keeps_the_leases(stub: Stub, customer:
     await running(stub, customer, 2)
     a = Holder(stub, "dialer-a")
     await a.start()
-    await eventually(lambda: _true(len(a.held) == 2), within=10)
+    await until(lambda: len(a.held) == 2, within=10)
     before = dict(a.held)
     await a.stop()
     again = Holder(stub, "dialer-a")
     await again.start()
     try:
-        await eventually(lambda: _true(again.held == before), within=5)
+        await until(lambda: again.held == before, within=5)
     finally:
         await again.stop()
 
@@ -173,7 +169,7 @@ async def test_every_lease_change_is_an_event_with_its_holder(stub: Stub, custom
     (campaign,) = await running(stub, customer, 1)
     a = Holder(stub, "dialer-a")
     await a.start()
-    await eventually(lambda: _true(campaign.id in a.held), within=10)
+    await until(lambda: campaign.id in a.held, within=10)
     await a.leave()
     page = await stub.ListCampaignEvents(
         pb.ListCampaignEventsRequest(customer_id=customer, campaign_id=campaign.id), timeout=10

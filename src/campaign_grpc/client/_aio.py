@@ -12,7 +12,7 @@ from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc as pb_grpc
 
 from . import _requests as requests
-from ._channel import KEEPALIVE_OPTIONS, TLS, call_metadata, channel_credentials
+from ._channel import KEEPALIVE_OPTIONS, TLS, Metadata, call_metadata, channel_credentials
 from ._retry import (
     CHANNEL_OPTIONS,
     DEFAULT,
@@ -73,6 +73,16 @@ class AsyncCampaignClient:
         self.timeout = timeout
         self.retry = retry
         self.watch_retry = watch_retry
+
+    @property
+    def stub(self) -> pb_grpc.CampaignServiceStub:
+        """The generated stub on the client's channel, for what the client does not wrap."""
+        return self._stub
+
+    @property
+    def metadata(self) -> Metadata | None:
+        """What every call of the client sends (its bearer token)."""
+        return self._metadata
 
     async def aclose(self) -> None:
         """Closes the channel if the client made it."""
@@ -246,12 +256,14 @@ class AsyncCampaignClient:
         campaign_id: str,
         stop_revision: int,
         *,
+        fencing_token: int = 0,
         timeout: Timeout = DEFAULT,
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
         """The dialer's word that the stop of stop_revision (the campaign's stop_revision as
-        it saw it) is drained: the campaign completes to STATUS_STOP. Safe to retry."""
-        r = requests.confirm_drained(customer_id, campaign_id, stop_revision)
+        it saw it) is drained: the campaign completes to STATUS_STOP. Safe to retry. A
+        dialer holding the campaign's lease passes its fencing_token."""
+        r = requests.confirm_drained(customer_id, campaign_id, stop_revision, fencing_token)
         response = await self._call(self._stub.ConfirmDrained, "ConfirmDrained", r, timeout, retry)
         return response.campaign
 
@@ -278,10 +290,11 @@ class AsyncCampaignClient:
         customer_id: str,
         campaign_id: str,
         *,
+        fencing_token: int = 0,
         timeout: Timeout = DEFAULT,
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
-        r = requests.report_outdial_exhausted(customer_id, campaign_id)
+        r = requests.report_outdial_exhausted(customer_id, campaign_id, fencing_token)
         response = await self._call(
             self._stub.ReportOutdialExhausted, "ReportOutdialExhausted", r, timeout, retry
         )

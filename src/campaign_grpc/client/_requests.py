@@ -97,16 +97,21 @@ def update_status(
 
 
 def confirm_drained(
-    customer_id: str, campaign_id: str, stop_revision: int
+    customer_id: str, campaign_id: str, stop_revision: int, fencing_token: int = 0
 ) -> tuple[pb.ConfirmDrainedRequest, bool]:
     request = pb.ConfirmDrainedRequest(
-        customer_id=customer_id, id=campaign_id, stop_revision=stop_revision
+        customer_id=customer_id,
+        id=campaign_id,
+        stop_revision=stop_revision,
+        fencing_token=fencing_token,
     )
     return request, safe_to_retry("ConfirmDrained", request)
 
 
 def report_outdial_exhausted(
-    customer_id: str, campaign_id: str
+    customer_id: str, campaign_id: str, fencing_token: int = 0
 ) -> tuple[pb.ReportOutdialExhaustedRequest, bool]:
-    request = pb.ReportOutdialExhaustedRequest(customer_id=customer_id, id=campaign_id)
+    request = pb.ReportOutdialExhaustedRequest(
+        customer_id=customer_id, id=campaign_id, fencing_token=fencing_token
+    )
     return request, safe_to_retry("ReportOutdialExhausted", request)

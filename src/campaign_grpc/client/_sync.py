@@ -243,12 +243,14 @@ class CampaignClient:
         campaign_id: str,
         stop_revision: int,
         *,
+        fencing_token: int = 0,
         timeout: Timeout = DEFAULT,
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
         """The dialer's word that the stop of stop_revision (the campaign's stop_revision as
-        it saw it) is drained: the campaign completes to STATUS_STOP. Safe to retry."""
-        r = requests.confirm_drained(customer_id, campaign_id, stop_revision)
+        it saw it) is drained: the campaign completes to STATUS_STOP. Safe to retry. A
+        dialer holding the campaign's lease passes its fencing_token."""
+        r = requests.confirm_drained(customer_id, campaign_id, stop_revision, fencing_token)
         response = self._call(self._stub.ConfirmDrained, "ConfirmDrained", r, timeout, retry)
         return response.campaign
 
@@ -273,10 +275,11 @@ class CampaignClient:
         customer_id: str,
         campaign_id: str,
         *,
+        fencing_token: int = 0,
         timeout: Timeout = DEFAULT,
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
-        r = requests.report_outdial_exhausted(customer_id, campaign_id)
+        r = requests.report_outdial_exhausted(customer_id, campaign_id, fencing_token)
         response = self._call(
             self._stub.ReportOutdialExhausted, "ReportOutdialExhausted", r, timeout, retry
         )

@@ -1,0 +1,102 @@
+"""What dialers did: each campaign's dial intervals per dialer, and the checks over them
+(no two dialers dialing one campaign at once; no gap longer than a bound)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from campaign.v1 import campaign_pb2 as pb
+
+
+@dataclass
+class Interval:
+    dialer: str
+    campaign_id: str
+    start: float
+    end: float | None = None
+
+
+@dataclass
+class DialLog:
+    intervals: list[Interval] = field(default_factory=list)
+
+    def open(self, dialer: str, campaign_id: str, at: float | None = None) -> None:
+        if self.current(dialer, campaign_id) is None:
+            self.intervals.append(
+                Interval(dialer, campaign_id, time.monotonic() if at is None else at)
+            )
+
+    def close(self, dialer: str, campaign_id: str, at: float | None = None) -> None:
+        found = self.current(dialer, campaign_id)
+        if found is not None:
+            found.end = time.monotonic() if at is None else at
+
+    def close_all(self, dialer: str, at: float | None = None) -> None:
+        """The dialer died: its calls ended with it."""
+        for i in self.intervals:
+            if i.dialer == dialer and i.end is None:
+                i.end = time.monotonic() if at is None else at
+
+    def current(self, dialer: str, campaign_id: str) -> Interval | None:
+        for i in self.intervals:
+            if i.dialer == dialer and i.campaign_id == campaign_id and i.end is None:
+                return i
+        return None
+
+    def dialing(self, campaign_id: str) -> list[str]:
+        return [i.dialer for i in self.intervals if i.campaign_id == campaign_id and i.end is None]
+
+    def overlaps(self) -> list[tuple[Interval, Interval]]:
+        """Pairs of intervals of one campaign, of two dialers, that share a moment."""
+        found = []
+        by_campaign: dict[str, list[Interval]] = {}
+        for i in self.intervals:
+            by_campaign.setdefault(i.campaign_id, []).append(i)
+        for items in by_campaign.values():
+            for a in items:
+                for b in items:
+                    if a is b or a.dialer >= b.dialer:
+                        continue
+                    a_end = a.end if a.end is not None else float("inf")
+                    b_end = b.end if b.end is not None else float("inf")
+                    if a.start < b_end and b.start < a_end:
+                        found.append((a, b))
+        return found
+
+    def gaps(self, campaign_id: str, since: float, until: float) -> list[float]:
+        """The lengths of the stretches in [since, until] when nobody dialed the campaign."""
+        covered = sorted(
+            (i.start, i.end if i.end is not None else until)
+            for i in self.intervals
+            if i.campaign_id == campaign_id
+        )
+        gaps, at = [], since
+        for start, end in covered:
+            if start > at:
+                gaps.append(start - at)
+            at = max(at, end)
+        if until > at:
+            gaps.append(until - at)
+        return gaps
+
+
+class RecordingCalls:
+    """A dialer's calls that only record: dial opens an interval, drain closes it."""
+
+    def __init__(self, log: DialLog, dialer: str, drain_s: float = 0.0) -> None:
+        self.log = log
+        self.dialer = dialer
+        self.drain_s = drain_s
+        self.dials: list[str] = []
+
+    async def dial(self, campaign: pb.WatchStatusResponse) -> None:
+        self.dials.append(campaign.campaign_id)
+        self.log.open(self.dialer, campaign.campaign_id)
+
+    async def drain(self, campaign_id: str) -> None:
+        if self.drain_s and self.log.current(self.dialer, campaign_id) is not None:
+            import asyncio
+
+            await asyncio.sleep(self.drain_s)
+        self.log.close(self.dialer, campaign_id)
