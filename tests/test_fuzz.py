@@ -101,6 +101,10 @@ def valid_request(method: Any, customer: str, campaign_id: str) -> bytes:
             )
         case "ListCampaignEvents":
             m = pb.ListCampaignEventsRequest(customer_id=customer, campaign_id=campaign_id)
+        case "HoldLeases":
+            m = pb.HoldLeasesRequest(
+                join=pb.HoldLeasesRequest.Join(holder="fuzz", customer_id=customer, capacity=1)
+            )
         case _:
             request_class = getattr(pb, method.input_type.name)
             m = request_class(customer_id=customer, id=campaign_id)
@@ -174,7 +178,13 @@ async def answer(channel: grpc.aio.Channel, method: Any, raw: bytes) -> grpc.aio
     """Sends raw as a request of method; the error it was answered with, or None for OK."""
     path = f"/{SERVICE.full_name}/{method.name}"
     try:
-        if method.server_streaming:
+        if method.client_streaming:
+            call = channel.stream_stream(path)(iter([raw]), timeout=DEADLINE_S)
+            try:
+                await call.read()
+            finally:
+                call.cancel()
+        elif method.server_streaming:
             call = channel.unary_stream(path)(raw, timeout=DEADLINE_S)
             try:
                 # The first message (or the end) is an answer; a watch then streams on.

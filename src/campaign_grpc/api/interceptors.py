@@ -15,7 +15,7 @@ import inspect
 import logging
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeAlias, cast
 
@@ -201,6 +201,17 @@ def _parse(deserialize: Callable[[bytes], Any] | None, data: bytes, limit: int) 
         return _Refused(_malformed(str(exc)))
 
 
+async def _parsed(
+    requests: AsyncIterator[bytes], deserialize: Callable[[bytes], Any] | None, limit: int
+) -> AsyncIterator[Any]:
+    """A stream of requests parsed one by one; the first refused ends it with its error."""
+    async for data in requests:
+        request = _parse(deserialize, data, limit)
+        if isinstance(request, _Refused):
+            raise request.error
+        yield request
+
+
 def _no_request() -> InvalidArgument:
     return InvalidArgument(
         [FieldViolation("request", "the call ended before its request message")],
@@ -349,11 +360,11 @@ class Observe(grpc.aio.ServerInterceptor):
                 self._streamed(call, unary_stream, deserialize), response_serializer=serialize
             )
         if stream_stream is not None:
+            # Each request parsed here too, so that bytes that do not parse are answered as
+            # the client's mistake, not raised inside the handler.
             call = Call(method, service, name, "bidi_stream")
             return grpc.stream_stream_rpc_method_handler(
-                self._streamed(call, stream_stream, None),
-                request_deserializer=deserialize,
-                response_serializer=serialize,
+                self._streamed(call, stream_stream, deserialize), response_serializer=serialize
             )
         return handler
 
@@ -437,7 +448,7 @@ class Observe(grpc.aio.ServerInterceptor):
         refusal = _refusal(gates, call, None, context)
         if refusal is not None:
             await self._refuse(context, refusal)
-        return requests
+        return _parsed(requests, deserialize, self._max_request_bytes)
 
     def _awaited(
         self,

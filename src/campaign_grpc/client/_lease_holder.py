@@ -67,6 +67,12 @@ class LeaseHolder:
         self._watching = False
         self.joined = asyncio.Event()
 
+    @property
+    def valid_until(self) -> float:
+        """time.monotonic() by which the dialer stops dialing what it holds, unless the server
+        answers another keep-alive first."""
+        return self._valid_until
+
     def held(self) -> dict[str, Held]:
         """What this dialer may act on now."""
         if time.monotonic() >= self._valid_until:
