@@ -17,7 +17,7 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint format bench bench-abuse bench-faults clean contract-release go-client java-client python-client
+.PHONY: install proto run test lint format bench bench-abuse bench-faults bench-leases clean contract-release go-client java-client python-client
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -131,6 +131,11 @@ bench: install
 # $CAMPAIGN_GRPC_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test).
 bench-faults: install
 	$(BIN)/python bench/faults.py
+
+# Leases: failover after a dialer's SIGKILL (20 kills), how soon a started campaign is dialed,
+# and what the fencing check costs a dialer's calls.
+bench-leases: install
+	$(BIN)/python bench/leases.py
 
 # Hostile peers against this server and a bare grpc.aio server, side by side.
 bench-abuse: install

@@ -29,6 +29,7 @@ from grpc_status import rpc_status
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.settings import Settings
+from factories import runnable_campaign
 
 DOMAIN = "campaign-grpc"
 CLI = Path(sys.executable).parent / "campaign-grpc"
@@ -227,6 +228,18 @@ async def create(
         pb.CreateCampaignRequest(campaign=campaign, request_id=request_id), timeout=10
     )
     return response.campaign
+
+
+async def running_campaign(
+    stub: campaign_pb2_grpc.CampaignServiceStub, customer_id: str, **changes: Any
+) -> pb.Campaign:
+    """A runnable campaign of the customer (with changes), created and set to STATUS_RUN."""
+    request = pb.CreateCampaignRequest(campaign=runnable_campaign(customer_id, **changes))
+    created = (await stub.CreateCampaign(request, timeout=10)).campaign
+    run = pb.UpdateCampaignStatusRequest(
+        customer_id=customer_id, id=created.id, status=pb.Campaign.STATUS_RUN
+    )
+    return (await stub.UpdateCampaignStatus(run, timeout=10)).campaign
 
 
 async def get(

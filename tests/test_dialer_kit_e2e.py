@@ -176,7 +176,8 @@ async def test_a_stop_made_while_the_dialer_was_away_is_never_dialed(
 ) -> None:
     """The server restarts; meanwhile an operator stops a campaign. The resumed stream replays
     history first: the kit waits for its heartbeat and never starts the stopped campaign."""
-    server = await start_server(settings)
+    # A restart well within the ttl: the dialer keeps its leases across it.
+    server = await start_server(settings, lease_ttl=10)
     port = server.port
     log = DialLog()
     async with AsyncCampaignClient(f"127.0.0.1:{port}") as client:
@@ -185,16 +186,22 @@ async def test_a_stop_made_while_the_dialer_was_away_is_never_dialed(
         try:
             await eventually(lambda: each_dialed_once(log, ids), within=15)
             await server.stop()
-            again = await start_server(settings, listen=f"127.0.0.1:{port}")
-            async with AsyncCampaignClient(f"127.0.0.1:{again.port}") as operator:
+            # The operator's server is another one: the dialer's comes back only after.
+            elsewhere = await start_server(settings, lease_ttl=10)
+            async with AsyncCampaignClient(f"127.0.0.1:{elsewhere.port}") as operator:
                 await operator.update_campaign_status(customer, ids[0], C.STATUS_STOP)
                 await operator.update_campaign_status(customer, ids[0], C.STATUS_RUN)
                 await operator.update_campaign_status(customer, ids[0], C.STATUS_STOP, force=True)
+                # A stop the replay carries, called off by a RUN since: nothing to confirm.
+                await operator.update_campaign_status(customer, ids[1], C.STATUS_STOP)
+                await operator.update_campaign_status(customer, ids[1], C.STATUS_RUN)
+            await start_server(settings, listen=f"127.0.0.1:{port}", lease_ttl=10)
             dials_before = d.calls.dials.count(ids[0])
             await until(lambda: log.dialing(ids[0]) == [], within=15)
             await asyncio.sleep(1.0)
             assert d.calls.dials.count(ids[0]) == dials_before
             assert log.dialing(ids[1]) == ["dialer"]
+            assert [i.campaign_id for i in log.intervals].count(ids[1]) == 1, "drained"
             assert not d.task.done()
         finally:
             await d.stop()

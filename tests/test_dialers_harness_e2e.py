@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,14 @@ import pytest
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 from dial_intervals import Stretch, longest_gap, overlaps, stretches, tokens_grow
-from e2e_helpers import Process, details_of, eventually, free_port, wait_serving
-from factories import runnable_campaign
+from e2e_helpers import (
+    Process,
+    details_of,
+    eventually,
+    free_port,
+    running_campaign,
+    wait_serving,
+)
 
 C = pb.Campaign
 TTL = 2.0
@@ -126,16 +133,7 @@ async def run_drill(h: Harness, kill_replica: Process | None) -> None:
     stub, customer = h.stub, h.customer
     ids = []
     for _ in range(12):
-        c = (
-            await stub.CreateCampaign(
-                pb.CreateCampaignRequest(campaign=runnable_campaign(customer)), timeout=10
-            )
-        ).campaign
-        await stub.UpdateCampaignStatus(
-            pb.UpdateCampaignStatusRequest(customer_id=customer, id=c.id, status=C.STATUS_RUN),
-            timeout=10,
-        )
-        ids.append(c.id)
+        ids.append((await running_campaign(stub, customer)).id)
     stable, toggled = ids[:9], ids[9:]
     t = h.targets
     for i, name in enumerate(["a", "b", "c"]):
@@ -217,10 +215,7 @@ def _serve_args(target: str, database_url: str) -> list[str]:
 
 
 async def test_dialers_on_sqlite_never_overlap_under_faults(
-    tmp_path: Path,
-    sqlite_url: str,
-    spawn,
-    customer: str,  # type: ignore[no-untyped-def]
+    tmp_path: Path, sqlite_url: str, spawn: Callable[..., Process], customer: str
 ) -> None:
     target = f"127.0.0.1:{free_port()}"
     server = spawn(*_serve_args(target, sqlite_url))
@@ -234,10 +229,7 @@ async def test_dialers_on_sqlite_never_overlap_under_faults(
 
 
 async def test_dialers_on_two_postgresql_replicas_never_overlap_under_faults(
-    tmp_path: Path,
-    postgres_url: str,
-    spawn,
-    customer: str,  # type: ignore[no-untyped-def]
+    tmp_path: Path, postgres_url: str, spawn: Callable[..., Process], customer: str
 ) -> None:
     targets = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     replicas = [spawn(*_serve_args(t, postgres_url)) for t in targets]
