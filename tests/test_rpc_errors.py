@@ -26,6 +26,7 @@ from campaign_grpc.domain.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+    Unimplemented,
 )
 
 Code = grpc.StatusCode
@@ -70,6 +71,7 @@ TABLE: list[tuple[CampaignError, grpc.StatusCode, str]] = [
         "TOO_MANY_WATCH_STREAMS",
     ),
     (Unavailable("shutting down"), Code.UNAVAILABLE, "UNAVAILABLE"),
+    (Unimplemented("no leases here"), Code.UNIMPLEMENTED, "UNIMPLEMENTED"),
     (DeadlineExceeded("too late"), Code.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
     (Unauthenticated("unknown token"), Code.UNAUTHENTICATED, "TOKEN_UNKNOWN"),
     (PermissionDenied("not this customer"), Code.PERMISSION_DENIED, "CUSTOMER_NOT_ALLOWED"),

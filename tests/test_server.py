@@ -65,6 +65,7 @@ RPCS = {
     "ReportOutdialExhausted",
     "WatchStatus",
     "ListCampaignEvents",
+    "HoldLeases",
 }
 
 
