@@ -18,6 +18,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// The time to live of dialers' leases on the servers of these tests: short, so that a dialer
+// that stops keeping alive is replaced within seconds.
+const leaseTTL = 1500 * time.Millisecond
+
 // The token the servers of these tests accept, for every customer ("*"), as the dialer's.
 var dialerToken = randomHex(32)
 
@@ -71,6 +75,7 @@ func (s *server) start() error {
 		"--database-url", "sqlite:///"+filepath.Join(s.dir, "campaigns.db"),
 		"--auth-tokens", filepath.Join(s.dir, "tokens.txt"),
 		"--heartbeat-interval", "0.5",
+		"--lease-ttl", fmt.Sprint(leaseTTL.Seconds()),
 		"--log-level", "WARNING",
 	)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
