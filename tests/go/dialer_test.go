@@ -23,8 +23,11 @@ func TestDialersDialEachRunningCampaignOnceAndHandOverWithoutOverlap(t *testing.
 	client := connect(t, shared)
 	customer := newID()
 	campaigns := running(t, client, customer, 6)
-	a := startKit(t, client, customer, "dialer-a")
-	b := startKit(t, client, customer, "dialer-b")
+	slowDrain := func(c *calls) {
+		c.onDrain = func(string) { time.Sleep(100 * time.Millisecond) }
+	}
+	a := startKit(t, client, customer, "dialer-a", slowDrain)
+	b := startKit(t, client, customer, "dialer-b", slowDrain)
 
 	// Every running campaign dialed, each by one dialer, spread by their capacities.
 	waitFor(t, 20*time.Second, func() bool {
@@ -32,7 +35,7 @@ func TestDialersDialEachRunningCampaignOnceAndHandOverWithoutOverlap(t *testing.
 	})
 	// A third dialer joins: campaigns move to it, each drained by its old holder before the
 	// new one dials it.
-	c := startKit(t, client, customer, "dialer-c")
+	c := startKit(t, client, customer, "dialer-c", slowDrain)
 	waitFor(t, 20*time.Second, func() bool {
 		return dialedOnce(campaigns, a, b, c) && len(a.calls.dialingNow()) == 2 &&
 			len(b.calls.dialingNow()) == 2
@@ -161,6 +164,7 @@ func TestARunDuringTheDrainIsDialedAgain(t *testing.T) {
 	})
 	waitFor(t, 10*time.Second, func() bool { return a.calls.isDialing(campaign.Id) })
 
+	dials := a.calls.dialCount(campaign.Id)
 	setStatus(t, client, campaign, campaignv1.Campaign_STATUS_STOP)
 	<-draining
 	// The campaign runs again before the drain ends: the confirmation of the stop comes too
@@ -168,7 +172,9 @@ func TestARunDuringTheDrainIsDialedAgain(t *testing.T) {
 	setStatus(t, client, campaign, campaignv1.Campaign_STATUS_RUN)
 	close(proceed)
 
-	waitFor(t, 10*time.Second, func() bool { return a.calls.isDialing(campaign.Id) })
+	waitFor(t, 10*time.Second, func() bool {
+		return a.calls.dialCount(campaign.Id) > dials && a.calls.isDialing(campaign.Id)
+	})
 	if answers := recorder.confirmAnswers(); len(answers) != 1 || answers[0] != "CAMPAIGN_NOT_STOPPING" {
 		t.Fatalf("expected one late confirmation refused CAMPAIGN_NOT_STOPPING, got %v", answers)
 	}
@@ -328,7 +334,7 @@ func (k *kit) running(t *testing.T) {
 }
 
 // calls records a kit's Dial and Drain: the spans in which it dialed each campaign, from the
-// first Dial to the Drain that stopped it.
+// first Dial to the end of the Drain that stopped it.
 type calls struct {
 	mu      sync.Mutex
 	who     string
@@ -357,14 +363,16 @@ func (c *calls) dial(ctx context.Context, campaign *campaignv1.Campaign) error {
 func (c *calls) drain(ctx context.Context, campaignID string) error {
 	c.mu.Lock()
 	c.drains[campaignID]++
-	if from, dialing := c.since[campaignID]; dialing {
-		c.spans[campaignID] = append(c.spans[campaignID], span{c.who, from, time.Now()})
-		delete(c.since, campaignID)
-	}
 	hook := c.onDrain
 	c.mu.Unlock()
 	if hook != nil {
-		hook(campaignID)
+		hook(campaignID) // the calls in progress hang up
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if from, dialing := c.since[campaignID]; dialing {
+		c.spans[campaignID] = append(c.spans[campaignID], span{c.who, from, time.Now()})
+		delete(c.since, campaignID)
 	}
 	return nil
 }
