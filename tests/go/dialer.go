@@ -38,7 +38,8 @@ type DialerConfig struct {
 	// Stop starting calls of the campaign, and return once its calls in progress ended.
 	// Also called for a campaign not being dialed: then it has nothing to wait for.
 	Drain func(ctx context.Context, campaignID string) error
-	// How many campaigns are reconciled at once (default 8).
+	// How many campaigns are reconciled at once (default Capacity+1: every campaign held can
+	// drain at once, and a lost lease is not kept waiting behind them).
 	Workers int
 	// Where the kit says what went wrong (default log.Printf).
 	Logf func(format string, args ...interface{})
@@ -106,7 +107,7 @@ func NewDialer(cfg DialerConfig) *Dialer {
 		cfg.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomHex(4))
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 8
+		cfg.Workers = int(cfg.Capacity) + 1
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = log.Printf
