@@ -494,7 +494,7 @@ type faultyClient struct {
 	leaseCuts   []context.CancelFunc
 	watches     []*campaignv1.WatchStatusRequest
 	holdCalls   int
-	grants      int // KIND_GRANTED messages received
+	grants      int      // KIND_GRANTED messages received
 	confirmedAs []string // the ErrorInfo reason of each ConfirmDrained ("OK" for success)
 }
 
