@@ -428,7 +428,9 @@ func (d *Dialer) holdOnce(ctx context.Context) (joined bool, err error) {
 			Holder: d.cfg.Holder, CustomerId: d.cfg.CustomerID, Capacity: d.cfg.Capacity,
 		},
 	}})
-	if err != nil {
+	if err != nil { // the stream ended: Recv says why
+		_, err = stream.Recv()
+		unanswered.Stop()
 		return false, err
 	}
 	first, err := stream.Recv()
