@@ -255,6 +255,50 @@ func TestACrashBetweenDrainAndConfirmIsHealedByTheNextProcess(t *testing.T) {
 	}
 }
 
+func TestDialersKeepTheirLeasesThroughAServerRestart(t *testing.T) {
+	// A restart takes a few seconds here: leases that live 10 s (the default) outlive it.
+	s := startServerTTL(t, 10*time.Second)
+	client := connect(t, s)
+	customer := newID()
+	campaigns := running(t, client, customer, 4)
+	a := startKit(t, client, customer, "dialer-a")
+	b := startKit(t, client, customer, "dialer-b")
+	waitFor(t, 20*time.Second, func() bool { return dialedOnce(campaigns, a, b) })
+	before := map[string]int64{}
+	for _, k := range []*kit{a, b} {
+		for id, token := range k.Leases() {
+			before[id] = token
+		}
+	}
+
+	// The server restarts (SIGTERM: UNAVAILABLE SHUTTING_DOWN on every stream). The dialers
+	// join again with their holder identities: they keep their leases, and dial on.
+	s.terminate(t)
+	restarted := time.Now()
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the server was down %v", time.Since(restarted))
+	writer := connect(t, s)
+	stopped := campaigns[0]
+	setStatus(t, writer, stopped, campaignv1.Campaign_STATUS_STOP)
+	waitFor(t, 20*time.Second, func() bool {
+		return get(t, writer, stopped).Status == campaignv1.Campaign_STATUS_STOP
+	})
+	for _, c := range campaigns[1:] {
+		holder, _ := holderOf(c.Id, a, b)
+		if holder == nil || holder.calls.drainCount(c.Id) != 0 || holder.Leases()[c.Id] != before[c.Id] {
+			t.Fatalf("campaign %s did not stay with its dialer through the restart", c.Id)
+		}
+	}
+	if a.calls.isDialing(stopped.Id) || b.calls.isDialing(stopped.Id) {
+		t.Fatal("the stopped campaign is still dialed")
+	}
+	a.running(t)
+	b.running(t)
+	noOverlap(t, a, b)
+}
+
 // -- helpers -----------------------------------------------------------------------------
 
 // running makes count campaigns of customer and runs them.
