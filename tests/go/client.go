@@ -1,6 +1,7 @@
 // Package campaignclient is what a Go backend needs to call campaign.v1, and the code the
 // README's Go section is taken from: a connection with a token, the google.rpc details of an
-// error, and a watch that resumes after the last revision it handled.
+// error, and a watch that resumes after the last revision it handled; dialer.go adds the
+// dialer kit.
 package campaignclient
 
 import (
