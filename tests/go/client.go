@@ -1,6 +1,7 @@
 // Package campaignclient is what a Go backend needs to call campaign.v1, and the code the
 // README's Go section is taken from: a connection with a token, the google.rpc details of an
-// error, and a watch that resumes after the last revision it handled.
+// error, and a watch that resumes after the last revision it handled; dialer.go adds the
+// dialer kit.
 package campaignclient
 
 import (
@@ -66,21 +67,39 @@ func DetailsOf(err error) Details {
 // Watch follows WatchStatus as req asks until ctx ends or handle fails, calling handle with
 // every message in order. When the stream ends with UNAVAILABLE (a server shutting down or
 // gone), RESOURCE_EXHAUSTED (fallen too far behind), or goes silent for three heartbeat
-// intervals, it reconnects with the last revision handled as after_revision: handle sees every
-// change once, across restarts of the server. Any other error is returned, such as
-// OUT_OF_RANGE (the log no longer holds that revision: start again from a snapshot).
+// intervals, it reconnects with the last revision handled as after_revision, and its timeline:
+// handle sees every change once, across restarts of the server. Any other error is returned,
+// such as OUT_OF_RANGE (the log no longer holds that revision: start again from a snapshot).
 func Watch(ctx context.Context, client campaignv1.CampaignServiceClient,
 	req *campaignv1.WatchStatusRequest, handle func(*campaignv1.WatchStatusResponse) error) error {
+	return WatchStreams(ctx, client, req, nil, handle)
+}
+
+// WatchStreams is Watch that also calls resuming (unless nil) at the start and as soon as a
+// stream ends, with the request of the next call: with after_revision 0 the stream starts
+// with a snapshot, up to its KIND_SNAPSHOT_END; otherwise it replays the changes after that
+// revision, up to the KIND_HEARTBEAT that says it has caught up.
+func WatchStreams(ctx context.Context, client campaignv1.CampaignServiceClient,
+	req *campaignv1.WatchStatusRequest, resuming func(*campaignv1.WatchStatusRequest),
+	handle func(*campaignv1.WatchStatusResponse) error) error {
 	resume := &campaignv1.WatchStatusRequest{
 		CustomerId:    req.CustomerId,
 		CampaignId:    req.CampaignId,
 		AfterRevision: req.AfterRevision,
 		View:          req.View,
+		Timeline:      req.Timeline,
+		IncludeLeases: req.IncludeLeases,
 	}
 	silence := 30 * time.Second // until the server says its heartbeat interval
 	backoff := 100 * time.Millisecond
+	if resuming != nil {
+		resuming(resume)
+	}
 	for {
 		handled, err := follow(ctx, client, resume, &silence, handle)
+		if resuming != nil {
+			resuming(resume)
+		}
 		var failed handlerError
 		if errors.As(err, &failed) {
 			return failed.err
@@ -112,7 +131,8 @@ type handlerError struct{ err error }
 func (e handlerError) Error() string { return e.err.Error() }
 
 // follow reads one stream until it fails, moving resume.AfterRevision past every message
-// handled: every revision the stream sends is a resume point, snapshot items included.
+// handled (and resume.Timeline to its timeline): every revision the stream sends is a resume
+// point, snapshot items included.
 func follow(ctx context.Context, client campaignv1.CampaignServiceClient,
 	resume *campaignv1.WatchStatusRequest, silence *time.Duration,
 	handle func(*campaignv1.WatchStatusResponse) error) (handled bool, err error) {
@@ -141,6 +161,9 @@ func follow(ctx context.Context, client campaignv1.CampaignServiceClient,
 		}
 		handled = true
 		resume.AfterRevision = item.Revision
+		if item.Timeline != "" {
+			resume.Timeline = item.Timeline
+		}
 		quiet.Reset(*silence)
 	}
 }

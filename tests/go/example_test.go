@@ -82,6 +82,41 @@ func ExampleWatch() {
 	// context canceled
 }
 
+func ExampleDialer() {
+	customer, conn := newID(), exampleConn()
+	defer conn.Close()
+	client := campaignv1.NewCampaignServiceClient(conn)
+	running := exampleCampaign(client, customer, campaignv1.Campaign_STATUS_RUN)
+	dialed := make(chan string, 100)
+
+	// One Dialer per dialer process: the server spreads the running campaigns over them.
+	dialer := NewDialer(DialerConfig{
+		Client:     client,
+		CustomerID: customer, // "" for every customer's campaigns
+		Capacity:   50,       // how many campaigns this process dials at once at most
+		Dial: func(ctx context.Context, campaign *campaignv1.Campaign) error {
+			// Start calling the campaign's outdial list, or keep on (called again on every
+			// change of the campaign).
+			dialed <- campaign.Id
+			return nil
+		},
+		Drain: func(ctx context.Context, campaignID string) error {
+			// Start no more calls of the campaign; return once those in progress hung up.
+			return nil
+		},
+	})
+	go dialer.Run(context.Background())
+	fmt.Println(<-dialed == running.Id)
+
+	// At shutdown: drain every campaign, hand the leases back, leave.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fmt.Println(dialer.Close(ctx))
+	// Output:
+	// true
+	// <nil>
+}
+
 func exampleConn() *grpc.ClientConn {
 	conn, err := Dial(shared.address, dialerToken)
 	if err != nil {
@@ -92,6 +127,12 @@ func exampleConn() *grpc.ClientConn {
 
 // exampleStopping is a campaign of customer that is stopping: run, then asked to stop.
 func exampleStopping(client campaignv1.CampaignServiceClient, customer string) *campaignv1.Campaign {
+	return exampleCampaign(client, customer, campaignv1.Campaign_STATUS_RUN, campaignv1.Campaign_STATUS_STOP)
+}
+
+// exampleCampaign is a new campaign of customer, set to each of statuses in turn.
+func exampleCampaign(client campaignv1.CampaignServiceClient, customer string,
+	statuses ...campaignv1.Campaign_Status) *campaignv1.Campaign {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c := &campaignv1.Campaign{
@@ -102,7 +143,7 @@ func exampleStopping(client campaignv1.CampaignServiceClient, customer string) *
 	if err != nil {
 		log.Fatal(err)
 	}
-	for _, status := range []campaignv1.Campaign_Status{campaignv1.Campaign_STATUS_RUN, campaignv1.Campaign_STATUS_STOP} {
+	for _, status := range statuses {
 		_, err := client.UpdateCampaignStatus(ctx, &campaignv1.UpdateCampaignStatusRequest{
 			CustomerId: customer, Id: created.Campaign.Id, Status: status,
 		})

@@ -18,19 +18,28 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// The time to live of dialers' leases on the servers of these tests: short, so that a dialer
+// that stops keeping alive is replaced within seconds.
+const leaseTTL = 1500 * time.Millisecond
+
 // The token the servers of these tests accept, for every customer ("*"), as the dialer's.
 var dialerToken = randomHex(32)
 
 // server is `campaign-grpc serve` in a child process, on a port and a database file of its
 // own that stay the same across restarts.
 type server struct {
-	address string
-	dir     string
-	cmd     *exec.Cmd
-	log     *os.File
+	address  string
+	dir      string
+	leaseTTL time.Duration
+	cmd      *exec.Cmd
+	log      *os.File
 }
 
 func newServer(dir string) (*server, error) {
+	return newServerTTL(dir, leaseTTL)
+}
+
+func newServerTTL(dir string, ttl time.Duration) (*server, error) {
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -41,14 +50,20 @@ func newServer(dir string) (*server, error) {
 	if err := os.WriteFile(filepath.Join(dir, "tokens.txt"), []byte(tokens), 0o600); err != nil {
 		return nil, err
 	}
-	s := &server{address: address, dir: dir}
+	s := &server{address: address, dir: dir, leaseTTL: ttl}
 	return s, s.start()
 }
 
 // startServer starts a server for one test, stopped when the test ends.
 func startServer(t *testing.T) *server {
 	t.Helper()
-	s, err := newServer(t.TempDir())
+	return startServerTTL(t, leaseTTL)
+}
+
+// startServerTTL starts a server whose dialers' leases live ttl.
+func startServerTTL(t *testing.T, ttl time.Duration) *server {
+	t.Helper()
+	s, err := newServerTTL(t.TempDir(), ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +86,7 @@ func (s *server) start() error {
 		"--database-url", "sqlite:///"+filepath.Join(s.dir, "campaigns.db"),
 		"--auth-tokens", filepath.Join(s.dir, "tokens.txt"),
 		"--heartbeat-interval", "0.5",
+		"--lease-ttl", fmt.Sprint(s.leaseTTL.Seconds()),
 		"--log-level", "WARNING",
 	)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
