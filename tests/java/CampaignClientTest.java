@@ -493,8 +493,8 @@ public class CampaignClientTest {
     BlockingQueue<WatchStatusResponse> drained = new LinkedBlockingQueue<>();
 
     Thread dialer = new Thread(() -> {
-      // The dialer: it follows the campaigns and, once a stopping campaign's calls are
-      // drained, confirms that stop.
+      // A dialer without leases (the dialer kit, DialerTest, holds them): it follows the
+      // campaigns and, once a stopping campaign's calls are drained, confirms that stop.
       WatchStatusRequest request = WatchStatusRequest.newBuilder().setCustomerId(customer).build();
       try {
         CampaignClient.watch(stub, request, item -> {

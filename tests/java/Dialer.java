@@ -24,6 +24,7 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
@@ -357,13 +358,13 @@ public final class Dialer implements AutoCloseable {
               .setCapacity(capacity))
           .build());
       // A join that is not answered within a ttl is given up, and made again.
-      timer.schedule(() -> {
+      later(() -> {
         synchronized (leaseLock) {
           if (generation == stream && !joined) {
             cut("the join was not answered");
           }
         }
-      }, ttlNanos, TimeUnit.NANOSECONDS);
+      }, ttlNanos);
     }
   }
 
@@ -418,7 +419,11 @@ public final class Dialer implements AutoCloseable {
         regranted = new HashSet<>();
         keepAlive();
         long every = nanos(m.getKeepAliveInterval());
-        keepAlives = timer.scheduleAtFixedRate(this::keepAlive, every, every, TimeUnit.NANOSECONDS);
+        try {
+          keepAlives = timer.scheduleAtFixedRate(this::keepAlive, every, every, TimeUnit.NANOSECONDS);
+        } catch (RejectedExecutionException e) {
+          // stopped
+        }
         break;
       case KIND_GRANTED:
         leases.put(id, new Held(lease.getCustomerId(), lease.getFencingToken(), false));
@@ -482,7 +487,7 @@ public final class Dialer implements AutoCloseable {
     if (expiry != null) {
       expiry.cancel(false);
     }
-    expiry = timer.schedule(this::expire, deadline - System.nanoTime(), TimeUnit.NANOSECONDS);
+    expiry = later(this::expire, deadline - System.nanoTime());
   }
 
   private void expire() {
@@ -518,7 +523,7 @@ public final class Dialer implements AutoCloseable {
   }
 
   private void rejoinLater() {
-    timer.schedule(this::join, rejoinMillis, TimeUnit.MILLISECONDS);
+    later(this::join, TimeUnit.MILLISECONDS.toNanos(rejoinMillis));
     rejoinMillis = Math.min(rejoinMillis * 2, 2000);
   }
 
@@ -606,7 +611,7 @@ public final class Dialer implements AutoCloseable {
         failed(id, e);
       } catch (Exception e) {
         log.accept("reconcile " + id + " failed, again later: " + e);
-        later(id);
+        retry(id);
       } finally {
         queue.done(id);
       }
@@ -651,7 +656,7 @@ public final class Dialer implements AutoCloseable {
         if ("STOP_REVISION_MISMATCH".equals(reason) || "CAMPAIGN_NOT_STOPPING".equals(reason)) {
           // The campaign moved on since the state this reconcile saw: again, with the newest.
           log.accept("state moved on (" + reason + "): " + id);
-          later(id);
+          retry(id);
           return;
         }
         if ("LEASE_NOT_HELD".equals(reason)) {
@@ -668,22 +673,27 @@ public final class Dialer implements AutoCloseable {
       case RESOURCE_EXHAUSTED:
       case ABORTED:
         log.accept("reconcile " + id + ": " + e.getStatus().getCode() + ", again later");
-        later(id);
+        retry(id);
         return;
       default:
         break;
     }
     log.accept("reconcile " + id + " failed, again later: " + e.getStatus() + " " + reason);
-    later(id);
+    retry(id);
   }
 
   /** Reconciles the campaign again after a backoff that doubles, from 100 ms to 10 s. */
-  private void later(String id) {
+  private void retry(String id) {
     long delay = backoffs.merge(id, 100L, (was, first) -> Math.min(was * 2, 10_000));
+    later(() -> queue.add(id), TimeUnit.MILLISECONDS.toNanos(delay));
+  }
+
+  /** Runs task on the timer in nanos; null once the dialer stopped. */
+  private ScheduledFuture<?> later(Runnable task, long nanos) {
     try {
-      timer.schedule(() -> queue.add(id), delay, TimeUnit.MILLISECONDS);
-    } catch (java.util.concurrent.RejectedExecutionException e) {
-      // closed
+      return timer.schedule(task, nanos, TimeUnit.NANOSECONDS);
+    } catch (RejectedExecutionException e) {
+      return null;
     }
   }
 
@@ -713,6 +723,7 @@ public final class Dialer implements AutoCloseable {
       all.addAll(leases.keySet());
     }
     all.forEach(queue::add);
+    queue.open(); // also when the watch never caught up: what is dialed is drained
     long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
     while ((!queue.idle() || !dialing.isEmpty()) && System.nanoTime() - until < 0) {
       Thread.sleep(10);

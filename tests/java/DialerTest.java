@@ -420,6 +420,34 @@ public class DialerTest {
     assertEquals(WatchStatusResponse.Reason.REASON_DRAINED, last.getReason());
   }
 
+  @Test
+  public void aDialerKeepsItsLeasesAcrossARestartOfTheServer() throws Exception {
+    // A ttl that outlasts the restart: the dialer joins again, with its holder, within it.
+    ServerProcess own = new ServerProcess(Files.createTempDirectory("campaign-java-dialer-"),
+        "--lease-ttl", "8", "--stop-grace", Integer.toString(STOP_GRACE));
+    closing.add(own);
+    ManagedChannel channel = CampaignClient.channel(own.address, ServerProcess.TOKEN);
+    closing.add(channel::shutdownNow);
+    CampaignServiceBlockingStub stub = CampaignServiceGrpc.newBlockingStub(channel);
+    String customer = CampaignClientTest.newId();
+    Campaign campaign = running(stub, customer, 1).get(0);
+    Ledger ledger = new Ledger();
+    Started a = new Started(customer, new App("a", ledger), channel);
+    eventually(10, () -> "a".equals(ledger.who(campaign.getId())), ledger::toString);
+    long token = a.dialer.fencingToken(campaign.getId());
+
+    own.terminate();
+    own.start();
+    eventually(20, () -> a.log.stream().filter(line -> line.startsWith("joined")).count() == 2, () -> a.log);
+    Thread.sleep(1000); // the grants again, and keep-alives
+    assertEquals(token, a.dialer.fencingToken(campaign.getId()));
+    assertEquals(List.of(), ledger.drained);
+
+    CampaignClientTest.setStatus(stub, campaign, Campaign.Status.STATUS_STOP);
+    eventually(10, () -> CampaignClientTest.get(stub, campaign).getStatus() == Campaign.Status.STATUS_STOP,
+        () -> a.log);
+  }
+
   // -- the example the README's Java section quotes ----------------------------------------
 
   @Test
