@@ -22,6 +22,7 @@ import io.grpc.ForwardingClientCall;
 import io.grpc.ManagedChannel;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
 import java.nio.file.Files;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -418,6 +419,31 @@ public class DialerTest {
     }
     assertNotNull("no completed stop among the events", last);
     assertEquals(WatchStatusResponse.Reason.REASON_DRAINED, last.getReason());
+  }
+
+  @Test
+  public void theEndOfTheOutdialIsReportedWithTheTokenAndTheFinishedCampaignConfirmed() throws Exception {
+    CampaignServiceBlockingStub stub = stub();
+    String customer = CampaignClientTest.newId();
+    Campaign campaign = running(stub, customer, 1).get(0);
+    Ledger ledger = new Ledger();
+    Started a = dialer(customer, new App("a", ledger));
+    eventually(10, () -> "a".equals(ledger.who(campaign.getId())), ledger::toString);
+
+    Campaign finishing = a.dialer.reportOutdialExhausted(customer, campaign.getId());
+    assertEquals(Campaign.Status.STATUS_STOPPING, finishing.getStatus());
+    eventually(10, () -> CampaignClientTest.get(stub, campaign).getStatus() == Campaign.Status.STATUS_STOP,
+        () -> a.log);
+    assertEquals(List.of("a " + campaign.getId()), ledger.drained);
+
+    // The stop ended the lease: the dialer reports nothing for a campaign it does not hold.
+    eventually(10, () -> a.dialer.fencingToken(campaign.getId()) == 0, () -> a.log);
+    try {
+      a.dialer.reportOutdialExhausted(customer, campaign.getId());
+      throw new AssertionError("a report without a lease was sent");
+    } catch (StatusRuntimeException e) {
+      assertEquals(Status.Code.FAILED_PRECONDITION, e.getStatus().getCode());
+    }
   }
 
   @Test
