@@ -466,7 +466,7 @@ public final class Dialer implements AutoCloseable {
 
   private void keepAlive() {
     synchronized (leaseLock) {
-      if (joined && !closing) {
+      if (joined) { // also while closing, until it leaves
         keepAlivesSent.add(System.nanoTime());
         requests.onNext(HoldLeasesRequest.newBuilder()
             .setKeepAlive(HoldLeasesRequest.KeepAlive.getDefaultInstance())
@@ -492,14 +492,14 @@ public final class Dialer implements AutoCloseable {
 
   private void expire() {
     synchronized (leaseLock) {
-      if (System.nanoTime() - deadline < 0 || closing) {
+      if (System.nanoTime() - deadline < 0) {
         return;
       }
       if (!leases.isEmpty()) {
         log.accept("no keep-alive answered for a ttl: every lease counts as lost");
       }
       dropLeases();
-      if (joined) {
+      if (joined && !closing) {
         cut("no keep-alive answered for a ttl");
       }
     }
@@ -515,6 +515,7 @@ public final class Dialer implements AutoCloseable {
   /** Abandons the stream (leaseLock held) and joins again. */
   private void cut(String why) {
     generation++;
+    joined = false;
     if (keepAlives != null) {
       keepAlives.cancel(false);
     }
@@ -635,13 +636,23 @@ public final class Dialer implements AutoCloseable {
       log.accept("drained " + id);
     }
     if (stopping) {
-      stub.withDeadlineAfter(CALL_SECONDS, TimeUnit.SECONDS)
-          .confirmDrained(ConfirmDrainedRequest.newBuilder()
-              .setCustomerId(state.customerId())
-              .setId(id)
-              .setStopRevision(state.stopRevision())
-              .setFencingToken(lease.token())
-              .build());
+      try {
+        stub.withDeadlineAfter(CALL_SECONDS, TimeUnit.SECONDS)
+            .confirmDrained(ConfirmDrainedRequest.newBuilder()
+                .setCustomerId(state.customerId())
+                .setId(id)
+                .setStopRevision(state.stopRevision())
+                .setFencingToken(lease.token())
+                .build());
+      } catch (StatusRuntimeException e) {
+        if (!"LEASE_NOT_HELD".equals(reason(e))) {
+          throw e;
+        }
+        // Expired, or moved while this dialer was away: it is someone else's now.
+        log.accept("lease lost (LEASE_NOT_HELD): " + id);
+        forget(id, lease.token());
+        return;
+      }
       log.accept("confirmed the stop of " + id + " at " + state.stopRevision());
     }
     if (lease != null && lease.releaseRequested() && !closing) {
@@ -657,14 +668,6 @@ public final class Dialer implements AutoCloseable {
           // The campaign moved on since the state this reconcile saw: again, with the newest.
           log.accept("state moved on (" + reason + "): " + id);
           retry(id);
-          return;
-        }
-        if ("LEASE_NOT_HELD".equals(reason)) {
-          log.accept("lease lost (LEASE_NOT_HELD): " + id);
-          Held lease = held(id);
-          if (lease != null) {
-            forget(id, lease.token());
-          }
           return;
         }
         break;
@@ -742,6 +745,7 @@ public final class Dialer implements AutoCloseable {
           keepAlives.cancel(false);
         }
         requests.onCompleted();
+        joined = false;
       } else {
         generation++;
         if (requests != null) {

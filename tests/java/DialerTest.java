@@ -178,6 +178,7 @@ public class DialerTest {
     final Ledger ledger;
     final BlockingQueue<String> draining = new LinkedBlockingQueue<>();
     volatile CountDownLatch hold;
+    volatile long drainMillis = 100;
 
     App(String name, Ledger ledger) {
       this.name = name;
@@ -193,7 +194,7 @@ public class DialerTest {
     public void drain(String campaignId) throws InterruptedException {
       if (ledger.dials(name, campaignId)) {
         draining.add(campaignId);
-        Thread.sleep(100);
+        Thread.sleep(drainMillis);
         CountDownLatch h = hold;
         if (h != null) {
           h.await();
@@ -221,11 +222,14 @@ public class DialerTest {
     assertEquals(ids(campaigns), ledger.campaigns());
 
     // A third joins: campaigns move to it, each drained where it was before it is dialed there.
-    Started c = dialer(customer, new App("c", ledger));
+    App third = new App("c", ledger);
+    Started c = dialer(customer, third);
     eventually(15, () -> ledger.counts().equals(Map.of("a", 2, "b", 2, "c", 2)), ledger::toString);
     assertEquals(ids(campaigns), ledger.campaigns());
 
-    // It leaves: what it dialed goes back to the others.
+    // It leaves, its calls taking longer to hang up than a ttl: it keeps its leases meanwhile,
+    // and what it dialed goes back to the others only once drained.
+    third.drainMillis = (long) (TTL * 1000) + 500;
     c.dialer.close();
     eventually(15, () -> ledger.counts().equals(Map.of("a", 3, "b", 3)), ledger::toString);
     assertEquals(ids(campaigns), ledger.campaigns());
