@@ -173,6 +173,7 @@ public final class Dialer implements AutoCloseable {
   private final ArrayDeque<Long> keepAlivesSent = new ArrayDeque<>();
   private Set<String> regranted; // after a join, until the first keep-alive is answered
   private long ttlNanos = TimeUnit.SECONDS.toNanos(10);
+  private long intervalNanos = ttlNanos / 3; // between keep-alives
   private long deadline; // System.nanoTime(): past it, every lease counts as lost
   private ScheduledFuture<?> keepAlives;
   private ScheduledFuture<?> expiry;
@@ -413,14 +414,15 @@ public final class Dialer implements AutoCloseable {
         rejoinMillis = 100;
         log.accept("joined as " + holder);
         ttlNanos = nanos(m.getTtl());
+        intervalNanos = nanos(m.getKeepAliveInterval());
         extend(joinSentAt);
         // The grants of what the session holds come before the answer to this keep-alive:
         // what is not granted again by then was lost while the stream was down.
         regranted = new HashSet<>();
         keepAlive();
-        long every = nanos(m.getKeepAliveInterval());
         try {
-          keepAlives = timer.scheduleAtFixedRate(this::keepAlive, every, every, TimeUnit.NANOSECONDS);
+          keepAlives = timer.scheduleAtFixedRate(
+              this::keepAlive, intervalNanos, intervalNanos, TimeUnit.NANOSECONDS);
         } catch (RejectedExecutionException e) {
           // stopped
         }
@@ -476,11 +478,12 @@ public final class Dialer implements AutoCloseable {
   }
 
   /**
-   * A keep-alive sent at sentAt was answered: the leases hold until a ttl after it (less a
-   * tenth, for the timer's lateness), whatever the stream says after.
+   * A keep-alive sent at sentAt was answered: the leases hold until a ttl after it, whatever
+   * the stream says after. They count as lost one keep-alive interval sooner, so that their
+   * drains end within the ttl.
    */
   private void extend(long sentAt) {
-    long until = sentAt + ttlNanos - ttlNanos / 10;
+    long until = sentAt + ttlNanos - intervalNanos;
     if (until - deadline > 0) {
       deadline = until;
     }

@@ -454,7 +454,7 @@ public class DialerTest {
   public void aDialerKeepsItsLeasesAcrossARestartOfTheServer() throws Exception {
     // A ttl that outlasts the restart: the dialer joins again, with its holder, within it.
     ServerProcess own = new ServerProcess(Files.createTempDirectory("campaign-java-dialer-"),
-        "--lease-ttl", "8", "--stop-grace", Integer.toString(STOP_GRACE));
+        "--lease-ttl", "20", "--stop-grace", Integer.toString(STOP_GRACE));
     closing.add(own);
     ManagedChannel channel = CampaignClient.channel(own.address, ServerProcess.TOKEN);
     closing.add(channel::shutdownNow);
