@@ -103,6 +103,9 @@ public final class Dialer implements AutoCloseable {
     }
 
     public Dialer start() {
+      if (holder.isEmpty() || holder.length() > 128 || capacity < 1 || workers < 1) {
+        throw new IllegalArgumentException("a holder of 1 to 128 characters, a capacity and workers of 1 or more");
+      }
       Dialer dialer = new Dialer(this);
       dialer.begin();
       return dialer;
@@ -158,6 +161,7 @@ public final class Dialer implements AutoCloseable {
   private boolean live; // the watch has caught up, and has not been cut since
   private boolean snapshot; // replay is a whole snapshot: what it lacks is gone
   private volatile long revision;
+  private long informBackoffMillis = 100; // before a new snapshot; reset once caught up
 
   // The campaigns the application dials (dial called, drain not since).
   private final Set<String> dialing = ConcurrentHashMap.newKeySet();
@@ -254,7 +258,6 @@ public final class Dialer implements AutoCloseable {
   // -- the informer ------------------------------------------------------------------------
 
   private void inform() {
-    long backoffMillis = 100;
     while (!closing) {
       WatchStatusRequest request = WatchStatusRequest.newBuilder().setCustomerId(customerId).build();
       live = false;
@@ -280,11 +283,11 @@ public final class Dialer implements AutoCloseable {
         log.accept("watch ended, reading a snapshot again: " + e);
       }
       try {
-        Thread.sleep(backoffMillis);
+        Thread.sleep(informBackoffMillis);
       } catch (InterruptedException e) {
         return;
       }
-      backoffMillis = Math.min(backoffMillis * 2, 5000);
+      informBackoffMillis = Math.min(informBackoffMillis * 2, 5000);
     }
   }
 
@@ -330,6 +333,7 @@ public final class Dialer implements AutoCloseable {
     replay.clear();
     snapshot = false;
     live = true;
+    informBackoffMillis = 100;
     this.revision = revision;
     log.accept("caught up at revision " + revision);
     queue.open();
