@@ -104,7 +104,8 @@ public final class Dialer implements AutoCloseable {
 
     public Dialer start() {
       if (holder.isEmpty() || holder.length() > 128 || capacity < 1 || workers < 1) {
-        throw new IllegalArgumentException("a holder of 1 to 128 characters, a capacity and workers of 1 or more");
+        throw new IllegalArgumentException(
+            "a holder of 1 to 128 characters, a capacity and workers of 1 or more");
       }
       Dialer dialer = new Dialer(this);
       dialer.begin();
@@ -354,7 +355,8 @@ public final class Dialer implements AutoCloseable {
       long stream = ++generation;
       joined = false;
       keepAlivesSent.clear();
-      requests = (ClientCallStreamObserver<HoldLeasesRequest>) leaseStub.holdLeases(new LeaseObserver(stream));
+      requests = (ClientCallStreamObserver<HoldLeasesRequest>)
+          leaseStub.holdLeases(new LeaseObserver(stream));
       joinSentAt = System.nanoTime();
       requests.onNext(HoldLeasesRequest.newBuilder()
           .setJoin(HoldLeasesRequest.Join.newBuilder()
