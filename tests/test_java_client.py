@@ -36,9 +36,13 @@ INSTALL = (
 RPC_PROTOS = Path(google.rpc.status_pb2.__file__).parents[2]
 
 
+# The JUnit classes, each in tests/java/<name>.java: the client's calls, and the dialer kit.
+TEST_CLASSES = ("CampaignClientTest", "DialerTest")
+
+
 def java_tests() -> int:
-    source = (JAVA_TESTS / "CampaignClientTest.java").read_text()
-    return len(re.findall(r"^\s*@Test\b", source, re.MULTILINE))
+    sources = [(JAVA_TESTS / f"{name}.java").read_text() for name in TEST_CLASSES]
+    return sum(len(re.findall(r"^\s*@Test\b", source, re.MULTILINE)) for source in sources)
 
 
 @pytest.mark.timeout(900)
@@ -72,7 +76,7 @@ def test_the_java_client_test_passes_against_real_servers() -> None:
     ]
     run(["javac", "-Xlint:none", "-d", classes, "-cp", classpath, *sources], timeout=300)
 
-    junit = ["org.junit.runner.JUnitCore", "CampaignClientTest"]
+    junit = ["org.junit.runner.JUnitCore", *TEST_CLASSES]
     output = run(
         ["java", "-cp", f"{classes}:{classpath}", *junit],
         env=child_env(),
@@ -80,5 +84,5 @@ def test_the_java_client_test_passes_against_real_servers() -> None:
     )
 
     count = java_tests()
-    assert count >= 10
+    assert count >= 15
     assert f"OK ({count} tests)" in output, output

@@ -77,6 +77,12 @@ public final class CampaignClient {
   /** What a watch does with each message. */
   public interface Handler {
     void handle(WatchStatusResponse item) throws InterruptedException;
+
+    /**
+     * The stream was cut and is called again: the changes up to the next KIND_HEARTBEAT are a
+     * replay of what happened meanwhile.
+     */
+    default void resumed() throws InterruptedException {}
   }
 
   /**
@@ -84,9 +90,9 @@ public final class CampaignClient {
    * calling handler with every message in order. When the stream ends with UNAVAILABLE (a
    * server shutting down or gone), RESOURCE_EXHAUSTED (fallen too far behind), or goes silent
    * for three heartbeat intervals, it calls again with the last revision handled as
-   * after_revision: handler sees every change once, across restarts of the server. Any other
-   * status is thrown, such as OUT_OF_RANGE (the log no longer holds that revision: start again
-   * from a snapshot).
+   * after_revision (and its timeline): handler sees every change once, across restarts of the
+   * server, and is told of each resume before its replay. Any other status is thrown, such as
+   * OUT_OF_RANGE (the log no longer holds that revision: start again from a snapshot).
    */
   public static void watch(
       CampaignServiceGrpc.CampaignServiceBlockingStub stub,
@@ -96,9 +102,14 @@ public final class CampaignClient {
     WatchStatusRequest.Builder resume = request.toBuilder();
     Duration silence = Duration.ofSeconds(30); // until the server says its heartbeat interval
     long backoffMillis = 100;
+    boolean first = true;
     ScheduledExecutorService timer = Executors.newSingleThreadScheduledExecutor();
     try {
       while (true) {
+        if (!first) {
+          handler.resumed();
+        }
+        first = false;
         boolean handled = false;
         Context.CancellableContext stream = Context.current().withCancellation();
         ScheduledFuture<?> quiet = timer.schedule(
@@ -134,7 +145,7 @@ public final class CampaignClient {
             handler.handle(item);
             handled = true;
             // Every revision the stream sends is a resume point, snapshot items included.
-            resume.setAfterRevision(item.getRevision());
+            resume.setAfterRevision(item.getRevision()).setTimeline(item.getTimeline());
             quiet = timer.schedule(
                 () -> stream.cancel(null), silence.toMillis(), TimeUnit.MILLISECONDS);
           }

@@ -90,15 +90,15 @@ public class CampaignClientTest {
   }
 
   /** A deadline for one call: withDeadlineAfter counts from now, so it is set call by call. */
-  private static CampaignServiceBlockingStub timed(CampaignServiceBlockingStub stub) {
+  static CampaignServiceBlockingStub timed(CampaignServiceBlockingStub stub) {
     return stub.withDeadlineAfter(10, TimeUnit.SECONDS);
   }
 
-  private static String newId() {
+  static String newId() {
     return UUID.randomUUID().toString();
   }
 
-  private static Campaign.Builder runnable(String customer) {
+  static Campaign.Builder runnable(String customer) {
     Struct option =
         Struct.newBuilder().putFields("text", Value.newBuilder().setStringValue("hello").build()).build();
     return Campaign.newBuilder()
@@ -111,13 +111,13 @@ public class CampaignClientTest {
         .addActions(Action.newBuilder().setType("talk").setOption(option));
   }
 
-  private static Campaign create(CampaignServiceBlockingStub stub, Campaign.Builder campaign) {
+  static Campaign create(CampaignServiceBlockingStub stub, Campaign.Builder campaign) {
     return timed(stub)
         .createCampaign(CreateCampaignRequest.newBuilder().setCampaign(campaign).setRequestId(newId()).build())
         .getCampaign();
   }
 
-  private static Campaign setStatus(CampaignServiceBlockingStub stub, Campaign c, Campaign.Status status) {
+  static Campaign setStatus(CampaignServiceBlockingStub stub, Campaign c, Campaign.Status status) {
     return timed(stub)
         .updateCampaignStatus(UpdateCampaignStatusRequest.newBuilder()
             .setCustomerId(c.getCustomerId())
@@ -127,18 +127,18 @@ public class CampaignClientTest {
         .getCampaign();
   }
 
-  private static Campaign get(CampaignServiceBlockingStub stub, Campaign c) {
+  static Campaign get(CampaignServiceBlockingStub stub, Campaign c) {
     return timed(stub)
         .getCampaign(GetCampaignRequest.newBuilder().setCustomerId(c.getCustomerId()).setId(c.getId()).build())
         .getCampaign();
   }
 
   /** A call that must fail with code and an ErrorInfo of ours with reason. */
-  private interface Call {
+  interface Call {
     void run();
   }
 
-  private static CampaignClient.Details failsWith(Status.Code code, String reason, Call call) throws Exception {
+  static CampaignClient.Details failsWith(Status.Code code, String reason, Call call) throws Exception {
     try {
       call.run();
     } catch (StatusRuntimeException e) {
@@ -493,8 +493,8 @@ public class CampaignClientTest {
     BlockingQueue<WatchStatusResponse> drained = new LinkedBlockingQueue<>();
 
     Thread dialer = new Thread(() -> {
-      // The dialer: it follows the campaigns and, once a stopping campaign's calls are
-      // drained, confirms that stop.
+      // A dialer without leases (the dialer kit, DialerTest, holds them): it follows the
+      // campaigns and, once a stopping campaign's calls are drained, confirms that stop.
       WatchStatusRequest request = WatchStatusRequest.newBuilder().setCustomerId(customer).build();
       try {
         CampaignClient.watch(stub, request, item -> {

@@ -13,7 +13,9 @@ import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.security.SecureRandom;
+import java.util.ArrayList;
 import java.util.HexFormat;
+import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 
@@ -27,10 +29,12 @@ final class ServerProcess implements AutoCloseable {
 
   final String address;
   private final Path dir;
+  private final List<String> flags; // more flags of `campaign-grpc serve`
   private Process process;
 
-  ServerProcess(Path dir) throws Exception {
+  ServerProcess(Path dir, String... flags) throws Exception {
     this.dir = dir;
+    this.flags = List.of(flags);
     try (ServerSocket socket = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
       address = "127.0.0.1:" + socket.getLocalPort();
     }
@@ -45,13 +49,15 @@ final class ServerProcess implements AutoCloseable {
           "set CAMPAIGN_GRPC_COMMAND to the campaign-grpc command (.venv/bin/campaign-grpc)");
     }
     File log = dir.resolve("server.log").toFile();
-    process = new ProcessBuilder(
-            command, "serve",
-            "--listen", address,
-            "--database-url", "sqlite:///" + dir.resolve("campaigns.db"),
-            "--auth-tokens", dir.resolve("tokens.txt").toString(),
-            "--heartbeat-interval", "0.5",
-            "--log-level", "WARNING")
+    List<String> args = new ArrayList<>(List.of(
+        command, "serve",
+        "--listen", address,
+        "--database-url", "sqlite:///" + dir.resolve("campaigns.db"),
+        "--auth-tokens", dir.resolve("tokens.txt").toString(),
+        "--heartbeat-interval", "0.5",
+        "--log-level", "WARNING"));
+    args.addAll(flags);
+    process = new ProcessBuilder(args)
         .redirectErrorStream(true)
         .redirectOutput(ProcessBuilder.Redirect.appendTo(log))
         .start();
