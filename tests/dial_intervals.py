@@ -1,12 +1,14 @@
-"""Reads the JSON lines of dialer processes (tests/dialer_process.py) into dial intervals:
-each campaign's stretches of dialing per dialer, with the lease's fencing token, ended by a
-drain, the process's death, or the moment its lease lapsed by its own count (a process
-frozen past its ttl dials nothing from then on, by the kit's contract)."""
+"""Reads the JSON lines of dialer processes (tests/dialer_process.py, tests/go/dialerprocess)
+into dial intervals: each campaign's stretches of dialing per dialer, with the lease's
+fencing token, ended by a drain, the process's death, or the moment its lease lapsed by its
+own count (a process frozen past its ttl dials nothing from then on, by the kit's contract;
+the Python process writes that moment, the Go one does not). Times are the wall clock's."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,7 @@ def stretches(dialer: str, path: Path, died_at: float | None, now: float) -> lis
         if e["event"] != "dial":
             continue
         campaign = str(e["campaign"])
-        valid = float(e["valid_until"])  # type: ignore[arg-type]
+        valid = float(e.get("valid_until", math.inf))  # type: ignore[arg-type]
         start = float(e["t"])  # type: ignore[arg-type]
         end = min(now, died_at) if died_at is not None else now
         for later in events[i + 1 :]:

@@ -1,5 +1,6 @@
 """A dialer process of the kit, for the fault harness: it dials nothing, and writes what it
-would do as JSON lines (time.monotonic(), which every process of the machine shares).
+would do as JSON lines, with the wall clock's time in seconds (as the Go dialer process of
+tests/go/dialerprocess does).
 
     python tests/dialer_process.py --target ipv4:127.0.0.1:P1,127.0.0.1:P2 --holder NAME \\
         --log PATH [--capacity N]
@@ -30,7 +31,7 @@ class LoggedCalls:
         self.dialing: set[str] = set()
 
     def write(self, event: str, **fields: Any) -> None:
-        self.out.write(json.dumps({"t": time.monotonic(), "event": event, **fields}) + "\n")
+        self.out.write(json.dumps({"t": time.time(), "event": event, **fields}) + "\n")
         self.out.flush()
 
     async def dial(self, campaign: pb.WatchStatusResponse) -> None:
@@ -42,7 +43,7 @@ class LoggedCalls:
                 "dial",
                 campaign=campaign.campaign_id,
                 token=lease.fencing_token,
-                valid_until=self.dialer.leases.valid_until,
+                valid_until=wall(self.dialer.leases.valid_until),
             )
 
     async def drain(self, campaign_id: str) -> None:
@@ -66,6 +67,10 @@ async def main(args: argparse.Namespace, out: IO[str]) -> None:
         calls.write("left")
 
 
+def wall(monotonic: float) -> float:
+    return time.time() + (monotonic - time.monotonic())
+
+
 async def report_validity(dialer: Dialer, calls: LoggedCalls) -> None:
     """The lease's validity as it moves: the harness ends a frozen dialer's intervals there."""
     last = 0.0
@@ -73,7 +78,7 @@ async def report_validity(dialer: Dialer, calls: LoggedCalls) -> None:
         await asyncio.sleep(0.1)
         if dialer.leases.valid_until != last:
             last = dialer.leases.valid_until
-            calls.write("valid", valid_until=last)
+            calls.write("valid", valid_until=wall(last))
 
 
 if __name__ == "__main__":

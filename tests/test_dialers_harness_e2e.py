@@ -1,9 +1,10 @@
-"""Several dialer processes of the kit against real servers (SQLite; PostgreSQL with two
+"""Several dialer processes of the kits against real servers (SQLite; PostgreSQL with two
 replicas), under faults: kill -9 of a dialer, SIGSTOP of one past its ttl then SIGCONT, a
 dialer joining and one leaving while an operator stops and starts campaigns, a replica
-killed. Each dialer writes what it dials; the checker finds, for every campaign, no moment
-two dialers dialed it, no stretch without a dialer longer than ttl + 1 s while it ran, and
-fencing tokens that grow from one holder to the next."""
+killed. Dialers a and b run the Python kit, c and d the Go kit. Each dialer writes what it
+dials; the checker finds, for every campaign, no moment two dialers dialed it, no stretch
+without a dialer longer than ttl + 1 s while it ran, and fencing tokens that grow from one
+holder to the next."""
 
 from __future__ import annotations
 
@@ -31,10 +32,27 @@ from e2e_helpers import (
     running_campaign,
     wait_serving,
 )
+from toolchains import BUILD, go_build_env, run
 
 C = pb.Campaign
 TTL = 2.0
 DIALER = Path(__file__).resolve().parent / "dialer_process.py"
+# The dialers of the Go kit; the others are Python's. Go's grpc.Dial takes one address: each
+# is given the replica that stays up.
+GO_DIALERS = {"c", "d"}
+
+
+@pytest.fixture(scope="module")
+def go_dialer() -> Path:
+    """tests/go/dialerprocess, built once."""
+    binary = BUILD / "go-dialer"
+    run(
+        ["go", "build", "-o", str(binary), "campaign-grpc/tests/go/dialerprocess"],
+        env=go_build_env(),
+        timeout=600,
+    )
+    return binary
+
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,7 +67,7 @@ class DialerProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(5)
-        self.died_at = time.monotonic()
+        self.died_at = time.time()
 
 
 @dataclass
@@ -58,6 +76,7 @@ class Harness:
     targets: list[str]
     stub: campaign_pb2_grpc.CampaignServiceStub
     customer: str
+    go_dialer: Path
     dialers: dict[str, DialerProcess] = field(default_factory=dict)
 
     def start(self, name: str, target: str) -> DialerProcess:
@@ -82,14 +101,14 @@ class Harness:
         return d
 
     def stretches(self) -> list[Stretch]:
-        now = time.monotonic()
+        now = time.time()
         out: list[Stretch] = []
         for d in self.dialers.values():
             out += stretches(d.name, d.log, d.died_at, now)
         return out
 
     def dialing(self, campaign_id: str) -> list[str]:
-        now = time.monotonic()
+        now = time.time()
         return [s.dialer for s in self.stretches() if s.campaign_id == campaign_id and s.end >= now]
 
     async def each_dialed_once(self, ids: list[str], by: set[str] | None = None) -> bool:
@@ -139,7 +158,7 @@ async def run_drill(h: Harness, kill_replica: Process | None) -> None:
     for i, name in enumerate(["a", "b", "c"]):
         h.start(name, t[i % len(t)] if len(t) == 1 else _both(t, i))
     await eventually(lambda: h.each_dialed_once(stable), within=20)
-    began = time.monotonic()
+    began = time.time()
     operator = asyncio.create_task(operate(stub, customer, toggled))
     try:
         # kill -9: its campaigns go to the others within ttl + 1 s.
@@ -150,7 +169,7 @@ async def run_drill(h: Harness, kill_replica: Process | None) -> None:
         await eventually(lambda: _holds_some(h, stable, "d"), within=15)
         # Frozen past its ttl: its campaigns move; back, it stops dialing and is fenced.
         frozen = h.dialers["b"]
-        held_by_b = [s for s in h.stretches() if s.dialer == "b" and s.end >= time.monotonic()]
+        held_by_b = [s for s in h.stretches() if s.dialer == "b" and s.end >= time.time()]
         frozen.proc.send_signal(signal.SIGSTOP)
         await asyncio.sleep(TTL + 1.5)
         await eventually(lambda: h.each_dialed_once(stable, {"c", "d"}), within=TTL + 5)
@@ -171,14 +190,14 @@ async def run_drill(h: Harness, kill_replica: Process | None) -> None:
         # One leaves (SIGTERM): it drains and lets go; the others take its campaigns.
         h.dialers["c"].proc.send_signal(signal.SIGTERM)
         assert h.dialers["c"].proc.wait(15) == 0
-        h.dialers["c"].died_at = time.monotonic()
+        h.dialers["c"].died_at = time.time()
         await eventually(lambda: h.each_dialed_once(stable, {"b", "d"}), within=TTL + 5)
         if kill_replica is not None:
             kill_replica.proc.kill()
             kill_replica.proc.wait(5)
             await asyncio.sleep(TTL + 1)
             await eventually(lambda: h.each_dialed_once(stable, {"b", "d"}), within=TTL + 5)
-        ended = time.monotonic()
+        ended = time.time()
     finally:
         operator.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -215,13 +234,18 @@ def _serve_args(target: str, database_url: str) -> list[str]:
 
 
 async def test_dialers_on_sqlite_never_overlap_under_faults(
-    tmp_path: Path, sqlite_url: str, spawn: Callable[..., Process], customer: str
+    tmp_path: Path,
+    sqlite_url: str,
+    spawn: Callable[..., Process],
+    customer: str,
+    go_dialer: Path,
 ) -> None:
     target = f"127.0.0.1:{free_port()}"
     server = spawn(*_serve_args(target, sqlite_url))
     await wait_serving(target, server)
     async with grpc.aio.insecure_channel(target) as channel:
-        h = Harness(tmp_path, [target], campaign_pb2_grpc.CampaignServiceStub(channel), customer)
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        h = Harness(tmp_path, [target], stub, customer, go_dialer)
         try:
             await run_drill(h, None)
         finally:
@@ -229,14 +253,19 @@ async def test_dialers_on_sqlite_never_overlap_under_faults(
 
 
 async def test_dialers_on_two_postgresql_replicas_never_overlap_under_faults(
-    tmp_path: Path, postgres_url: str, spawn: Callable[..., Process], customer: str
+    tmp_path: Path,
+    postgres_url: str,
+    spawn: Callable[..., Process],
+    customer: str,
+    go_dialer: Path,
 ) -> None:
     targets = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     replicas = [spawn(*_serve_args(t, postgres_url)) for t in targets]
     for t, r in zip(targets, replicas, strict=True):
         await wait_serving(t, r, within=30)
     async with grpc.aio.insecure_channel(targets[1]) as channel:
-        h = Harness(tmp_path, targets, campaign_pb2_grpc.CampaignServiceStub(channel), customer)
+        stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+        h = Harness(tmp_path, targets, stub, customer, go_dialer)
         try:
             await run_drill(h, replicas[0])
         finally:

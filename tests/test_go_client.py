@@ -11,24 +11,9 @@ import re
 
 import pytest
 
-from toolchains import (
-    BUILD,
-    DEBIAN_GOPATH,
-    ROOT,
-    child_env,
-    missing_commands,
-    missing_paths,
-    require,
-    run,
-)
+from toolchains import ROOT, go_build_env, run
 
 GO_TESTS = ROOT / "tests" / "go"
-# The import path that buf.gen.go.yaml gives the generated package, under a GOPATH of its own.
-GENERATED_IMPORT_PATH = "campaign-grpc/gen/go"
-INSTALL = (
-    "golang-go golang-google-grpc-dev golang-google-protobuf-dev "
-    "golang-github-golang-protobuf-1-5-dev golang-google-genproto-dev protoc-gen-go-grpc"
-)
 
 
 def go_tests() -> list[str]:
@@ -43,31 +28,11 @@ def go_tests() -> list[str]:
 
 @pytest.mark.timeout(900)
 def test_the_go_client_test_passes_against_real_servers() -> None:
-    require(
-        missing_commands("go", "protoc-gen-go-grpc")
-        + missing_paths(
-            DEBIAN_GOPATH / "src/google.golang.org/grpc",
-            DEBIAN_GOPATH / "src/google.golang.org/genproto/googleapis/rpc/errdetails",
-            DEBIAN_GOPATH / "src/google.golang.org/protobuf/cmd/protoc-gen-go",
-        ),
-        INSTALL,
-    )
-    run(["make", "--no-print-directory", "go-client"], timeout=300)
-    gopath = BUILD / "gopath"
-    link = gopath / "src" / GENERATED_IMPORT_PATH
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.unlink(missing_ok=True)
-    link.symlink_to(ROOT / "gen" / "go", target_is_directory=True)
-
+    env = go_build_env()
     output = run(
         ["go", "test", "-count=1", "-v", "."],
         cwd=GO_TESTS,
-        env=child_env(
-            GO111MODULE="off",
-            GOPATH=f"{gopath}:{DEBIAN_GOPATH}",
-            GOCACHE=str(BUILD / "go-cache"),
-            GOFLAGS="",
-        ),
+        env=env,
         timeout=840,
     )
 

@@ -10,6 +10,8 @@ package campaignclient
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -809,4 +811,13 @@ func (q *workQueue) shutDown() {
 	defer q.mu.Unlock()
 	q.shut = true
 	q.cond.Broadcast()
+}
+
+// randomHex is n random bytes in hex: a holder identity's suffix.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
 }

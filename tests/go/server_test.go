@@ -150,14 +150,6 @@ func (s *server) logText() string {
 	return string(text)
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 // newID is a random (version 4) UUID.
 func newID() string {
 	b := make([]byte, 16)
