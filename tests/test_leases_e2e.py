@@ -14,7 +14,17 @@ import pytest
 from campaign.v1 import campaign_pb2 as pb
 from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.settings import Settings
-from e2e_helpers import create, details_of, eventually, fails, get, set_status, until
+from e2e_helpers import (
+    Stream,
+    create,
+    details_of,
+    eventually,
+    fails,
+    get,
+    read_snapshot,
+    set_status,
+    until,
+)
 from factories import runnable_campaign
 from lease_holders import Holder
 
@@ -193,3 +203,34 @@ async def test_a_stale_token_never_changes_the_campaign_report(stub: Stub, custo
     assert refused.info.reason == "LEASE_NOT_HELD"
     after = await get(stub, customer, campaign.id)
     assert (after.status, after.etag) == (C.STATUS_RUN, campaign.etag)
+
+
+async def test_a_watch_sees_lease_changes_only_when_it_asks(stub: Stub, customer: str) -> None:
+    (campaign,) = await running(stub, customer, 1)
+    plain = Stream(stub.WatchStatus(pb.WatchStatusRequest(customer_id=customer)))
+    with_leases = Stream(
+        stub.WatchStatus(pb.WatchStatusRequest(customer_id=customer, include_leases=True))
+    )
+    a = Holder(stub, "dialer-a")
+    try:
+        await read_snapshot(plain)
+        _, head = await read_snapshot(with_leases)
+        await a.start()
+        granted = await with_leases.next_change()
+        assert (granted.reason, granted.lease.holder) == (W.REASON_LEASE_GRANTED, "dialer-a")
+        assert granted.status == C.STATUS_RUN
+        await set_status(stub, customer, campaign.id, C.STATUS_STOP, force=True)
+        stopped = await plain.next_change()
+        assert (stopped.reason, stopped.status) == (W.REASON_REQUESTED, C.STATUS_STOP)
+        # A resumed watch replays the same way: lease changes only when asked for.
+        replay = Stream(
+            stub.WatchStatus(pb.WatchStatusRequest(customer_id=customer, after_revision=head))
+        )
+        try:
+            assert (await replay.next_change()).reason == W.REASON_REQUESTED
+        finally:
+            await replay.close()
+    finally:
+        await a.stop()
+        await plain.close()
+        await with_leases.close()

@@ -249,12 +249,11 @@ class Leasing:
         the balancer ends it. A call that changes nothing may come from the last holder
         repeating one whose change ended its lease (a confirmation whose reply was lost):
         its token is still the last one granted."""
-        lease = self._leases.lease(campaign_id)
+        lease, expire_at = self._leases.lease_and_expiry(campaign_id)
         live_token = 0
-        if lease is not None and lease.holder:
-            s = self._leases.session(lease.holder)
+        if lease is not None and lease.holder and expire_at is not None and expire_at > now:
             overdue = lease.release_by is not None and lease.release_by <= now
-            if s is not None and s.live(now) and not overdue:
+            if not overdue:
                 live_token = lease.token
         if live_token and token == live_token:
             return

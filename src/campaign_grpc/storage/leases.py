@@ -49,6 +49,14 @@ class LeaseStore:
             .join(C, pw.JOIN.LEFT_OUTER, on=(C.id == L.campaign_id))
             .where(L.campaign_id == param(0)),
         )
+        # A lease with its holder's expiry, in one statement: the fencing check of a write.
+        self._lease_and_expiry = Prepared(
+            db,
+            L.select(*lease_fields, C.status, S.expire_at)
+            .join(C, pw.JOIN.LEFT_OUTER, on=(C.id == L.campaign_id))
+            .join(S, pw.JOIN.LEFT_OUTER, on=(S.holder == L.holder))
+            .where(L.campaign_id == param(0)),
+        )
         held = L.select(L.campaign_id).where((L.campaign_id == C.id) & (L.holder != pw.SQL("''")))
         # As SQL text, like the partial index it must match (see schema).
         needs_dialer = C.status != pw.SQL(str(int(Status.STOP)))
@@ -110,6 +118,21 @@ class LeaseStore:
             return row  # type: ignore[no-any-return]
         found = self._lease.one(campaign_id)
         return None if found is None else LeaseRow.from_row(found)
+
+    def lease_and_expiry(self, campaign_id: str) -> tuple[LeaseRow | None, int | None]:
+        """The campaign's lease, and when its holder's session expires (None: no session)."""
+        written, _ = self._store.written_row(("lease", campaign_id))
+        if not written:
+            row = self._lease_and_expiry.one(campaign_id)
+            if row is None:
+                return None, None
+            read = LeaseRow.from_row(row)
+            written, _ = self._store.written_row(("session", read.holder))
+            if not written:
+                return read, row[7]
+        lease = self.lease(campaign_id)
+        session = self.session(lease.holder) if lease is not None and lease.holder else None
+        return lease, None if session is None else session.expire_at
 
     def unheld(self, limit: int) -> list[tuple[str, str]]:
         """(customer_id, campaign_id) of campaigns that need a dialer and have none, the
