@@ -60,10 +60,16 @@ class Running:
 
 
 def start(
-    client: AsyncCampaignClient, log: DialLog, name: str, *, capacity: int = 100, drain_s=0.0
+    client: AsyncCampaignClient,
+    log: DialLog,
+    name: str,
+    *,
+    capacity: int = 100,
+    drain_s: float = 0.0,
+    holder: str | None = None,
 ) -> Running:
     calls = RecordingCalls(log, name, drain_s)
-    dialer = Dialer(client, calls, holder=name, capacity=capacity)
+    dialer = Dialer(client, calls, holder=holder or name, capacity=capacity)
     return Running(dialer, calls, asyncio.create_task(dialer.run()))
 
 
@@ -205,3 +211,25 @@ async def test_a_stop_made_while_the_dialer_was_away_is_never_dialed(
             assert not d.task.done()
         finally:
             await d.stop()
+
+
+async def test_a_second_process_with_the_same_identity_takes_over_and_the_first_stops(
+    client: AsyncCampaignClient, customer: str
+) -> None:
+    log = DialLog()
+    ids = await running_campaigns(client, customer, 2)
+    first = start(client, log, "first", holder="one-identity")
+    await eventually(lambda: each_dialed_once(log, ids), within=15)
+    second = start(client, log, "second", holder="one-identity")
+    try:
+        async with asyncio.timeout(10):
+            await first.task  # it drains and stops rather than take the session back
+        await until(lambda: all(log.dialing(i) == ["second"] for i in ids), within=10)
+        # Identities are meant to be unique: until the first learns of the take-over (a
+        # pass of the balancer), both dial.
+        for a, b in log.overlaps():
+            assert a.end is not None
+            assert b.end is None
+            assert a.end - b.start < 1.0
+    finally:
+        await second.stop()

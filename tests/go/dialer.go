@@ -381,8 +381,23 @@ func (d *Dialer) hold(ctx context.Context) {
 			return
 		}
 		switch reasonOf(err) {
-		case "LEASE_SESSION_EXPIRED", "LEASE_SESSION_TAKEN_OVER":
+		case "LEASE_SESSION_EXPIRED":
 			d.loseAll() // another process may hold them now
+		case "LEASE_SESSION_TAKEN_OVER":
+			// Another process joined with this holder identity: two of them would take the
+			// session from each other for ever. This one drains and stops.
+			d.loseAll()
+			d.cfg.Logf("dialer %s: another process joined with this holder identity; stopping",
+				d.cfg.Holder)
+			for !d.letGo() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			d.stopOnce.Do(func() { close(d.stop) })
+			return
 		}
 		if err != nil {
 			d.cfg.Logf("dialer %s: leases: %v", d.cfg.Holder, err)
@@ -445,7 +460,9 @@ func (d *Dialer) holdOnce(ctx context.Context) (joined bool, err error) {
 	}
 	s := &leaseStream{cancel: cancel, regranting: true}
 	d.mu.Lock()
-	d.ttl = first.Ttl.AsDuration()
+	// A drain after a lost lease must end before the lease can be granted elsewhere: the
+	// leases count as lost one keep-alive interval before ttl runs out.
+	d.ttl = first.Ttl.AsDuration() - first.KeepAliveInterval.AsDuration()
 	d.current = s
 	d.extend(sent.Add(d.ttl))
 	for _, l := range d.leases {
@@ -555,7 +572,8 @@ func (d *Dialer) received(s *leaseStream, m *campaignv1.HoldLeasesResponse) {
 	}
 }
 
-// extend moves the local deadline: ttl after the send of the last keep-alive answered.
+// extend moves the local deadline: ttl (less one keep-alive interval, see holdOnce) after
+// the send of the last keep-alive answered.
 func (d *Dialer) extend(deadline time.Time) {
 	if deadline.After(d.deadline) {
 		d.deadline = deadline

@@ -2,9 +2,10 @@
 
 The leases it reports are those it may act on now: each lease granted and not lost, and
 only until ttl after the last keep-alive the server answered was sent (the server counts
-ttl from when that keep-alive reached it, later). A connection that is cut leaves the
-session to the server for ttl: the holder joins again with the same identity and keeps its
-leases if it is back in time.
+ttl from when that keep-alive reached it, later), less one keep-alive interval: the drain
+that follows a lost lease must end before the server can grant it to another dialer. A
+connection that is cut leaves the session to the server for ttl: the holder joins again
+with the same identity and keeps its leases if it is back in time.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class LeaseHolder:
         self._on_change = on_change
         self._held: dict[str, Held] = {}
         self._valid_until = 0.0
-        self._ttl = 0.0
+        self._holds_for = 0.0
         self._sent: collections.deque[float] = collections.deque()
         self._outbox: asyncio.Queue[pb.HoldLeasesRequest | None] | None = None
         self._leaving = False
@@ -111,8 +112,15 @@ class LeaseHolder:
                 if self._leaving:
                     return
             except CampaignServiceError as error:
+                if error.reason == "LEASE_SESSION_TAKEN_OVER":
+                    # Two processes with one identity would take the session from each
+                    # other for ever: this one lets go and stops.
+                    log.error("leases: another process joined as %s; stopping", self.holder)
+                    self._lose_all()
+                    self._leaving = True
+                    return
                 log.info("leases: %s; joining again", error)
-                if error.reason in ("LEASE_SESSION_EXPIRED", "LEASE_SESSION_TAKEN_OVER"):
+                if error.reason == "LEASE_SESSION_EXPIRED":
                     self._lose_all()
             delays = delays or self._retry.delays()
             await asyncio.sleep(next(delays))
@@ -149,8 +157,8 @@ class LeaseHolder:
                 if message is grpc.aio.EOF:
                     return
                 if message.kind == R.KIND_JOINED:
-                    self._ttl = message.ttl.ToTimedelta().total_seconds()
                     interval = message.keep_alive_interval.ToTimedelta().total_seconds()
+                    self._holds_for = message.ttl.ToTimedelta().total_seconds() - interval
                     self._acknowledged()
                     self.joined.set()
                     keeping = asyncio.create_task(self._keep_alive(outbox, interval))
@@ -173,7 +181,7 @@ class LeaseHolder:
 
     def _acknowledged(self) -> None:
         if self._sent:
-            self._valid_until = self._sent.popleft() + self._ttl
+            self._valid_until = self._sent.popleft() + self._holds_for
 
     def _expire_soon(self) -> None:
         """Tells the dialer when the leases lapse by its own count, should nothing come."""
@@ -184,9 +192,9 @@ class LeaseHolder:
                 for campaign_id in self._held:
                     self._on_change(campaign_id)
             if not self._leaving:
-                loop.call_later(max(0.05, self._ttl / 10), check)
+                loop.call_later(max(0.05, self._holds_for / 10), check)
 
-        loop.call_later(max(0.05, self._ttl / 10), check)
+        loop.call_later(max(0.05, self._holds_for / 10), check)
 
     async def _keep_alive(
         self, outbox: asyncio.Queue[pb.HoldLeasesRequest | None], interval: float

@@ -122,8 +122,13 @@ class Dialer:
             ),
         ]
         try:
-            # The leases' task ends once stop() has let everything go.
+            # The leases' task ends once stop() has let everything go, or when another
+            # process took the session over (with the same holder): what it still dials
+            # is drained then.
             await tasks[0]
+            for campaign_id in list(self._dialing):
+                await self._calls.drain(campaign_id)
+                self._dialing.discard(campaign_id)
         finally:
             for task in tasks:
                 task.cancel()
