@@ -104,12 +104,17 @@ async def fails(call: Awaitable[Any], code: grpc.StatusCode) -> ErrorDetails:
 
 
 def stored_rows(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row a request could change: all but the health check's probe, which the server
-    writes by itself every interval."""
+    """Every row a request could change: all but what the server writes by itself, the
+    health check's probe every interval and the mark that stored actions are encoded, once
+    its background pass ends."""
     with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         rows = {t: sorted(db.execute(f'SELECT * FROM "{t}"'), key=repr) for t in tables}
-    rows["meta"] = [row for row in rows["meta"] if not row[0].startswith("write_probe")]
+    rows["meta"] = [
+        row
+        for row in rows["meta"]
+        if not row[0].startswith("write_probe") and row[0] != "actions_encoded"
+    ]
     return rows
 
 
