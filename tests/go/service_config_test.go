@@ -20,7 +20,7 @@ import (
 // grpc.WithDefaultServiceConfig retries UNAVAILABLE for the methods the file names, and only
 // those, against a server of its own that answers each method UNAVAILABLE twice, then OK.
 func TestServiceConfigRetries(t *testing.T) {
-	// grpc-go before 1.41 (Debian's 1.33) retries only with GRPC_GO_RETRY=on, read when the
+	// An older grpc-go (Debian's 1.33) retries only with GRPC_GO_RETRY=on, read when the
 	// process starts: the test runs itself again with it.
 	if os.Getenv("CAMPAIGN_GRPC_RETRY_CHILD") == "" {
 		child := exec.Command(os.Args[0], "-test.run=^TestServiceConfigRetries$", "-test.count=1")
