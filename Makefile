@@ -17,7 +17,8 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint format bench bench-abuse bench-faults bench-leases clean contract-release go-client java-client python-client
+.PHONY: install proto run test lint format bench bench-abuse bench-faults bench-leases clean contract-release go-client java-client python-client \
+	service-config
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -105,6 +106,12 @@ lint: install $(NODE_DEPS)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/python -m campaign_grpc.service_config --check
+
+# clients/service_config.json, the retry policy every language's channel can take, made from
+# the contract's traits (src/campaign_grpc/service_config.py); `make lint` checks it is current.
+service-config: $(GENERATED)
+	$(BIN)/python -m campaign_grpc.service_config
 
 # Only at a release, on purpose: the current contract becomes the one not to break.
 contract-release: $(NODE_DEPS)
