@@ -36,19 +36,35 @@ func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]
 // TLS; make it true where every connection is TLS.
 func (bearerToken) RequireTransportSecurity() bool { return false }
 
-// Details are the google.rpc details that the service puts in every error it returns.
+// Details are the google.rpc details of an error. The server puts an ErrorInfo in every error
+// it sends; a status made by the client library or the transport (UNAVAILABLE when the server
+// cannot be reached, DEADLINE_EXCEEDED of the client's own deadline, a request over the
+// client's own size limit, CANCELED) carries none. No field is ever nil: a detail the status
+// lacks is an empty message, so that Reason is "" and the lists and Metadata are empty.
 type Details struct {
 	Code         codes.Code
-	Info         *errdetails.ErrorInfo           // always: Reason, Domain "campaign-grpc", Metadata
+	Info         *errdetails.ErrorInfo           // every error the server sends: Reason, Domain, Metadata
 	BadRequest   *errdetails.BadRequest          // INVALID_ARGUMENT: every bad field
 	Precondition *errdetails.PreconditionFailure // FAILED_PRECONDITION: every unmet condition
 	Quota        *errdetails.QuotaFailure        // RESOURCE_EXHAUSTED past a server limit
 }
 
+// Reason is the ErrorInfo's reason: "" for a status without details.
+func (d Details) Reason() string { return d.Info.GetReason() }
+
+// Metadata is the ErrorInfo's metadata: empty for a status without details.
+func (d Details) Metadata() map[string]string { return d.Info.GetMetadata() }
+
 // DetailsOf decodes the details of an error returned by a call.
 func DetailsOf(err error) Details {
 	st := status.Convert(err)
-	details := Details{Code: st.Code()}
+	details := Details{
+		Code:         st.Code(),
+		Info:         &errdetails.ErrorInfo{},
+		BadRequest:   &errdetails.BadRequest{},
+		Precondition: &errdetails.PreconditionFailure{},
+		Quota:        &errdetails.QuotaFailure{},
+	}
 	for _, detail := range st.Details() {
 		switch d := detail.(type) {
 		case *errdetails.ErrorInfo:

@@ -7,6 +7,7 @@ package campaignclient
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"sort"
 	"sync"
@@ -109,8 +110,7 @@ func failsWith(t *testing.T, err error, code codes.Code, reason string) Details 
 		t.Fatalf("the call succeeded; expected %v %s", code, reason)
 	}
 	details := DetailsOf(err)
-	if details.Code != code || details.Info == nil || details.Info.Reason != reason ||
-		details.Info.Domain != domain {
+	if details.Code != code || details.Reason() != reason || details.Info.Domain != domain {
 		t.Fatalf("expected %v with ErrorInfo %s/%s, got %v: %+v", code, domain, reason, err, details.Info)
 	}
 	return details
@@ -237,7 +237,7 @@ func TestUpdateChangesTheMaskedFieldsAndAStaleEtagIsRefused(t *testing.T) {
 	}
 	_, err = client.UpdateCampaign(deadline(t), stale)
 	details := failsWith(t, err, codes.Aborted, "ETAG_MISMATCH")
-	current := details.Info.Metadata["etag"]
+	current := details.Metadata()["etag"]
 	if current != u.Etag {
 		t.Fatalf("ErrorInfo metadata etag %q, expected the current %q", current, u.Etag)
 	}
@@ -265,7 +265,7 @@ func TestRunWithoutAnOutplanNamesTheUnmetCondition(t *testing.T) {
 		CustomerId: customer, Id: c.Id, Status: campaignv1.Campaign_STATUS_RUN,
 	})
 	details := failsWith(t, err, codes.FailedPrecondition, "RUN_CONDITIONS_UNMET")
-	if details.Precondition == nil || len(details.Precondition.Violations) != 1 {
+	if len(details.Precondition.Violations) != 1 {
 		t.Fatalf("expected one precondition violation: %v", details.Precondition)
 	}
 	violation := details.Precondition.Violations[0]
@@ -280,7 +280,7 @@ func TestInvalidArgumentNamesEveryBadField(t *testing.T) {
 		Campaign: &campaignv1.Campaign{CustomerId: "not-a-uuid", Type: campaignv1.Campaign_TYPE_CALL, ServiceLevel: 200},
 	})
 	details := failsWith(t, err, codes.InvalidArgument, "INVALID_ARGUMENT")
-	if details.BadRequest == nil {
+	if len(details.BadRequest.FieldViolations) == 0 {
 		t.Fatal("no BadRequest in the error")
 	}
 	var fields []string
@@ -313,6 +313,67 @@ func TestACallWithoutAKnownTokenIsUnauthenticated(t *testing.T) {
 	defer other.Close()
 	_, err = campaignv1.NewCampaignServiceClient(other).GetCampaign(deadline(t), request)
 	failsWith(t, err, codes.Unauthenticated, "TOKEN_UNKNOWN")
+}
+
+// A status that the client library or the transport makes has no details: DetailsOf gives its
+// code, an empty reason and metadata, and no nil field; one the server sends keeps its own.
+func TestDetailsOfAStatusTheServerDidNotSendAreEmpty(t *testing.T) {
+	request := &campaignv1.GetCampaignRequest{CustomerId: newID(), Id: newID()}
+
+	// A server that is down: nothing listens on the port any more.
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listener.Close()
+	down, err := Dial(listener.Addr().String(), dialerToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	_, err = campaignv1.NewCampaignServiceClient(down).GetCampaign(deadline(t), request)
+	withoutDetails(t, err, codes.Unavailable)
+
+	// The client's own deadline, over before an answer could come.
+	client := connect(t, shared)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel()
+	_, err = client.GetCampaign(ctx, request)
+	withoutDetails(t, err, codes.DeadlineExceeded)
+
+	// A request over the client's own limit on what it sends: refused before it is sent.
+	_, err = client.GetCampaign(deadline(t), request, grpc.MaxCallSendMsgSize(10))
+	withoutDetails(t, err, codes.ResourceExhausted)
+
+	// An error the server sends: its reason and metadata.
+	c := create(t, client, runnable(newID()))
+	update := &campaignv1.UpdateCampaignRequest{
+		Campaign:   &campaignv1.Campaign{CustomerId: c.CustomerId, Id: c.Id, Etag: c.Etag, Name: "renamed"},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}},
+	}
+	updated, err := client.UpdateCampaign(deadline(t), update)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.UpdateCampaign(deadline(t), update) // with the etag it replaced
+	details := DetailsOf(err)
+	if details.Code != codes.Aborted || details.Reason() != "ETAG_MISMATCH" ||
+		details.Metadata()["etag"] != updated.Campaign.Etag {
+		t.Fatalf("expected ABORTED ETAG_MISMATCH naming etag %s, got %v: %+v", updated.Campaign.Etag, err, details)
+	}
+}
+
+// withoutDetails checks that err has code and no details, and that reading them is safe.
+func withoutDetails(t *testing.T, err error, code codes.Code) {
+	t.Helper()
+	details := DetailsOf(err)
+	if details.Code != code || details.Reason() != "" || len(details.Metadata()) != 0 ||
+		details.Info.Reason != "" || details.Info.Metadata["etag"] != "" ||
+		len(details.BadRequest.FieldViolations) != 0 || len(details.Precondition.Violations) != 0 ||
+		len(details.Quota.Violations) != 0 {
+		t.Fatalf("expected %v without details, got %v: %+v", code, err, details)
+	}
+	t.Logf("%v: %v", code, err)
 }
 
 func TestRunStopAndConfirmTheDrain(t *testing.T) {
@@ -351,8 +412,8 @@ func TestRunStopAndConfirmTheDrain(t *testing.T) {
 		CustomerId: customer, Id: c.Id, StopRevision: stopping.StopRevision - 1,
 	})
 	details := failsWith(t, err, codes.FailedPrecondition, "STOP_REVISION_MISMATCH")
-	if details.Info.Metadata["stop_revision"] != fmt.Sprint(stopping.StopRevision) {
-		t.Fatalf("ErrorInfo metadata %v does not name the current stop %d", details.Info.Metadata, stopping.StopRevision)
+	if details.Metadata()["stop_revision"] != fmt.Sprint(stopping.StopRevision) {
+		t.Fatalf("ErrorInfo metadata %v does not name the current stop %d", details.Metadata(), stopping.StopRevision)
 	}
 
 	confirm := &campaignv1.ConfirmDrainedRequest{CustomerId: customer, Id: c.Id, StopRevision: change.StopRevision}

@@ -751,10 +751,7 @@ func reasonOf(err error) string {
 	if err == nil {
 		return ""
 	}
-	if info := DetailsOf(err).Info; info != nil {
-		return info.Reason
-	}
-	return ""
+	return DetailsOf(err).Reason()
 }
 
 func minInt(a, b int) int {

@@ -100,9 +100,9 @@ func TestADialerThatStopsKeepingAliveIsReplacedWithinTheTTLAndFenced(t *testing.
 	})
 	details := failsWith(t, err, codes.FailedPrecondition, "LEASE_NOT_HELD")
 	live := b.Leases()[campaign.Id]
-	if live <= staleToken || details.Info.Metadata["fencing_token"] != fmt.Sprint(live) {
+	if live <= staleToken || details.Metadata()["fencing_token"] != fmt.Sprint(live) {
 		t.Fatalf("LEASE_NOT_HELD names token %s; b holds %d, a held %d",
-			details.Info.Metadata["fencing_token"], live, staleToken)
+			details.Metadata()["fencing_token"], live, staleToken)
 	}
 	if got := get(t, client, campaign); got.Status != campaignv1.Campaign_STATUS_RUN {
 		t.Fatalf("the refused confirmation changed the campaign: %v", got)

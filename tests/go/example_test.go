@@ -38,7 +38,7 @@ func Example() {
 		CustomerId: customer, Id: created.Campaign.Id, Status: campaignv1.Campaign_STATUS_RUN,
 	})
 	details := DetailsOf(err)
-	fmt.Println(details.Code, details.Info.Reason)
+	fmt.Println(details.Code, details.Reason())
 	for _, violation := range details.Precondition.Violations {
 		fmt.Println(violation.Type, violation.Subject)
 	}

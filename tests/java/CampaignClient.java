@@ -17,6 +17,7 @@ import io.grpc.protobuf.StatusProto;
 import io.grpc.stub.MetadataUtils;
 import java.time.Duration;
 import java.util.Iterator;
+import java.util.Map;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
@@ -43,13 +44,30 @@ public final class CampaignClient {
         .build();
   }
 
-  /** The google.rpc details that the service puts in every error it returns. */
+  /**
+   * The google.rpc details of an error. The server puts an ErrorInfo in every error it sends; a
+   * status made by the client library or the transport (UNAVAILABLE when the server cannot be
+   * reached, DEADLINE_EXCEEDED of the client's own deadline, CANCELLED of a cancelled call or of
+   * a request over the client's own size limit) carries none. No field is ever null: a detail
+   * the status lacks is its default instance, so that reason() is "" and the lists and
+   * metadata() are empty.
+   */
   public static final class Details {
     public Status.Code code;
-    public ErrorInfo info; // always: reason, domain "campaign-grpc", metadata
-    public BadRequest badRequest; // INVALID_ARGUMENT: every bad field
-    public PreconditionFailure precondition; // FAILED_PRECONDITION: every unmet condition
-    public QuotaFailure quota; // RESOURCE_EXHAUSTED past a server limit
+    public ErrorInfo info = ErrorInfo.getDefaultInstance(); // every error the server sends
+    public BadRequest badRequest = BadRequest.getDefaultInstance(); // INVALID_ARGUMENT: every bad field
+    public PreconditionFailure precondition = PreconditionFailure.getDefaultInstance(); // FAILED_PRECONDITION
+    public QuotaFailure quota = QuotaFailure.getDefaultInstance(); // RESOURCE_EXHAUSTED past a server limit
+
+    /** The ErrorInfo's reason: "" for a status without details. */
+    public String reason() {
+      return info.getReason();
+    }
+
+    /** The ErrorInfo's metadata: empty for a status without details. */
+    public Map<String, String> metadata() {
+      return info.getMetadataMap();
+    }
 
     /** Decodes the details of an exception thrown by a call. */
     public static Details of(StatusRuntimeException error) throws InvalidProtocolBufferException {

@@ -36,10 +36,13 @@ import io.grpc.ManagedChannelBuilder;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.TreeSet;
 import java.util.UUID;
 import java.util.concurrent.BlockingQueue;
@@ -144,9 +147,8 @@ public class CampaignClientTest {
     } catch (StatusRuntimeException e) {
       CampaignClient.Details details = CampaignClient.Details.of(e);
       assertEquals(e.toString(), code, details.code);
-      assertNotNull("no ErrorInfo in " + e, details.info);
-      assertEquals(DOMAIN, details.info.getDomain());
-      assertEquals(reason, details.info.getReason());
+      assertEquals(e.toString(), DOMAIN, details.info.getDomain());
+      assertEquals(reason, details.reason());
       return details;
     }
     throw new AssertionError("the call succeeded; expected " + code + " " + reason);
@@ -250,7 +252,7 @@ public class CampaignClientTest {
         .setUpdateMask(FieldMask.newBuilder().addPaths("name"));
     CampaignClient.Details details =
         failsWith(Status.Code.ABORTED, "ETAG_MISMATCH", () -> timed(stub).updateCampaign(stale.build()));
-    String current = details.info.getMetadataOrThrow("etag");
+    String current = details.metadata().get("etag");
     assertEquals(updated.getEtag(), current);
     assertEquals(updated, get(stub, c));
 
@@ -266,7 +268,6 @@ public class CampaignClientTest {
 
     CampaignClient.Details details = failsWith(Status.Code.FAILED_PRECONDITION, "RUN_CONDITIONS_UNMET",
         () -> setStatus(stub, c, Campaign.Status.STATUS_RUN));
-    assertNotNull("no PreconditionFailure", details.precondition);
     assertEquals(1, details.precondition.getViolationsCount());
     PreconditionFailure.Violation violation = details.precondition.getViolations(0);
     assertEquals("OUTPLAN_MISSING", violation.getType());
@@ -285,13 +286,76 @@ public class CampaignClientTest {
                 .setType(Campaign.Type.TYPE_CALL)
                 .setServiceLevel(200))
             .build()));
-    assertNotNull("no BadRequest", details.badRequest);
+    assertNotEquals("no BadRequest", 0, details.badRequest.getFieldViolationsCount());
     TreeSet<String> fields = new TreeSet<>();
     for (BadRequest.FieldViolation violation : details.badRequest.getFieldViolationsList()) {
       assertNotEquals("", violation.getDescription());
       fields.add(violation.getField());
     }
     assertEquals("[campaign.customer_id, campaign.service_level]", fields.toString());
+  }
+
+  /** A call that must fail with code and no details, which read as empty. */
+  static void failsWithoutDetails(Status.Code code, Call call) throws Exception {
+    try {
+      call.run();
+    } catch (StatusRuntimeException e) {
+      CampaignClient.Details details = CampaignClient.Details.of(e);
+      assertEquals(e.toString(), code, details.code);
+      assertEquals(e.toString(), "", details.reason());
+      assertEquals(Map.of(), details.metadata());
+      assertEquals("", details.info.getDomain());
+      assertEquals(0, details.badRequest.getFieldViolationsCount());
+      assertEquals(0, details.precondition.getViolationsCount());
+      assertEquals(0, details.quota.getViolationsCount());
+      return;
+    }
+    throw new AssertionError("the call succeeded; expected " + code);
+  }
+
+  /**
+   * A status that the client library or the transport makes has no details: Details.of gives its
+   * code, an empty reason and metadata, and no null field; one the server sends keeps its own.
+   */
+  @Test
+  public void detailsOfAStatusTheServerDidNotSendAreEmpty() throws Exception {
+    GetCampaignRequest request = GetCampaignRequest.newBuilder().setCustomerId(newId()).setId(newId()).build();
+
+    // A server that is down: nothing listens on the port any more.
+    int port;
+    try (ServerSocket socket = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+      port = socket.getLocalPort();
+    }
+    ManagedChannel down = CampaignClient.channel("127.0.0.1:" + port, ServerProcess.TOKEN);
+    closing.add(down::shutdownNow);
+    failsWithoutDetails(Status.Code.UNAVAILABLE,
+        () -> timed(CampaignServiceGrpc.newBlockingStub(down)).getCampaign(request));
+
+    CampaignServiceBlockingStub stub = connect(shared);
+    // An error the server sends: its reason and metadata (and the channel is connected).
+    Campaign c = create(stub, runnable(newId()));
+    UpdateCampaignRequest update = UpdateCampaignRequest.newBuilder()
+        .setCampaign(Campaign.newBuilder()
+            .setCustomerId(c.getCustomerId())
+            .setId(c.getId())
+            .setEtag(c.getEtag())
+            .setName("renamed"))
+        .setUpdateMask(FieldMask.newBuilder().addPaths("name"))
+        .build();
+    Campaign updated = timed(stub).updateCampaign(update).getCampaign();
+    CampaignClient.Details details = failsWith(Status.Code.ABORTED, "ETAG_MISMATCH",
+        () -> timed(stub).updateCampaign(update)); // with the etag it replaced
+    assertEquals(updated.getEtag(), details.metadata().get("etag"));
+
+    // The client's own deadline, over before an answer could come.
+    failsWithoutDetails(Status.Code.DEADLINE_EXCEEDED,
+        () -> stub.withDeadlineAfter(1, TimeUnit.NANOSECONDS).getCampaign(request));
+
+    // A request over the client's own limit on what it sends: refused before it is sent, as
+    // CANCELLED "Failed to stream message" (grpc-java; grpc-go says RESOURCE_EXHAUSTED). On a
+    // channel not connected yet, grpc-java 1.41 ends such a call only at its deadline.
+    failsWithoutDetails(Status.Code.CANCELLED,
+        () -> timed(stub).withMaxOutboundMessageSize(10).getCampaign(request));
   }
 
   @Test
@@ -344,7 +408,7 @@ public class CampaignClientTest {
             .setId(c.getId())
             .setStopRevision(stopping.getStopRevision() - 1)
             .build()));
-    assertEquals(Long.toString(stopping.getStopRevision()), details.info.getMetadataOrThrow("stop_revision"));
+    assertEquals(Long.toString(stopping.getStopRevision()), details.metadata().get("stop_revision"));
 
     ConfirmDrainedRequest confirm = ConfirmDrainedRequest.newBuilder()
         .setCustomerId(customer)
@@ -465,7 +529,7 @@ public class CampaignClientTest {
                 .build());
       } catch (StatusRuntimeException e) {
         CampaignClient.Details details = CampaignClient.Details.of(e);
-        printed.add(details.code + " " + details.info.getReason());
+        printed.add(details.code + " " + details.reason());
         for (PreconditionFailure.Violation violation : details.precondition.getViolationsList()) {
           printed.add(violation.getType() + " " + violation.getSubject());
         }

@@ -711,8 +711,7 @@ public final class Dialer implements AutoCloseable {
 
   static String reason(StatusRuntimeException e) {
     try {
-      CampaignClient.Details details = CampaignClient.Details.of(e);
-      return details.info == null ? "" : details.info.getReason();
+      return CampaignClient.Details.of(e).reason();
     } catch (Exception decode) {
       return "";
     }

@@ -290,7 +290,7 @@ public class DialerTest {
                 .setStopRevision(1)
                 .setFencingToken(stale)
                 .build()));
-    assertEquals(Long.toString(b.dialer.fencingToken(id)), refused.info.getMetadataOrThrow("fencing_token"));
+    assertEquals(Long.toString(b.dialer.fencingToken(id)), refused.metadata().get("fencing_token"));
     Campaign after = CampaignClientTest.get(stub, campaign);
     assertEquals(Campaign.Status.STATUS_RUN, after.getStatus());
     assertEquals(campaign.getEtag(), after.getEtag());
