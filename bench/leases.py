@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from common import CLI, free_port, percentile, stop, write_results  # noqa: E402
 
 from conftest import fresh_postgres_database  # noqa: E402
-from e2e_helpers import running_campaign  # noqa: E402
+from e2e_helpers import running_campaign, until  # noqa: E402
 
 C = pb.Campaign
 DIALER = HERE.parent / "tests" / "dialer_process.py"
@@ -98,25 +98,17 @@ class Dialers:
             proc.wait(5)
 
 
-async def until(check, within: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not within {within} s")
-        await asyncio.sleep(0.01)
-
-
 async def failover(stub: Stub, dialers: Dialers, customer: str, kills: int, ttl: float) -> dict:
     c = await running_campaign(stub, customer)
     dialers.start()
     dialers.start()
-    await until(lambda: len(dialers.dialing(c.id)) == 1, 30)
+    await until(lambda: len(dialers.dialing(c.id)) == 1, within=30)
     times = []
     for _ in range(kills):
         (holder,) = dialers.dialing(c.id)
         # The other one is up and joined: it has written a line since it started.
         killed_at = dialers.kill(holder)
-        await until(lambda at=killed_at: len(dialers.dialing(c.id, at)) == 1, ttl + 10)
+        await until(lambda at=killed_at: len(dialers.dialing(c.id, at)) == 1, within=ttl + 10)
         (taken_at,) = dialers.dialing(c.id, killed_at).values()
         times.append(taken_at - killed_at)
         dialers.start()
@@ -135,7 +127,7 @@ async def start_latency(stub: Stub, dialers: Dialers, customer: str, rounds: int
     for _ in range(rounds):
         c = await running_campaign(stub, customer)
         ran = time.time()
-        await until(lambda cid=c.id: len(dialers.dialing(cid)) == 1, 30)
+        await until(lambda cid=c.id: len(dialers.dialing(cid)) == 1, within=30)
         times.append(next(iter(dialers.dialing(c.id).values())) - ran)
     return {
         "rounds": rounds,

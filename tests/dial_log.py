@@ -1,12 +1,14 @@
-"""What dialers did: each campaign's dial intervals per dialer, and the checks over them
-(no two dialers dialing one campaign at once; no gap longer than a bound)."""
+"""What dialers of one test process did: each campaign's dial intervals per dialer, checked
+for overlap as the processes' logs are (dial_intervals)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
 from campaign.v1 import campaign_pb2 as pb
+from dial_intervals import Stretch, overlaps
 
 
 @dataclass
@@ -47,38 +49,15 @@ class DialLog:
     def dialing(self, campaign_id: str) -> list[str]:
         return [i.dialer for i in self.intervals if i.campaign_id == campaign_id and i.end is None]
 
-    def overlaps(self) -> list[tuple[Interval, Interval]]:
-        """Pairs of intervals of one campaign, of two dialers, that share a moment."""
-        found = []
-        by_campaign: dict[str, list[Interval]] = {}
-        for i in self.intervals:
-            by_campaign.setdefault(i.campaign_id, []).append(i)
-        for items in by_campaign.values():
-            for a in items:
-                for b in items:
-                    if a is b or a.dialer >= b.dialer:
-                        continue
-                    a_end = a.end if a.end is not None else float("inf")
-                    b_end = b.end if b.end is not None else float("inf")
-                    if a.start < b_end and b.start < a_end:
-                        found.append((a, b))
-        return found
-
-    def gaps(self, campaign_id: str, since: float, until: float) -> list[float]:
-        """The lengths of the stretches in [since, until] when nobody dialed the campaign."""
-        covered = sorted(
-            (i.start, i.end if i.end is not None else until)
-            for i in self.intervals
-            if i.campaign_id == campaign_id
+    def overlaps(self) -> list[tuple[Stretch, Stretch]]:
+        """Pairs of stretches of one campaign, of two dialers, that share a moment."""
+        now = time.monotonic()
+        return overlaps(
+            [
+                Stretch(i.dialer, i.campaign_id, 0, i.start, now if i.end is None else i.end)
+                for i in self.intervals
+            ]
         )
-        gaps, at = [], since
-        for start, end in covered:
-            if start > at:
-                gaps.append(start - at)
-            at = max(at, end)
-        if until > at:
-            gaps.append(until - at)
-        return gaps
 
 
 class RecordingCalls:
@@ -96,7 +75,5 @@ class RecordingCalls:
 
     async def drain(self, campaign_id: str) -> None:
         if self.drain_s and self.log.current(self.dialer, campaign_id) is not None:
-            import asyncio
-
             await asyncio.sleep(self.drain_s)
         self.log.close(self.dialer, campaign_id)

@@ -90,8 +90,9 @@ class Holder:
                     pb.HoldLeasesRequest(keep_alive=pb.HoldLeasesRequest.KeepAlive())
                 )
 
-    def release(self, campaign_id: str) -> None:
-        token = self.held[campaign_id]
+    def release(self, campaign_id: str, token: int | None = None) -> None:
+        """Lets go of the lease held (or sends token, as a dialer that lost track would)."""
+        token = self.held[campaign_id] if token is None else token
         self._outbox.put_nowait(
             pb.HoldLeasesRequest(
                 release=pb.HoldLeasesRequest.Release(campaign_id=campaign_id, fencing_token=token)

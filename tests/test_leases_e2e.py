@@ -234,3 +234,62 @@ async def test_a_watch_sees_lease_changes_only_when_it_asks(stub: Stub, customer
         await a.stop()
         await plain.close()
         await with_leases.close()
+
+
+def _join(holder: str) -> pb.HoldLeasesRequest:
+    return pb.HoldLeasesRequest(join=pb.HoldLeasesRequest.Join(holder=holder, capacity=1))
+
+
+async def _ended_with(requests: list[pb.HoldLeasesRequest], stub: Stub) -> grpc.aio.AioRpcError:
+    """Sends requests on a HoldLeases stream kept open, and reads until it ends."""
+
+    async def stream():  # type: ignore[no-untyped-def]
+        for r in requests:
+            yield r
+        await asyncio.sleep(30)
+
+    call = stub.HoldLeases(stream(), timeout=10)
+
+    async def read_to_the_end() -> None:
+        while await call.read() is not grpc.aio.EOF:
+            pass
+
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await read_to_the_end()
+    return ended.value
+
+
+async def test_a_stream_that_does_not_start_with_one_join_is_refused(stub: Stub) -> None:
+    keep_alive = pb.HoldLeasesRequest(keep_alive=pb.HoldLeasesRequest.KeepAlive())
+    for requests in ([keep_alive], [_join("twice"), _join("twice")]):
+        refused = await _ended_with(requests, stub)
+        assert refused.code() == Code.INVALID_ARGUMENT
+        assert details_of(refused).fields == {"join"}
+
+
+async def test_a_late_or_repeated_release_changes_nothing(stub: Stub, customer: str) -> None:
+    (campaign,) = await running(stub, customer, 1)
+    a = Holder(stub, "dialer-a")
+    a.releasing = False
+    await a.start()
+    try:
+        await until(lambda: campaign.id in a.held, within=10)
+        token = a.held[campaign.id]
+        a.release(campaign.id, token - 1)  # a token of an earlier grant: ignored
+        a.release(campaign.id)
+        a.release(campaign.id)  # a retry of the release: the lease is gone already
+        # Let go, then granted again (the only dialer), one token up.
+        await until(lambda: a.held.get(campaign.id) == token + 1, within=10)
+        assert a.ended is None
+        page = await stub.ListCampaignEvents(
+            pb.ListCampaignEventsRequest(customer_id=customer, campaign_id=campaign.id),
+            timeout=10,
+        )
+        leases = [(e.reason, e.lease.fencing_token) for e in page.events if e.lease.holder]
+        assert leases == [
+            (W.REASON_LEASE_GRANTED, token + 1),
+            (W.REASON_LEASE_RELEASED, token),
+            (W.REASON_LEASE_GRANTED, token),
+        ]
+    finally:
+        await a.stop()

@@ -44,6 +44,8 @@ def lease_not_held(campaign_id: str, live_token: int) -> FailedPrecondition:
 class Joined:
     session: SessionRow
     held: list[LeaseRow]
+    # When it joined, by the clock the session's expiry is counted with.
+    at: int
 
 
 class Leasing:
@@ -98,7 +100,7 @@ class Leasing:
         session = self._leases.put_session(
             SessionRow(holder, customer_id, capacity, now + self._ttl_us, incarnation), read
         )
-        return Joined(session, held)
+        return Joined(session, held, now)
 
     async def keep_alive(self, holder: str, incarnation: int) -> SessionRow:
         return await self._writer.run(lambda: self._keep_alive(holder, incarnation))

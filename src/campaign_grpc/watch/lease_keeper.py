@@ -169,7 +169,7 @@ class LeaseKeeper:
                 )
             )
         self._streams[stream.holder] = stream
-        stream.tell(joined.held, joined.session, 0)
+        stream.tell(joined.held, joined.session, joined.at)
         self._wake.set()
         return stream
 
