@@ -103,8 +103,8 @@ $(NODE_DEPS): package.json package-lock.json
 lint: install $(NODE_DEPS)
 	npx --no-install buf lint
 	npx --no-install buf breaking --against $(CONTRACT)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m campaign_grpc.service_config --check
 
@@ -119,8 +119,8 @@ contract-release: $(NODE_DEPS)
 	npx --no-install buf build --exclude-source-info -o $(CONTRACT)
 
 format: install
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench tools
+	$(BIN)/ruff check --fix src tests bench tools
 
 clean:
 	rm -rf $(VENV) $(GEN_DIR) node_modules gen build dist

@@ -8,7 +8,9 @@ etag) is left to the client, which can look at the request; the streams (WatchSt
 HoldLeases) are resumed by their helpers, not replayed by the channel.
 
     python -m campaign_grpc.service_config            # writes clients/service_config.json
-    python -m campaign_grpc.service_config --check    # fails if the file is not what it writes
+    python -m campaign_grpc.service_config --check    # fails if a file is not what it writes
+
+Each language's package carries a copy, which its default channel loads (PACKAGED_COPIES).
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from typing import Any
 from campaign_grpc.methods import METHODS, SERVICE, Method
 
 DEFAULT_PATH = Path("clients/service_config.json")
+# Where each package finds it: embedded in the Go module, a resource of the jar, a file of the
+# npm package, package data of the Python client.
+PACKAGED_COPIES = (
+    Path("clients/go/campaignclient/service_config.json"),
+    Path("clients/java/src/main/resources/io/github/campaigngrpc/client/service_config.json"),
+    Path("clients/node/service_config.json"),
+    Path("clients/python/src/campaign_grpc_client/service_config.json"),
+)
 
 # Tries in all, the first included (gRPC caps it at 5), after UNAVAILABLE only, with jittered
 # backoff that starts at 0.1 s and doubles up to 2 s, the Python client's own figures.
@@ -57,24 +67,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m campaign_grpc.service_config",
         description="Write the gRPC service config (retry policy) derived from the contract.",
     )
-    parser.add_argument("path", nargs="?", type=Path, default=DEFAULT_PATH)
+    parser.add_argument(
+        "path", nargs="?", type=Path, help="write only this file (default: all of them)"
+    )
     parser.add_argument(
         "--check", action="store_true", help="only check that the file is up to date"
     )
     args = parser.parse_args(argv)
-    path: Path = args.path
+    paths: Sequence[Path] = [args.path] if args.path else [DEFAULT_PATH, *PACKAGED_COPIES]
     text = render()
     if args.check:
-        current = path.read_text() if path.exists() else None
-        if current != text:
+        stale = [p for p in paths if not p.exists() or p.read_text() != text]
+        for path in stale:
             print(
                 f"{path} is not the service config the contract makes: "
                 "run `python -m campaign_grpc.service_config` and commit it",
                 file=sys.stderr,
             )
-            return 1
-        return 0
-    path.write_text(text)
+        return 1 if stale else 0
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     return 0
 
 
