@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION_FILE = ROOT / "VERSION"
+CHANGELOG = ROOT / "CHANGELOG.md"
 SEMVER = re.compile(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?")
 
 
@@ -92,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{manifest.path}: {found}")
         if found != version:
             wrong.append(f"{manifest.path}: {found or 'no version'}, VERSION says {version}")
+    if f"\n## [{version}] - " not in CHANGELOG.read_text():
+        wrong.append(f"CHANGELOG.md: no section `## [{version}] - <date>`")
     if wrong and (args.check or args.write):
         print("\n".join(wrong), file=sys.stderr)
         print("run `python tools/versions.py --write`", file=sys.stderr)
