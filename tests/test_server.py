@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,11 @@ async def test_serve_logs_json_lines(
     lines = [line for line in proc.log.splitlines() if line.strip()]
     assert lines
     entries = [json.loads(line) for line in lines]  # every line is JSON
+    for entry in entries:
+        # RFC 3339 in UTC to the millisecond, as log pipelines parse it.
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", entry["time"]), entry
+        written = datetime.fromisoformat(entry["time"])
+        assert abs((datetime.now(UTC) - written).total_seconds()) < 300, entry
     calls = {(e.get("method"), e.get("code")): e for e in entries if "method" in e}
     for key in (
         ("/campaign.v1.CampaignService/CreateCampaign", "OK"),

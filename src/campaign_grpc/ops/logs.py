@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+from datetime import UTC, datetime
 from typing import IO, Any
 
 # Attributes every LogRecord has; anything else was passed with extra= and is a field.
@@ -44,10 +45,17 @@ class TraceIds(logging.Filter):
         return True
 
 
+def rfc3339(created: float) -> str:
+    """A record's time as log pipelines parse it without guessing: UTC, to the millisecond,
+    with its offset ("2026-12-07T21:50:12.345+00:00"); local time without an offset cannot be
+    ordered against another host's lines, nor whole seconds the lines of one call."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": rfc3339(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
