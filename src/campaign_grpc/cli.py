@@ -14,7 +14,7 @@ from pathlib import Path
 import peewee as pw
 
 from . import settings
-from .ops import logs, security
+from .ops import export_config, logs, security
 from .settings import Settings
 from .storage.database import UnsupportedDatabase, close_database, open_database
 from .storage.schema import SCHEMA_VERSION, SchemaTooNew, bind_tables, current_version
@@ -185,6 +185,8 @@ def check_config(config: Settings, argv: Sequence[str]) -> int:
         problems.append(str(exc))
     problems += security.file_problems(config)
     problems += settings.conflicts(config)
+    if config.tracing:
+        problems += export_config.problems(os.environ)
     if problems:
         for problem in problems:
             print(f"{PROG} check-config: {problem}", file=sys.stderr)
@@ -244,6 +246,9 @@ def _run(args: argparse.Namespace, args_list: list[str], config: Settings) -> in
     try:
         if args.command == "serve":
             from .ops.server import ListenRefused, serve  # grpc is needed only to serve
+
+            if config.tracing and (problems := export_config.problems(os.environ)):
+                raise settings.Conflicting(problems)
 
             try:
                 asyncio.run(serve(config))

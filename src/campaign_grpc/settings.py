@@ -349,8 +349,10 @@ class Settings:
     tracing: bool = _switch_setting(
         False,
         "trace every call with OpenTelemetry; the standard OTEL_* variables set the exporter "
-        "(OTEL_TRACES_EXPORTER, otlp by default, to OTEL_EXPORTER_OTLP_ENDPOINT), the service "
-        "name, the sampler and the propagators",
+        "(OTEL_TRACES_EXPORTER: otlp by default, or console; OTLP to "
+        "OTEL_EXPORTER_OTLP_ENDPOINT over OTEL_EXPORTER_OTLP_PROTOCOL: grpc by default, or "
+        "http/protobuf), the service name, the sampler and the propagators; serve refuses "
+        "values it cannot honour",
     )
     reuse_port: bool = _switch_setting(
         False,

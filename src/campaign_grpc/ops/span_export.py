@@ -13,6 +13,7 @@ import os
 import pickle
 import struct
 import sys
+from collections.abc import Mapping
 from typing import BinaryIO
 
 from opentelemetry.sdk.resources import Resource
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from . import export_config
 from .tracing import Record
 
 DEFAULT_SERVICE_NAME = "campaign-grpc"
@@ -69,23 +71,24 @@ def readable(record: Record, of: Resource) -> ReadableSpan:
     )
 
 
-def exporters() -> list[SpanExporter]:
-    """The exporters OTEL_TRACES_EXPORTER names (otlp by default: OTLP over gRPC)."""
+def exporters(environ: Mapping[str, str] = os.environ) -> list[SpanExporter]:
+    """The exporters OTEL_TRACES_EXPORTER names (otlp by default), OTLP over the protocol
+    OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL names (grpc by default); the server refused to start
+    on any other value (export_config.problems)."""
     found: list[SpanExporter] = []
-    for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(","):
-        name = name.strip()
-        if name in ("", "none"):
-            continue
+    for name in export_config.exporter_names(environ):
         if name == "console":
             found.append(ConsoleSpanExporter())
-        elif name == "otlp":
+        elif export_config.otlp_protocol(environ)[0] == "http/protobuf":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter as OTLPOverHTTP,
+            )
+
+            found.append(OTLPOverHTTP())
+        else:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             found.append(OTLPSpanExporter())
-        else:
-            print(
-                f"span export: unknown exporter {name!r} in OTEL_TRACES_EXPORTER", file=sys.stderr
-            )
     return found
 
 
