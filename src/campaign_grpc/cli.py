@@ -17,7 +17,13 @@ from . import settings
 from .ops import export_config, logs, security
 from .settings import Settings
 from .storage.database import UnsupportedDatabase, close_database, open_database
-from .storage.schema import SCHEMA_VERSION, SchemaTooNew, bind_tables, current_version
+from .storage.schema import (
+    SCHEMA_VERSION,
+    SchemaNotMigrated,
+    SchemaTooNew,
+    bind_tables,
+    current_version,
+)
 from .storage.store import Store
 
 PROG = "campaign-grpc"
@@ -172,7 +178,7 @@ def _given_as_flags(argv: Sequence[str]) -> set[str]:
 
 def check_config(config: Settings, argv: Sequence[str]) -> int:
     problems: list[str] = []
-    for name in ("listen", "metrics_listen"):
+    for name in ("listen", "metrics_listen", "health_listen"):
         value = getattr(config, name)
         if value or name == "listen":
             try:
@@ -263,7 +269,13 @@ def _run(args: argparse.Namespace, args_list: list[str], config: Settings) -> in
         for problem in exc.problems:
             print(f"{PROG} {args.command}: {problem}", file=sys.stderr)
         return 2
-    except (UnsupportedDatabase, SchemaTooNew, OSError, pw.DatabaseError) as exc:
+    except (
+        UnsupportedDatabase,
+        SchemaTooNew,
+        SchemaNotMigrated,
+        OSError,
+        pw.DatabaseError,
+    ) as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0

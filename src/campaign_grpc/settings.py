@@ -220,6 +220,13 @@ class Settings:
     metrics_listen: str = _setting(
         "", "address of the Prometheus /metrics endpoint over HTTP; off unless given", _address
     )
+    health_listen: str = _setting(
+        "",
+        "an address where grpc.health.v1 alone is served in plaintext, without tokens, for "
+        "probes that speak neither TLS nor tokens (Kubernetes' native gRPC probes); the same "
+        "statuses as on --listen; off unless given",
+        _address,
+    )
     max_request_bytes: int = _setting(
         1024 * 1024,
         "largest request accepted; larger ones get RESOURCE_EXHAUSTED. A campaign of 1,000 "
@@ -360,6 +367,12 @@ class Settings:
         "splits the connections between them); off, a port in use stops the server",
     )
     reflection: bool = _switch_setting(True, "serve gRPC server reflection")
+    migrate: bool = _switch_setting(
+        True,
+        "bring the database schema up to date before serving; off (--no-migrate), serve only "
+        "checks that the schema is this release's and refuses to start otherwise, so that its "
+        "database role needs no right to change tables (run `campaign-grpc migrate` apart)",
+    )
     insecure: bool = _switch_setting(
         False, "serve beyond loopback with neither TLS nor tokens (the flag alone turns it on)"
     )
@@ -447,6 +460,14 @@ def add_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None 
             help=f"{f.metadata['help']} [env {env}; default: {default_text}]",
             **switch,
         )
+        if switch and f.default is True:
+            # A switch that is on by default is turned off as users of other servers expect.
+            parser.add_argument(
+                "--no-" + f.name.replace("_", "-"),
+                dest=f.name,
+                action="store_false",
+                help=f"--{f.name.replace('_', '-')} off",
+            )
 
 
 def from_namespace(ns: argparse.Namespace) -> Settings:

@@ -372,11 +372,27 @@ class SchemaTooNew(RuntimeError):
     pass
 
 
+class SchemaNotMigrated(RuntimeError):
+    """The schema is older than this release's, and this server was told not to migrate."""
+
+
 def current_version(db: pw.Database, tables: Tables) -> int:
     if not db.table_exists("meta"):
         return 0
     row = tables.meta.get_or_none(tables.meta.key == "schema_version")
     return int(row.value) if row else 0
+
+
+def require_current(db: pw.Database, tables: Tables) -> int:
+    """The schema's version, if it is this release's; for a server that does not migrate."""
+    version = _known_version(db, tables)
+    if version < SCHEMA_VERSION:
+        raise SchemaNotMigrated(
+            f"the database schema is version {version}, and this release serves version "
+            f"{SCHEMA_VERSION}: run `campaign-grpc migrate` with a role that may change tables, "
+            "then serve (or serve without --no-migrate)"
+        )
+    return version
 
 
 # Any fixed number, the same in every release: replicas that start together queue on it.
@@ -398,13 +414,19 @@ def migrate(db: pw.Database, tables: Tables) -> int:
         db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
 
 
-def _migrate(db: pw.Database, tables: Tables) -> int:
+def _known_version(db: pw.Database, tables: Tables) -> int:
+    """The schema's version, unless it is of a later release than this one."""
     with db.atomic():
         version = current_version(db, tables)
     if version > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"the database schema is version {version}; this release knows {SCHEMA_VERSION}"
         )
+    return version
+
+
+def _migrate(db: pw.Database, tables: Tables) -> int:
+    version = _known_version(db, tables)
     # SQLite: IMMEDIATE takes the write lock before the version is read again, so that a process
     # starting at the same time waits for it (busy_timeout) instead of failing to upgrade a
     # read lock into a write lock with "database is locked".

@@ -46,7 +46,14 @@ from .identity import Fingerprint, LogIdentity, LogState, database_changed, new_
 from .pg_deferred import DeferredWrites, compare_and_set
 from .pg_notify import CHANNEL
 from .prepared import Prepared, Statements, as_peewee_errors, param
-from .schema import BODY_COLUMNS, FULL_HISTORY_FROM, Tables, bind_tables, migrate
+from .schema import (
+    BODY_COLUMNS,
+    FULL_HISTORY_FROM,
+    Tables,
+    bind_tables,
+    migrate,
+    require_current,
+)
 from .versions import Key, VersionCache
 
 # What a decoded campaign costs in memory, estimated from its actions' JSON text: measured
@@ -612,6 +619,10 @@ class Store:
                 M = self.t.meta
                 M.insert(key="epoch", value=new_epoch()).on_conflict_ignore().execute()
         return version
+
+    def require_current_schema(self) -> int:
+        """What a server that does not migrate checks instead: the schema is this release's."""
+        return require_current(self.db, self.t)
 
     @contextlib.contextmanager
     def _without_timeouts(self) -> Iterator[None]:
