@@ -82,6 +82,9 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 MAX_QUEUED_CALLS = 20_000
 # Health intervals a failed write holds the service NOT_SERVING (see App._watch_database).
 WRITE_FAILURE_HOLD = 5
+# What the port of --health-listen takes: probes, a few connections of a call or two each.
+HEALTH_PORT_STREAMS = 16
+HEALTH_PORT_CONNECTIONS = 64
 # Seconds a stop leaves health watches to send NOT_SERVING before it cancels the calls.
 HEALTH_FLUSH_S = 0.25
 GRPC_OPTIONS = [
@@ -310,6 +313,9 @@ class App:
         self._actions_encoding = ActionsEncoding(self.store, self._writer)
         self.health = health.aio.HealthServicer()
         self._health_task: asyncio.Task[None] | None = None
+        # The port of --health-listen, once started.
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
         self._closing: set[asyncio.Future[bool]] = set()
         self._in_flight = UnaryCallsInFlight()
         # Load balancers must see the server healthy however busy it is: health is exempt.
@@ -396,7 +402,7 @@ class App:
             ) from exc
         if self.port == 0:
             raise ListenRefused(f"cannot listen on {self.settings.listen}")
-        await asyncio.get_running_loop().run_in_executor(None, self._migrate)
+        await asyncio.get_running_loop().run_in_executor(None, self._prepare_schema)
         if self._clock_sync is not None:
             await self._clock_sync.first()
             self._clock_sync.start()
@@ -423,6 +429,8 @@ class App:
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if self.settings.health_listen:
+            self.health_port = await self._serve_health_alone(self.settings.health_listen)
         if self.settings.reflection:
             reflection.enable(self.server, [SERVICE_NAME, health.SERVICE_NAME])
         await self.server.start()
@@ -436,6 +444,26 @@ class App:
             "bearer tokens" if self.tokens is not None else "no authentication",
         )
         return self.port
+
+    async def _serve_health_alone(self, address: str) -> int:
+        """grpc.health.v1 in plaintext on an address of its own, with the statuses of the main
+        port: Kubernetes' native gRPC probes speak neither TLS nor tokens. Only Check and Watch
+        are there, so nothing else needs either."""
+        options = [
+            *grpc_options(self.settings),
+            # A probe holds a call or two: a peer that opens streams by the thousand is not one.
+            ("grpc.max_concurrent_streams", HEALTH_PORT_STREAMS),
+            ("grpc.max_allowed_incoming_connections", HEALTH_PORT_CONNECTIONS),
+        ]
+        self._health_server = grpc.aio.server(options=options)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+        try:
+            port = self._health_server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ListenRefused(f"cannot listen on --health-listen {address}: {exc}") from exc
+        await self._health_server.start()
+        log.info("health alone on %s (plaintext)", address.rsplit(":", 1)[0] + f":{port}")
+        return port
 
     def _add_port(self) -> int:
         if self._tls is None:
@@ -452,9 +480,12 @@ class App:
         if self.tokens is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.tokens.reload)
 
-    def _migrate(self) -> None:
+    def _prepare_schema(self) -> None:
         try:
-            version = self.store.migrate()
+            if self.settings.migrate:
+                version = self.store.migrate()
+            else:
+                version = self.store.require_current_schema()
         finally:
             # This executor thread keeps no connection: the pool's are for the database threads.
             self._db.close()
@@ -551,6 +582,9 @@ class App:
         await asyncio.sleep(max(0.0, min(HEALTH_FLUSH_S, grace_ends - loop.time())))
         await self.server.stop(0)
         await stopping
+        if self._health_server is not None:
+            # Last: a probe saw NOT_SERVING for as long as the main port drained.
+            await self._health_server.stop(0)
         await self._stop_timer.close()
         await self._compactor.close()
         if self._clock_sync is not None:
