@@ -137,6 +137,7 @@ def test_a_program_built_on_the_jar_alone_calls_a_real_server(
     assert details["not-found"] == ["NOT_FOUND", "CAMPAIGN_NOT_FOUND", "campaign-grpc"]
     # A status without details (no server there) reads as empty, and nothing throws.
     assert details["unavailable"] == ["UNAVAILABLE", "reason=true", "metadata=true", "violations=0"]
+    assert details["not-a-status"] == ["UNKNOWN", "reason=true"]
     # The package's channel retries UNAVAILABLE for a method safe to repeat, and only there.
     assert details["get"] == ["retried", "attempts=3"]
     assert details["create"] == ["UNAVAILABLE", "attempts=1"]

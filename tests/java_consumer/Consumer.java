@@ -119,7 +119,9 @@ public final class Consumer {
     }
   }
 
-  /** The details of an error the server sends, and of one it did not (none, and no exception). */
+  /**
+   * The details of an error the server sends, and of errors it did not: none, and no exception.
+   */
   static void errorDetails(CampaignServiceBlockingStub stub) throws Exception {
     GetCampaignRequest unknown = GetCampaignRequest.newBuilder()
         .setCustomerId(UUID.randomUUID().toString())
@@ -149,6 +151,9 @@ public final class Consumer {
     } finally {
       down.shutdownNow().awaitTermination(10, TimeUnit.SECONDS);
     }
+
+    CampaignClient.Details other = CampaignClient.Details.of(new IllegalStateException("no status"));
+    System.out.println("not-a-status " + other.code + " reason=" + other.reason().isEmpty());
   }
 
   /**
