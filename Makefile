@@ -102,6 +102,7 @@ JAVA_RESOURCES := clients/java/src/main/resources
 JAVA_HELPERS := $(shell find $(JAVA_SOURCES) -name '*.java')
 JAVA_COMPILE_JARS := $(patsubst %,/usr/share/java/%.jar,grpc-api grpc-context grpc-stub \
 	grpc-protobuf protobuf guava gson geronimo-annotation-1.3-spec) $(JAVA_RPC_JAR)
+JAVA_COMPILE_PATH := $(shell echo $(JAVA_COMPILE_JARS) | tr ' ' :)
 MAVEN_VERSION := $(shell cat VERSION)
 MAVEN_DIR := dist/maven/io/github/campaign-grpc/campaign-grpc-client/$(MAVEN_VERSION)
 MAVEN_NAME := $(MAVEN_DIR)/campaign-grpc-client-$(MAVEN_VERSION)
@@ -134,7 +135,7 @@ $(MAVEN_NAME).jar: $(JAVA_GENERATED)/.generated $(JAVA_RPC_JAR) $(JAVA_HELPERS) 
 		$(JAVA_RESOURCES)/io/github/campaigngrpc/client/service_config.json
 	rm -rf $(JAVA_BUILD)/classes $(MAVEN_DIR)
 	mkdir -p $(JAVA_BUILD)/classes $(MAVEN_DIR)
-	$(JAVAC) -d $(JAVA_BUILD)/classes -cp $(subst $(eval ) ,:,$(JAVA_COMPILE_JARS)) \
+	$(JAVAC) -d $(JAVA_BUILD)/classes -cp $(JAVA_COMPILE_PATH) \
 		$$(find $(JAVA_GENERATED) -name '*.java') $(JAVA_HELPERS)
 	cp -R $(JAVA_RESOURCES)/. $(JAVA_BUILD)/classes
 	printf 'Automatic-Module-Name: io.github.campaigngrpc.client\n' > $(JAVA_BUILD)/MANIFEST.MF
