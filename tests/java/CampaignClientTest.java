@@ -1,6 +1,7 @@
-// campaign.v1 from Java (grpc-java, stubs made by `make java-client`) against real servers, as a
-// backend such as the dialer uses it. `make test` compiles and runs it
-// (tests/test_java_client.py), with CAMPAIGN_GRPC_COMMAND naming the campaign-grpc command.
+// campaign.v1 from Java (grpc-java and the campaign-grpc-client jar that `make dist-java`
+// builds) against real servers, as a backend such as the dialer uses it. `make test` compiles
+// and runs it (tests/test_java_client.py), with CAMPAIGN_GRPC_COMMAND naming the campaign-grpc
+// command.
 
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertNotEquals;
@@ -8,25 +9,26 @@ import static org.junit.Assert.assertNotNull;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
-import campaign.v1.CampaignOuterClass.Action;
-import campaign.v1.CampaignOuterClass.Campaign;
-import campaign.v1.CampaignOuterClass.ConfirmDrainedRequest;
-import campaign.v1.CampaignOuterClass.CreateCampaignRequest;
-import campaign.v1.CampaignOuterClass.GetCampaignRequest;
-import campaign.v1.CampaignOuterClass.ListCampaignsRequest;
-import campaign.v1.CampaignOuterClass.ListCampaignsResponse;
-import campaign.v1.CampaignOuterClass.UpdateCampaignRequest;
-import campaign.v1.CampaignOuterClass.UpdateCampaignStatusRequest;
-import campaign.v1.CampaignOuterClass.WatchStatusRequest;
-import campaign.v1.CampaignOuterClass.WatchStatusResponse;
-import campaign.v1.CampaignOuterClass.WatchView;
-import campaign.v1.CampaignServiceGrpc;
-import campaign.v1.CampaignServiceGrpc.CampaignServiceBlockingStub;
 import com.google.protobuf.FieldMask;
 import com.google.protobuf.Struct;
 import com.google.protobuf.Value;
 import com.google.rpc.BadRequest;
 import com.google.rpc.PreconditionFailure;
+import io.github.campaigngrpc.campaign.v1.Action;
+import io.github.campaigngrpc.campaign.v1.Campaign;
+import io.github.campaigngrpc.campaign.v1.CampaignServiceGrpc.CampaignServiceBlockingStub;
+import io.github.campaigngrpc.campaign.v1.CampaignServiceGrpc;
+import io.github.campaigngrpc.campaign.v1.ConfirmDrainedRequest;
+import io.github.campaigngrpc.campaign.v1.CreateCampaignRequest;
+import io.github.campaigngrpc.campaign.v1.GetCampaignRequest;
+import io.github.campaigngrpc.campaign.v1.ListCampaignsRequest;
+import io.github.campaigngrpc.campaign.v1.ListCampaignsResponse;
+import io.github.campaigngrpc.campaign.v1.UpdateCampaignRequest;
+import io.github.campaigngrpc.campaign.v1.UpdateCampaignStatusRequest;
+import io.github.campaigngrpc.campaign.v1.WatchStatusRequest;
+import io.github.campaigngrpc.campaign.v1.WatchStatusResponse;
+import io.github.campaigngrpc.campaign.v1.WatchView;
+import io.github.campaigngrpc.client.CampaignClient;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
 import io.grpc.ClientCall;
@@ -81,7 +83,7 @@ public class CampaignClientTest {
   }
 
   private CampaignServiceBlockingStub connect(ServerProcess server) {
-    ManagedChannel channel = CampaignClient.channel(server.address, ServerProcess.TOKEN);
+    ManagedChannel channel = ServerProcess.channel(server.address, ServerProcess.TOKEN);
     closing.add(channel::shutdownNow);
     return CampaignServiceGrpc.newBlockingStub(channel);
   }
@@ -326,7 +328,7 @@ public class CampaignClientTest {
     try (ServerSocket socket = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
       port = socket.getLocalPort();
     }
-    ManagedChannel down = CampaignClient.channel("127.0.0.1:" + port, ServerProcess.TOKEN);
+    ManagedChannel down = ServerProcess.channel("127.0.0.1:" + port, ServerProcess.TOKEN);
     closing.add(down::shutdownNow);
     failsWithoutDetails(Status.Code.UNAVAILABLE,
         () -> timed(CampaignServiceGrpc.newBlockingStub(down)).getCampaign(request));
@@ -366,7 +368,7 @@ public class CampaignClientTest {
     failsWith(Status.Code.UNAUTHENTICATED, "TOKEN_MISSING",
         () -> timed(CampaignServiceGrpc.newBlockingStub(bare)).getCampaign(request));
 
-    ManagedChannel other = CampaignClient.channel(shared.address, ServerProcess.randomHex(32));
+    ManagedChannel other = ServerProcess.channel(shared.address, ServerProcess.randomHex(32));
     closing.add(other::shutdownNow);
     failsWith(Status.Code.UNAUTHENTICATED, "TOKEN_UNKNOWN",
         () -> timed(CampaignServiceGrpc.newBlockingStub(other)).getCampaign(request));
@@ -507,7 +509,10 @@ public class CampaignClientTest {
     String address = shared.address, token = ServerProcess.TOKEN, customer = newId();
     List<String> printed = new ArrayList<>();
 
-    ManagedChannel channel = CampaignClient.channel(address, token);
+    ManagedChannel channel = CampaignClient.channelBuilder(address) // TLS, the retry policy
+        .usePlaintext() // only on loopback
+        .intercept(CampaignClient.bearerToken(token))
+        .build();
     try {
       CampaignServiceBlockingStub stub = CampaignServiceGrpc.newBlockingStub(channel);
       // Every call gets a deadline of its own: withDeadlineAfter counts from now.

@@ -1,18 +1,20 @@
-// The dialer kit (Dialer.java) against a real server with short leases: dialers share the
-// running campaigns without ever dialing one twice at once, replace a dialer that went silent,
-// and come through the races of a dialer's life. tests/test_java_client.py runs it with
-// CampaignClientTest.
+// The dialer kit (io.github.campaigngrpc.client.Dialer) against a real server with short
+// leases: dialers share the running campaigns without ever dialing one twice at once, replace a
+// dialer that went silent, and come through the races of a dialer's life.
+// tests/test_java_client.py runs it with CampaignClientTest.
 
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertNotNull;
 import static org.junit.Assert.assertTrue;
 
-import campaign.v1.CampaignOuterClass.Campaign;
-import campaign.v1.CampaignOuterClass.ConfirmDrainedRequest;
-import campaign.v1.CampaignOuterClass.ListCampaignEventsRequest;
-import campaign.v1.CampaignOuterClass.WatchStatusResponse;
-import campaign.v1.CampaignServiceGrpc;
-import campaign.v1.CampaignServiceGrpc.CampaignServiceBlockingStub;
+import io.github.campaigngrpc.campaign.v1.Campaign;
+import io.github.campaigngrpc.campaign.v1.CampaignServiceGrpc.CampaignServiceBlockingStub;
+import io.github.campaigngrpc.campaign.v1.CampaignServiceGrpc;
+import io.github.campaigngrpc.campaign.v1.ConfirmDrainedRequest;
+import io.github.campaigngrpc.campaign.v1.ListCampaignEventsRequest;
+import io.github.campaigngrpc.campaign.v1.WatchStatusResponse;
+import io.github.campaigngrpc.client.CampaignClient;
+import io.github.campaigngrpc.client.Dialer;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
 import io.grpc.ClientCall;
@@ -74,7 +76,7 @@ public class DialerTest {
   }
 
   private Channel channel(ClientInterceptor... interceptors) {
-    ManagedChannel channel = CampaignClient.channel(server.address, ServerProcess.TOKEN);
+    ManagedChannel channel = ServerProcess.channel(server.address, ServerProcess.TOKEN);
     closing.add(channel::shutdownNow);
     return ClientInterceptors.intercept(channel, interceptors);
   }
@@ -456,7 +458,7 @@ public class DialerTest {
     ServerProcess own = new ServerProcess(Files.createTempDirectory("campaign-java-dialer-"),
         "--lease-ttl", "20", "--stop-grace", Integer.toString(STOP_GRACE));
     closing.add(own);
-    ManagedChannel channel = CampaignClient.channel(own.address, ServerProcess.TOKEN);
+    ManagedChannel channel = ServerProcess.channel(own.address, ServerProcess.TOKEN);
     closing.add(channel::shutdownNow);
     CampaignServiceBlockingStub stub = CampaignServiceGrpc.newBlockingStub(channel);
     String customer = CampaignClientTest.newId();
@@ -487,7 +489,10 @@ public class DialerTest {
     Campaign campaign = running(admin, customer, 1).get(0);
     Set<String> dialing = ConcurrentHashMap.newKeySet();
 
-    ManagedChannel channel = CampaignClient.channel(address, token);
+    ManagedChannel channel = CampaignClient.channelBuilder(address) // TLS, the retry policy
+        .usePlaintext() // only on loopback
+        .intercept(CampaignClient.bearerToken(token))
+        .build();
     Dialer dialer = Dialer.builder(channel, new Dialer.Calls() {
           @Override
           public void dial(Dialer.Target campaign) {

@@ -1,5 +1,6 @@
-import campaign.v1.CampaignOuterClass.GetCampaignRequest;
-import campaign.v1.CampaignServiceGrpc;
+import io.github.campaigngrpc.campaign.v1.CampaignServiceGrpc;
+import io.github.campaigngrpc.campaign.v1.GetCampaignRequest;
+import io.github.campaigngrpc.client.CampaignClient;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -64,9 +65,17 @@ final class ServerProcess implements AutoCloseable {
     waitServing();
   }
 
+  /** A channel to a server on loopback, with the retry policy; every call carries the token. */
+  static ManagedChannel channel(String address, String token) {
+    return CampaignClient.channelBuilder(address)
+        .usePlaintext()
+        .intercept(CampaignClient.bearerToken(token))
+        .build();
+  }
+
   /** Waits until a call is answered (NOT_FOUND for a campaign that does not exist). */
   private void waitServing() throws Exception {
-    ManagedChannel channel = CampaignClient.channel(address, TOKEN);
+    ManagedChannel channel = channel(address, TOKEN);
     try {
       long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
       while (System.nanoTime() < deadline) {

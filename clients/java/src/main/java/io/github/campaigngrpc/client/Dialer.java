@@ -1,12 +1,14 @@
-import campaign.v1.CampaignOuterClass.Campaign;
-import campaign.v1.CampaignOuterClass.ConfirmDrainedRequest;
-import campaign.v1.CampaignOuterClass.HoldLeasesRequest;
-import campaign.v1.CampaignOuterClass.HoldLeasesResponse;
-import campaign.v1.CampaignOuterClass.Lease;
-import campaign.v1.CampaignOuterClass.ReportOutdialExhaustedRequest;
-import campaign.v1.CampaignOuterClass.WatchStatusRequest;
-import campaign.v1.CampaignOuterClass.WatchStatusResponse;
-import campaign.v1.CampaignServiceGrpc;
+package io.github.campaigngrpc.client;
+
+import io.github.campaigngrpc.campaign.v1.Campaign;
+import io.github.campaigngrpc.campaign.v1.CampaignServiceGrpc;
+import io.github.campaigngrpc.campaign.v1.ConfirmDrainedRequest;
+import io.github.campaigngrpc.campaign.v1.HoldLeasesRequest;
+import io.github.campaigngrpc.campaign.v1.HoldLeasesResponse;
+import io.github.campaigngrpc.campaign.v1.Lease;
+import io.github.campaigngrpc.campaign.v1.ReportOutdialExhaustedRequest;
+import io.github.campaigngrpc.campaign.v1.WatchStatusRequest;
+import io.github.campaigngrpc.campaign.v1.WatchStatusResponse;
 import io.grpc.Channel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -117,7 +119,7 @@ public final class Dialer implements AutoCloseable {
     return new Builder(channel, calls);
   }
 
-  static String defaultHolder() {
+  private static String defaultHolder() {
     String host;
     try {
       host = InetAddress.getLocalHost().getHostName();
@@ -709,12 +711,8 @@ public final class Dialer implements AutoCloseable {
     }
   }
 
-  static String reason(StatusRuntimeException e) {
-    try {
-      return CampaignClient.Details.of(e).reason();
-    } catch (Exception decode) {
-      return "";
-    }
+  private static String reason(StatusRuntimeException e) {
+    return CampaignClient.Details.of(e).reason();
   }
 
   // -- the end -----------------------------------------------------------------------------

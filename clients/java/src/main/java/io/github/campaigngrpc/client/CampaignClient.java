@@ -1,20 +1,29 @@
-import campaign.v1.CampaignOuterClass.WatchStatusRequest;
-import campaign.v1.CampaignOuterClass.WatchStatusResponse;
-import campaign.v1.CampaignServiceGrpc;
+package io.github.campaigngrpc.client;
+
+import com.google.gson.Gson;
 import com.google.protobuf.Any;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.rpc.BadRequest;
 import com.google.rpc.ErrorInfo;
 import com.google.rpc.PreconditionFailure;
 import com.google.rpc.QuotaFailure;
+import io.github.campaigngrpc.campaign.v1.CampaignServiceGrpc;
+import io.github.campaigngrpc.campaign.v1.WatchStatusRequest;
+import io.github.campaigngrpc.campaign.v1.WatchStatusResponse;
+import io.grpc.ClientInterceptor;
 import io.grpc.Context;
-import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
 import io.grpc.Metadata;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.protobuf.StatusProto;
 import io.grpc.stub.MetadataUtils;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.InputStreamReader;
+import java.io.Reader;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.Iterator;
 import java.util.Map;
@@ -24,9 +33,9 @@ import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
 /**
- * What a Java backend needs to call campaign.v1, and the code the README's Java section is
- * taken from: a channel with a token, the google.rpc details of an error, and a watch that
- * resumes after the last revision it handled.
+ * What a Java backend needs to call campaign.v1: a channel with the service's retry policy and a
+ * token, the google.rpc details of an error, and a watch that resumes after the last revision it
+ * handled.
  */
 public final class CampaignClient {
   private CampaignClient() {}
@@ -34,14 +43,37 @@ public final class CampaignClient {
   private static final Metadata.Key<String> AUTHORIZATION =
       Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
 
-  /** A channel to the service at address; every call on it carries the token. */
-  public static ManagedChannel channel(String address, String token) {
+  /**
+   * The service config of campaign.v1 (service_config.json, made from the contract): a
+   * retryPolicy for the methods that are safe to repeat whatever the request, as
+   * ManagedChannelBuilder.defaultServiceConfig takes it (numbers as Double). A new map each time.
+   */
+  @SuppressWarnings("unchecked")
+  public static Map<String, ?> serviceConfig() {
+    try (InputStream in = CampaignClient.class.getResourceAsStream("service_config.json")) {
+      if (in == null) {
+        throw new IllegalStateException("service_config.json is missing beside CampaignClient");
+      }
+      Reader reader = new InputStreamReader(in, StandardCharsets.UTF_8);
+      return new Gson().fromJson(reader, Map.class);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+
+  /**
+   * A channel builder for target with the service's retry policy: UNAVAILABLE is retried, up to
+   * 5 attempts in all, for the methods that are safe to repeat. TLS unless told otherwise.
+   */
+  public static ManagedChannelBuilder<?> channelBuilder(String target) {
+    return ManagedChannelBuilder.forTarget(target).defaultServiceConfig(serviceConfig()).enableRetry();
+  }
+
+  /** Sends "authorization: Bearer token" with every call. */
+  public static ClientInterceptor bearerToken(String token) {
     Metadata headers = new Metadata();
     headers.put(AUTHORIZATION, "Bearer " + token);
-    return ManagedChannelBuilder.forTarget(address)
-        .usePlaintext() // loopback; elsewhere .useTransportSecurity() (the default)
-        .intercept(MetadataUtils.newAttachHeadersInterceptor(headers))
-        .build();
+    return MetadataUtils.newAttachHeadersInterceptor(headers);
   }
 
   /**
@@ -53,11 +85,19 @@ public final class CampaignClient {
    * metadata() are empty.
    */
   public static final class Details {
-    public Status.Code code;
-    public ErrorInfo info = ErrorInfo.getDefaultInstance(); // every error the server sends
-    public BadRequest badRequest = BadRequest.getDefaultInstance(); // INVALID_ARGUMENT: every bad field
-    public PreconditionFailure precondition = PreconditionFailure.getDefaultInstance(); // FAILED_PRECONDITION
-    public QuotaFailure quota = QuotaFailure.getDefaultInstance(); // RESOURCE_EXHAUSTED past a server limit
+    public final Status.Code code;
+    public final ErrorInfo info; // every error the server sends
+    public final BadRequest badRequest; // INVALID_ARGUMENT: every bad field
+    public final PreconditionFailure precondition; // FAILED_PRECONDITION
+    public final QuotaFailure quota; // RESOURCE_EXHAUSTED past a server limit
+
+    private Details(Status.Code code, com.google.rpc.Status status) {
+      this.code = code;
+      this.info = unpack(status, ErrorInfo.class, ErrorInfo.getDefaultInstance());
+      this.badRequest = unpack(status, BadRequest.class, BadRequest.getDefaultInstance());
+      this.precondition = unpack(status, PreconditionFailure.class, PreconditionFailure.getDefaultInstance());
+      this.quota = unpack(status, QuotaFailure.class, QuotaFailure.getDefaultInstance());
+    }
 
     /** The ErrorInfo's reason: "" for a status without details. */
     public String reason() {
@@ -69,26 +109,35 @@ public final class CampaignClient {
       return info.getMetadataMap();
     }
 
-    /** Decodes the details of an exception thrown by a call. */
-    public static Details of(StatusRuntimeException error) throws InvalidProtocolBufferException {
-      Details details = new Details();
-      details.code = error.getStatus().getCode();
-      com.google.rpc.Status status = StatusProto.fromThrowable(error);
+    /**
+     * Decodes the details of what a call threw (StatusRuntimeException, StatusException); never
+     * throws: what cannot be decoded reads as absent, and the code of any other error is UNKNOWN.
+     */
+    public static Details of(Throwable error) {
+      com.google.rpc.Status status;
+      try {
+        status = StatusProto.fromThrowable(error);
+      } catch (RuntimeException undecodable) { // details that do not parse, or of another code
+        status = null;
+      }
+      return new Details(Status.fromThrowable(error).getCode(), status);
+    }
+
+    private static <T extends com.google.protobuf.Message> T unpack(
+        com.google.rpc.Status status, Class<T> type, T absent) {
       if (status == null) {
-        return details;
+        return absent;
       }
       for (Any detail : status.getDetailsList()) {
-        if (detail.is(ErrorInfo.class)) {
-          details.info = detail.unpack(ErrorInfo.class);
-        } else if (detail.is(BadRequest.class)) {
-          details.badRequest = detail.unpack(BadRequest.class);
-        } else if (detail.is(PreconditionFailure.class)) {
-          details.precondition = detail.unpack(PreconditionFailure.class);
-        } else if (detail.is(QuotaFailure.class)) {
-          details.quota = detail.unpack(QuotaFailure.class);
+        if (detail.is(type)) {
+          try {
+            return detail.unpack(type);
+          } catch (InvalidProtocolBufferException e) {
+            return absent;
+          }
         }
       }
-      return details;
+      return absent;
     }
   }
 
