@@ -10,24 +10,38 @@ Secrets and limits agree with those settings.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import copy
 import io
+import json
 import re
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import grpc
 import kubernetes_validate
+import psycopg
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg import sql
 
+from campaign.v1 import campaign_pb2 as pb
+from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc import cli
 from campaign_grpc.ops.auth import TokenFile
 from campaign_grpc.ops.security import exposure_problem
 from campaign_grpc.ops.server import SERVICE_NAME
 from campaign_grpc.settings import Settings, conflicts, env_name, from_namespace, split_address
+from certificates import Authority
+from e2e_helpers import Process, eventually, free_port, run, wait_serving
+from factories import new_id
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "deploy" / "kubernetes"
@@ -381,3 +395,130 @@ def test_every_pod_runs_as_the_image_s_user_without_privileges(
             assert context["allowPrivilegeEscalation"] is False
             assert context["readOnlyRootFilesystem"] is True
             assert context["capabilities"] == {"drop": ["ALL"]}
+
+
+# -- the manifests' commands, run ---------------------------------------------------------
+
+
+@pytest.fixture
+def rows_role(postgres_url: str) -> Iterator[str]:
+    """A login role owning nothing, for the servers' database URL."""
+    role = f"campaigns_app_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as owner:
+        owner.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        yield role
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as owner:
+            owner.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            owner.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def documented_grants(runtime: str, owner: str) -> list[str]:
+    """The statements secrets.example.yaml's comments give the runtime role its rights with."""
+    comments = " ".join(
+        line.lstrip("# ")
+        for line in (FOLDER / "secrets.example.yaml").read_text().splitlines()
+        if line.startswith("#")
+    )
+    statements = re.findall(r"\b(?:GRANT|ALTER DEFAULT PRIVILEGES)\b[^;]*;", comments)
+    assert len(statements) == 4, statements
+    return [
+        s.replace("campaigns_app", f'"{runtime}"').replace("campaigns_owner", f'"{owner}"')
+        for s in statements
+    ]
+
+
+def read_url(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        body: bytes = answer.read()
+    return body
+
+
+def as_role(url: str, role: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}").geturl()
+
+
+def local_command(
+    objects: list[dict[str, Any]], container: dict[str, Any], root: Path
+) -> tuple[list[str], dict[str, int]]:
+    """The container's arguments with its Secret volumes' files under root and its ports free
+    ones, and those ports by flag."""
+    volumes = {
+        v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    args = list(container["args"])
+    for mount in container.get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        directory = root / mount["name"]
+        directory.mkdir()
+        for key, value in one(objects, "Secret", secret["secretName"])["stringData"].items():
+            (directory / key).write_text(value)
+        args = [a.replace(mount["mountPath"], str(directory)) for a in args]
+    ports = {}
+    for i, arg in enumerate(args):
+        flag, _, address = arg.partition("=")
+        if flag in ("--listen", "--health-listen", "--metrics-listen"):
+            ports[flag] = free_port()
+            args[i] = f"{flag}={split_address(address)[0]}:{ports[flag]}"
+    return args, ports
+
+
+async def test_the_job_migrates_and_the_deployment_serves_as_written(
+    objects: list[dict[str, Any]], postgres_url: str, rows_role: str, tmp_path: Path
+) -> None:
+    job = one(objects, "Job")["spec"]["template"]["spec"]["containers"][0]
+    job_env = environment(objects, job) | {"CAMPAIGN_GRPC_DATABASE_URL": postgres_url}
+    code, output = run(*job["command"][1:], *job.get("args", []), env=job_env)
+    assert code == 0, output
+    owner = urlsplit(postgres_url).username or "postgres"
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        for statement in documented_grants(rows_role, owner):
+            db.execute(statement.encode())
+
+    container = server(objects)
+    args, ports = local_command(objects, container, tmp_path)
+    # The example TLS Secret holds placeholders: a certificate for 127.0.0.1 in their place.
+    ca = Authority(tmp_path, "ca")
+    issued = ca.issue("server", server=True)
+    (tmp_path / "tls" / "tls.crt").write_bytes(issued.cert.read_bytes())
+    (tmp_path / "tls" / "tls.key").write_bytes(issued.key.read_bytes())
+    env = environment(objects, container)
+    env["CAMPAIGN_GRPC_DATABASE_URL"] = as_role(postgres_url, rows_role)
+    proc = Process(args, tmp_path / "serve.log", env)
+    try:
+        health = f"127.0.0.1:{ports['--health-listen']}"
+        await wait_serving(health, proc, within=30)
+        async with grpc.aio.insecure_channel(health) as probe:
+            checks = health_pb2_grpc.HealthStub(probe)
+
+            # Readiness: a write of this server's own commits with the rows-only role.
+            async def ready() -> bool:
+                request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+                answer = await checks.Check(request, timeout=5)
+                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+            await eventually(ready, within=30)
+        credentials = grpc.ssl_channel_credentials(ca.ca.cert.read_bytes())
+        target = f"127.0.0.1:{ports['--listen']}"
+        async with grpc.aio.secure_channel(target, credentials) as channel:
+            stub = campaign_pb2_grpc.CampaignServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await stub.GetCampaign(
+                    pb.GetCampaignRequest(customer_id=new_id(), id=new_id()),
+                    metadata=(("authorization", "Bearer example-token"),),
+                    timeout=10,
+                )
+            # Through TLS and the example token, to the database.
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        metrics = f"http://127.0.0.1:{ports['--metrics-listen']}/metrics"
+        assert b"grpc_server_handled_total" in await asyncio.to_thread(read_url, metrics)
+        proc.terminate()
+        assert await proc.exit_code(within=15) == 0, proc.log
+    finally:
+        proc.kill()
+    first_line = proc.log.splitlines()[0]
+    assert json.loads(first_line)["level"], first_line
