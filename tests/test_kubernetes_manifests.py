@@ -4,7 +4,9 @@ Rendered here as `kubectl apply -k` renders them (the listed files, the image se
 kustomization), then checked against the Kubernetes schemas kubernetes-validate carries, and
 against the server itself: every flag and CAMPAIGN_GRPC_* variable is a setting of its
 subcommand, the command line parses to settings that work together, and the probes, ports,
-Secrets and limits agree with those settings.
+Secrets and limits agree with those settings. Last, the commands run as written: the Job's
+migrates a PostgreSQL database, and the Deployment's serves on it with the runtime role the
+example Secrets' comments grant.
 """
 
 from __future__ import annotations
