@@ -315,6 +315,8 @@ def test_ports_and_services_match_the_addresses(
     }
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    scrape = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert int(scrape["prometheus.io/port"]) == ports["metrics"]
     for service in (o for o in objects if o["kind"] == "Service"):
         assert service["spec"]["selector"].items() <= pod_labels.items()
         for port in service["spec"]["ports"]:
@@ -391,6 +393,9 @@ def test_every_pod_runs_as_the_image_s_user_without_privileges(
         assert pod["runAsNonRoot"] is True
         assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
         assert spec["automountServiceAccountToken"] is False
+        # Else Kubernetes adds a variable per Service and port, named after the Service
+        # campaign-grpc: CAMPAIGN_GRPC_SERVICE_HOST, CAMPAIGN_GRPC_PORT, ...
+        assert spec["enableServiceLinks"] is False
         for container in containers(obj):
             context = container["securityContext"]
             assert context.get("runAsUser", pod.get("runAsUser", IMAGE_UID)) == IMAGE_UID
