@@ -529,3 +529,14 @@ async def test_the_job_migrates_and_the_deployment_serves_as_written(
         proc.kill()
     first_line = proc.log.splitlines()[0]
     assert json.loads(first_line)["level"], first_line
+
+
+def test_the_objects_the_docs_name_exist(objects: list[dict[str, Any]]) -> None:
+    docs = (ROOT / "README.md").read_text() + "".join(
+        p.read_text() for p in sorted(FOLDER.iterdir())
+    )
+    assert "kubectl apply -k deploy/kubernetes" in docs
+    named = set(re.findall(r"\b(job|deployment)/([a-z0-9-]+)", docs))
+    assert named
+    have = {(o["kind"].lower(), o["metadata"]["name"]) for o in objects}
+    assert named <= have
