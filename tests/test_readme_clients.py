@@ -1,7 +1,8 @@
 """The README's Go and Java code is the tested code itself, so that it works as printed.
 
 Each ```go or ```java block of the README must appear, line for line (indentation aside), in
-one file of tests/go or tests/java; a line `// ...` in a block stands for code left out.
+one file of SOURCES (the tests, and the Go module's helpers); a line `// ...` in a block stands
+for code left out.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = {"go": ROOT / "tests" / "go", "java": ROOT / "tests" / "java"}
+SOURCES = {
+    "go": (ROOT / "tests" / "go", ROOT / "clients" / "go" / "campaignclient"),
+    "java": (ROOT / "tests" / "java",),
+}
 EXTENSIONS = {"go": "*.go", "java": "*.java"}
 
 
@@ -45,15 +49,17 @@ def contains(haystack: list[str], needle: list[str]) -> bool:
 @pytest.mark.parametrize("language", ["go", "java"])
 def test_every_snippet_of_the_readme_is_taken_from_the_tested_code(language: str) -> None:
     sources = {
-        path.name: lines(path.read_text())
-        for path in sorted(SOURCES[language].glob(EXTENSIONS[language]))
+        path: lines(path.read_text())
+        for folder in SOURCES[language]
+        for path in sorted(folder.glob(EXTENSIONS[language]))
     }
     snippets = blocks(language)
     assert len(snippets) >= 5, f"the README has only {len(snippets)} {language} blocks"
     for snippet in snippets:
         for part in parts(snippet):
             assert any(contains(source, part) for source in sources.values()), (
-                f"not in tests/{language}/ as printed:\n" + "\n".join(part)
+                f"not in {[str(f.relative_to(ROOT)) for f in SOURCES[language]]} as printed:\n"
+                + "\n".join(part)
             )
 
 

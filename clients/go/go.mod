@@ -1,0 +1,13 @@
+module github.com/campaign-grpc/campaign-grpc/clients/go
+
+// 1.16: the first with go:embed.
+go 1.16
+
+// The oldest versions the code works with: gRPC-Go 1.32 for the generated service code
+// (grpc.SupportPackageIsVersion7), protobuf-go 1.28.1 for the messages (the protoc-gen-go
+// that wrote them), and the google.rpc details gRPC-Go 1.32 itself requires.
+require (
+	google.golang.org/genproto v0.0.0-20200526211855-cb27e3aa2013
+	google.golang.org/grpc v1.32.0
+	google.golang.org/protobuf v1.28.1
+)
