@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,28 @@ def test_the_committed_go_code_is_what_make_go_client_writes(tmp_path: Path) -> 
     assert written == committed, "clients/go/campaign/v1 differs from `make go-client`: run it"
 
 
+def test_dist_go_writes_the_module_as_a_proxy_serves_its_release(tmp_path: Path) -> None:
+    output = run([sys.executable, ROOT / "tools" / "goproxy.py", tmp_path], timeout=60)
+    folder = tmp_path / GO_MODULE / "@v"
+    names = [f"{VERSION}.info", f"{VERSION}.mod", f"{VERSION}.zip"]
+    assert output.split() == [str(folder / name) for name in names]
+    assert (folder / "list").read_text() == f"{VERSION}\n"
+    assert json.loads((folder / f"{VERSION}.info").read_text())["Version"] == VERSION
+    assert (folder / f"{VERSION}.mod").read_text() == (ROOT / "clients/go/go.mod").read_text()
+    with zipfile.ZipFile(folder / f"{VERSION}.zip") as archive:
+        files = archive.namelist()
+    prefix = f"{GO_MODULE}@{VERSION}/"
+    assert all(name.startswith(prefix) for name in files), files
+    assert {name.removeprefix(prefix) for name in files} >= {
+        "go.mod",
+        "campaign/v1/campaign.pb.go",
+        "campaign/v1/campaign_grpc.pb.go",
+        "campaign/v1/options.pb.go",
+        "campaignclient/service_config.json",
+        "campaignclient/version.go",
+    }
+
+
 def module_proxy() -> goproxy.Requirement:
     """The proxy under build/: Debian's modules as the consumer's requirements and the
     module's need them (made again only when they change), and the module as the checkout
@@ -72,10 +95,9 @@ def module_proxy() -> goproxy.Requirement:
         made.write_text(stamp)
     served = goproxy.serve_module(PROXY)
     # The module cache keeps a version once downloaded: this one is the checkout's of now.
-    for cached in (
-        CONSUMER_GOPATH / "pkg" / "mod" / goproxy.escape(served.path).rsplit("/", 1)[0],
-        CONSUMER_GOPATH / "pkg" / "mod" / "cache" / "download" / goproxy.escape(served.path),
-    ):
+    cache = CONSUMER_GOPATH / "pkg" / "mod"
+    path = goproxy.escape(served.path)
+    for cached in (cache / f"{path}@{served.version}", cache / "cache" / "download" / path):
         shutil.rmtree(cached, ignore_errors=True)
     return served
 
