@@ -50,6 +50,12 @@ def test_the_committed_go_code_is_what_make_go_client_writes(tmp_path: Path) -> 
     assert written == committed, "clients/go/campaign/v1 differs from `make go-client`: run it"
 
 
+def test_the_go_code_is_formatted_as_gofmt_writes_it() -> None:
+    require_go()
+    folders = [ROOT / "clients" / "go", ROOT / "tests" / "go", CONSUMER]
+    assert run(["gofmt", "-l", *folders], timeout=60) == ""
+
+
 def test_dist_go_writes_the_module_as_a_proxy_serves_its_release(tmp_path: Path) -> None:
     output = run([sys.executable, ROOT / "tools" / "goproxy.py", tmp_path], timeout=60)
     folder = tmp_path / GO_MODULE / "@v"
