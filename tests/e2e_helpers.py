@@ -366,6 +366,20 @@ async def wait_serving(target: str, proc: Process | None = None, within: float =
             await asyncio.sleep(0.05)
 
 
+@contextlib.contextmanager
+def serving(folder: Path, *args: str) -> Iterator[str]:
+    """HOST:PORT of `campaign-grpc serve` (with args) on a free port and a SQLite file in folder,
+    SERVING until the block ends."""
+    target = f"127.0.0.1:{free_port()}"
+    database = f"sqlite:///{folder / 'campaigns.db'}"
+    proc = Process(["--listen", target, "--database-url", database, *args], folder / "server.log")
+    try:
+        asyncio.run(wait_serving(target, proc))
+        yield target
+    finally:
+        proc.kill()
+
+
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str]:
     """Runs the command; its exit code and its stdout and stderr together."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_GRPC_")}

@@ -5,7 +5,6 @@ No proto file is given to buf: every schema comes from the server's reflection s
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shutil
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from e2e_helpers import Process, free_port, wait_serving
+from e2e_helpers import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "campaign.v1.CampaignService"
@@ -31,15 +30,8 @@ def url(tmp_path: Path) -> Iterator[str]:
     """The base URL of `campaign-grpc serve` running in a subprocess."""
     assert shutil.which("npx") is not None, "npx is not on PATH: install Node.js"
     assert (ROOT / "node_modules" / ".bin" / "buf").exists(), "run `make lint` or `npm ci` first"
-    target = f"127.0.0.1:{free_port()}"
-    database = f"sqlite:///{tmp_path / 'campaigns.db'}"
-    args = ["--listen", target, "--database-url", database, "--heartbeat-interval", "0.5"]
-    proc = Process(args, tmp_path / "server.log")
-    try:
-        asyncio.run(wait_serving(target, proc))
+    with serving(tmp_path, "--heartbeat-interval", "0.5") as target:
         yield f"http://{target}"
-    finally:
-        proc.kill()
 
 
 def buf_curl(*args: str) -> subprocess.CompletedProcess[str]:

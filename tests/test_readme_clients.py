@@ -1,8 +1,8 @@
 """The README's Go and Java code is the tested code itself, so that it works as printed.
 
 Each ```go or ```java block of the README must appear, line for line (indentation aside), in
-one file of tests/go, or of tests/java or the Java package's sources; a line `// ...` in a
-block stands for code left out.
+one file of SOURCES (the tests, the Go module's helpers and the Java package's sources); a line
+`// ...` in a block stands for code left out.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # The folders of each language's tested code, searched with their subfolders.
 SOURCES = {
-    "go": [ROOT / "tests" / "go"],
+    "go": [ROOT / "tests" / "go", ROOT / "clients" / "go" / "campaignclient"],
     "java": [ROOT / "tests" / "java", ROOT / "clients" / "java" / "src" / "main" / "java"],
 }
 EXTENSIONS = {"go": "*.go", "java": "*.java"}
@@ -59,7 +59,8 @@ def test_every_snippet_of_the_readme_is_taken_from_the_tested_code(language: str
     for snippet in snippets:
         for part in parts(snippet):
             assert any(contains(source, part) for source in sources.values()), (
-                f"not in {', '.join(map(str, SOURCES[language]))} as printed:\n" + "\n".join(part)
+                f"not in {[str(f.relative_to(ROOT)) for f in SOURCES[language]]} as printed:\n"
+                + "\n".join(part)
             )
 
 

@@ -99,22 +99,23 @@ def shifted(offset: str) -> dict[str, str]:
 
 # The Debian packages the Go client and the Go dialer build with (as .ci/run installs them).
 GO_INSTALL = (
-    "golang-go golang-google-grpc-dev golang-google-protobuf-dev "
+    "golang-go protobuf-compiler golang-google-grpc-dev golang-google-protobuf-dev "
     "golang-github-golang-protobuf-1-5-dev golang-google-genproto-dev protoc-gen-go-grpc"
 )
-# Import paths under a GOPATH of the build's own: the generated package (as buf.gen.go.yaml
-# names it) and the client package of tests/go.
+# The Go module's path (clients/go/go.mod).
+GO_MODULE = "github.com/campaign-grpc/campaign-grpc/clients/go"
+# Import paths under a GOPATH of the build's own: the module's packages, from the checkout,
+# and the tests of tests/go.
 GO_IMPORT_PATHS = {
-    "campaign-grpc/gen/go": ROOT / "gen" / "go",
+    GO_MODULE: ROOT / "clients" / "go",
     "campaign-grpc/tests/go": ROOT / "tests" / "go",
 }
 
 
-def go_build_env() -> dict[str, str]:
-    """Generates the Go stubs (make go-client) and returns the environment that builds
-    tests/go in GOPATH mode against Debian's Go packages; skips (fails in CI) without them."""
+def require_go(*commands: str) -> None:
+    """Skips (fails in CI) without Go, the Go packages Debian installs, or commands."""
     require(
-        missing_commands("go", "protoc-gen-go-grpc")
+        missing_commands("go", *commands)
         + missing_paths(
             DEBIAN_GOPATH / "src/google.golang.org/grpc",
             DEBIAN_GOPATH / "src/google.golang.org/genproto/googleapis/rpc/errdetails",
@@ -122,7 +123,14 @@ def go_build_env() -> dict[str, str]:
         ),
         GO_INSTALL,
     )
-    run(["make", "--no-print-directory", "go-client"], timeout=300)
+
+
+def go_build_env() -> dict[str, str]:
+    """The environment that builds tests/go against the module's packages as the checkout has
+    them, in GOPATH mode against the Go packages Debian installs: Debian ships no module
+    cache, and tests/go needs no module proxy (tests/test_go_module.py builds a consumer in
+    module mode). Skips (fails in CI) without them."""
+    require_go()
     gopath = BUILD / "gopath"
     for import_path, folder in GO_IMPORT_PATHS.items():
         link = gopath / "src" / import_path

@@ -1,6 +1,6 @@
-package campaignclient
+package campaignclient_test
 
-// campaign.v1 from Go (grpc-go, stubs made by `make go-client`) against real servers, as a
+// campaign.v1 from Go (grpc-go and the module clients/go) against real servers, as a
 // backend such as the dialer uses it. `make test` runs it (tests/test_go_client.py, which sets
 // up the GOPATH it builds in); alone: .venv/bin/python -m pytest tests/test_go_client.py
 
@@ -15,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	campaignv1 "campaign-grpc/gen/go/campaign/v1"
+	campaignv1 "github.com/campaign-grpc/campaign-grpc/clients/go/campaign/v1"
+	"github.com/campaign-grpc/campaign-grpc/clients/go/campaignclient"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -50,7 +51,7 @@ func TestMain(m *testing.M) {
 
 func connect(t *testing.T, s *server) campaignv1.CampaignServiceClient {
 	t.Helper()
-	conn, err := Dial(s.address, dialerToken)
+	conn, err := campaignclient.Dial(s.address, grpc.WithInsecure(), campaignclient.WithToken(dialerToken))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,12 +105,12 @@ func setStatus(t *testing.T, client campaignv1.CampaignServiceClient, c *campaig
 }
 
 // failsWith checks that err carries code and an ErrorInfo of ours with reason.
-func failsWith(t *testing.T, err error, code codes.Code, reason string) Details {
+func failsWith(t *testing.T, err error, code codes.Code, reason string) campaignclient.Details {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("the call succeeded; expected %v %s", code, reason)
 	}
-	details := DetailsOf(err)
+	details := campaignclient.DetailsOf(err)
 	if details.Code != code || details.Reason() != reason || details.Info.Domain != domain {
 		t.Fatalf("expected %v with ErrorInfo %s/%s, got %v: %+v", code, domain, reason, err, details.Info)
 	}
@@ -306,7 +307,7 @@ func TestACallWithoutAKnownTokenIsUnauthenticated(t *testing.T) {
 	_, err = campaignv1.NewCampaignServiceClient(conn).GetCampaign(deadline(t), request)
 	failsWith(t, err, codes.Unauthenticated, "TOKEN_MISSING")
 
-	other, err := Dial(shared.address, randomHex(32))
+	other, err := campaignclient.Dial(shared.address, grpc.WithInsecure(), campaignclient.WithToken(randomHex(32)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +327,7 @@ func TestDetailsOfAStatusTheServerDidNotSendAreEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	listener.Close()
-	down, err := Dial(listener.Addr().String(), dialerToken)
+	down, err := campaignclient.Dial(listener.Addr().String(), grpc.WithInsecure(), campaignclient.WithToken(dialerToken))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +357,7 @@ func TestDetailsOfAStatusTheServerDidNotSendAreEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = client.UpdateCampaign(deadline(t), update) // with the etag it replaced
-	details := DetailsOf(err)
+	details := campaignclient.DetailsOf(err)
 	if details.Code != codes.Aborted || details.Reason() != "ETAG_MISMATCH" ||
 		details.Metadata()["etag"] != updated.Campaign.Etag {
 		t.Fatalf("expected ABORTED ETAG_MISMATCH naming etag %s, got %v: %+v", updated.Campaign.Etag, err, details)
@@ -366,7 +367,7 @@ func TestDetailsOfAStatusTheServerDidNotSendAreEmpty(t *testing.T) {
 // withoutDetails checks that err has code and no details, and that reading them is safe.
 func withoutDetails(t *testing.T, err error, code codes.Code) {
 	t.Helper()
-	details := DetailsOf(err)
+	details := campaignclient.DetailsOf(err)
 	if details.Code != code || details.Reason() != "" || len(details.Metadata()) != 0 ||
 		details.Info.Reason != "" || details.Info.Metadata["etag"] != "" ||
 		len(details.BadRequest.FieldViolations) != 0 || len(details.Precondition.Violations) != 0 ||
@@ -534,7 +535,7 @@ func watch(t *testing.T, client campaignv1.CampaignServiceClient, req *campaignv
 		gated:    gated,
 	}
 	go func() {
-		w.done <- Watch(ctx, client, req, func(item *campaignv1.WatchStatusResponse) error {
+		w.done <- campaignclient.Watch(ctx, client, req, func(item *campaignv1.WatchStatusResponse) error {
 			w.items <- item
 			if !gated {
 				return nil

@@ -1,4 +1,4 @@
-package campaignclient
+package campaignclient_test
 
 // The dialer kit (dialer.go) against real servers, as a dialer team checks it: each running
 // campaign dialed by one dialer at a time, also while campaigns move to a dialer that joins
@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	campaignv1 "campaign-grpc/gen/go/campaign/v1"
+	campaignv1 "github.com/campaign-grpc/campaign-grpc/clients/go/campaign/v1"
+	"github.com/campaign-grpc/campaign-grpc/clients/go/campaignclient"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -322,7 +323,7 @@ func get(t *testing.T, client campaignv1.CampaignServiceClient, c *campaignv1.Ca
 
 // kit is a Dialer running in the background, with what it asked of the application.
 type kit struct {
-	*Dialer
+	*campaignclient.Dialer
 	calls  *calls
 	cancel context.CancelFunc
 	ended  chan error
@@ -337,7 +338,7 @@ func startKit(t *testing.T, client campaignv1.CampaignServiceClient, customer, h
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &kit{calls: c, cancel: cancel, ended: make(chan error, 1)}
-	k.Dialer = NewDialer(DialerConfig{
+	k.Dialer = campaignclient.NewDialer(campaignclient.DialerConfig{
 		Client: client, Holder: holder, CustomerID: customer, Capacity: 10,
 		Dial: c.dial, Drain: c.drain, Logf: t.Logf,
 	})
@@ -630,7 +631,7 @@ func (f *faultyClient) ConfirmDrained(ctx context.Context, in *campaignv1.Confir
 	answer, err := f.CampaignServiceClient.ConfirmDrained(ctx, in, opts...)
 	reason := "OK"
 	if err != nil {
-		reason = reasonOf(err)
+		reason = campaignclient.DetailsOf(err).Reason()
 	}
 	f.mu.Lock()
 	f.confirmedAs = append(f.confirmedAs, reason)

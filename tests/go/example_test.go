@@ -1,4 +1,4 @@
-package campaignclient
+package campaignclient_test
 
 // The examples the README's Go section quotes, run (and their output checked) by go test.
 
@@ -8,14 +8,17 @@ import (
 	"log"
 	"time"
 
-	campaignv1 "campaign-grpc/gen/go/campaign/v1"
+	campaignv1 "github.com/campaign-grpc/campaign-grpc/clients/go/campaign/v1"
+	"github.com/campaign-grpc/campaign-grpc/clients/go/campaignclient"
 	"google.golang.org/grpc"
 )
 
 func Example() {
 	address, token, customer := shared.address, dialerToken, newID()
 
-	conn, err := Dial(address, token)
+	conn, err := campaignclient.Dial(address,
+		grpc.WithInsecure(), // loopback; elsewhere grpc.WithTransportCredentials(credentials.NewTLS(...))
+		campaignclient.WithToken(token))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -37,7 +40,7 @@ func Example() {
 	_, err = client.UpdateCampaignStatus(ctx, &campaignv1.UpdateCampaignStatusRequest{
 		CustomerId: customer, Id: created.Campaign.Id, Status: campaignv1.Campaign_STATUS_RUN,
 	})
-	details := DetailsOf(err)
+	details := campaignclient.DetailsOf(err)
 	fmt.Println(details.Code, details.Reason())
 	for _, violation := range details.Precondition.Violations {
 		fmt.Println(violation.Type, violation.Subject)
@@ -60,7 +63,7 @@ func ExampleWatch() {
 	// The dialer: it follows the campaigns and, once a stopping campaign's calls are
 	// drained, confirms that stop.
 	request := &campaignv1.WatchStatusRequest{CustomerId: customer}
-	err := Watch(ctx, client, request, func(item *campaignv1.WatchStatusResponse) error {
+	err := campaignclient.Watch(ctx, client, request, func(item *campaignv1.WatchStatusResponse) error {
 		if item.Reason == campaignv1.WatchStatusResponse_REASON_DRAINED {
 			fmt.Println(item.CampaignId == stopped.Id, item.PreviousStatus, "->", item.Status)
 			stop()
@@ -90,7 +93,7 @@ func ExampleDialer() {
 	dialed := make(chan string, 100)
 
 	// One Dialer per dialer process: the server spreads the running campaigns over them.
-	dialer := NewDialer(DialerConfig{
+	dialer := campaignclient.NewDialer(campaignclient.DialerConfig{
 		Client:     client,
 		CustomerID: customer, // "" for every customer's campaigns
 		Capacity:   50,       // how many campaigns this process dials at once at most
@@ -118,7 +121,7 @@ func ExampleDialer() {
 }
 
 func exampleConn() *grpc.ClientConn {
-	conn, err := Dial(shared.address, dialerToken)
+	conn, err := campaignclient.Dial(shared.address, grpc.WithInsecure(), campaignclient.WithToken(dialerToken))
 	if err != nil {
 		log.Fatal(err)
 	}

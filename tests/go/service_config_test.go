@@ -1,4 +1,4 @@
-package campaignclient
+package campaignclient_test
 
 import (
 	"context"
@@ -10,15 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/campaign-grpc/campaign-grpc/clients/go/campaignclient"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
-// TestServiceConfigRetries: a grpc-go channel given clients/service_config.json with
-// grpc.WithDefaultServiceConfig retries UNAVAILABLE for the methods the file names, and only
-// those, against a server of its own that answers each method UNAVAILABLE twice, then OK.
+// TestServiceConfigRetries: a connection of campaignclient.Dial, whose default service config
+// is service_config.json, retries UNAVAILABLE for the methods the file names, and only those,
+// against a server of its own that answers each method UNAVAILABLE twice, then OK.
 func TestServiceConfigRetries(t *testing.T) {
 	// An older grpc-go (Debian's 1.33) retries only with GRPC_GO_RETRY=on, read when the
 	// process starts: the test runs itself again with it.
@@ -29,10 +30,6 @@ func TestServiceConfigRetries(t *testing.T) {
 			t.Fatalf("%v\n%s", err, output)
 		}
 		return
-	}
-	config, err := os.ReadFile("../../clients/service_config.json")
-	if err != nil {
-		t.Fatal(err)
 	}
 	retried := []string{"GetCampaign", "ListCampaigns", "ListCampaignEvents", "UndeleteCampaign",
 		"UpdateCampaignStatus", "ConfirmDrained", "ReportOutdialExhausted"}
@@ -63,8 +60,7 @@ func TestServiceConfigRetries(t *testing.T) {
 	go server.Serve(listener)
 	defer server.Stop()
 
-	conn, err := grpc.Dial(listener.Addr().String(), grpc.WithInsecure(),
-		grpc.WithDefaultServiceConfig(string(config)))
+	conn, err := campaignclient.Dial(listener.Addr().String(), grpc.WithInsecure())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,8 +17,9 @@ import (
 	"syscall"
 	"time"
 
-	campaignv1 "campaign-grpc/gen/go/campaign/v1"
-	campaignclient "campaign-grpc/tests/go"
+	campaignv1 "github.com/campaign-grpc/campaign-grpc/clients/go/campaign/v1"
+	"github.com/campaign-grpc/campaign-grpc/clients/go/campaignclient"
+	"google.golang.org/grpc"
 )
 
 type journal struct {
@@ -51,7 +52,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	conn, err := campaignclient.Dial(target, "")
+	conn, err := campaignclient.Dial(target, grpc.WithInsecure())
 	if err != nil {
 		log.Fatal(err)
 	}

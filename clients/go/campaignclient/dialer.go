@@ -20,7 +20,7 @@ import (
 	"sync"
 	"time"
 
-	campaignv1 "campaign-grpc/gen/go/campaign/v1"
+	campaignv1 "github.com/campaign-grpc/campaign-grpc/clients/go/campaign/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )

@@ -1,7 +1,3 @@
-// Package campaignclient is what a Go backend needs to call campaign.v1, and the code the
-// README's Go section is taken from: a connection with a token, the google.rpc details of an
-// error, and a watch that resumes after the last revision it handled; dialer.go adds the
-// dialer kit.
 package campaignclient
 
 import (
@@ -10,75 +6,10 @@ import (
 	"io"
 	"time"
 
-	campaignv1 "campaign-grpc/gen/go/campaign/v1"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
+	campaignv1 "github.com/campaign-grpc/campaign-grpc/clients/go/campaign/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// Dial connects to the service at address; every call on the connection carries the token.
-func Dial(address, token string) (*grpc.ClientConn, error) {
-	return grpc.Dial(address,
-		grpc.WithInsecure(), // loopback; elsewhere grpc.WithTransportCredentials(credentials.NewTLS(...))
-		grpc.WithPerRPCCredentials(bearerToken(token)),
-	)
-}
-
-// bearerToken sends "authorization: Bearer <token>" with every call.
-type bearerToken string
-
-func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(t)}, nil
-}
-
-// RequireTransportSecurity is false so that the token also goes to a loopback server without
-// TLS; make it true where every connection is TLS.
-func (bearerToken) RequireTransportSecurity() bool { return false }
-
-// Details are the google.rpc details of an error. The server puts an ErrorInfo in every error
-// it sends; a status made by the client library or the transport (UNAVAILABLE when the server
-// cannot be reached, DEADLINE_EXCEEDED of the client's own deadline, a request over the
-// client's own size limit, CANCELED) carries none. No field is ever nil: a detail the status
-// lacks is an empty message, so that Reason is "" and the lists and Metadata are empty.
-type Details struct {
-	Code         codes.Code
-	Info         *errdetails.ErrorInfo           // every error the server sends: Reason, Domain, Metadata
-	BadRequest   *errdetails.BadRequest          // INVALID_ARGUMENT: every bad field
-	Precondition *errdetails.PreconditionFailure // FAILED_PRECONDITION: every unmet condition
-	Quota        *errdetails.QuotaFailure        // RESOURCE_EXHAUSTED past a server limit
-}
-
-// Reason is the ErrorInfo's reason: "" for a status without details.
-func (d Details) Reason() string { return d.Info.GetReason() }
-
-// Metadata is the ErrorInfo's metadata: empty for a status without details.
-func (d Details) Metadata() map[string]string { return d.Info.GetMetadata() }
-
-// DetailsOf decodes the details of an error returned by a call.
-func DetailsOf(err error) Details {
-	st := status.Convert(err)
-	details := Details{
-		Code:         st.Code(),
-		Info:         &errdetails.ErrorInfo{},
-		BadRequest:   &errdetails.BadRequest{},
-		Precondition: &errdetails.PreconditionFailure{},
-		Quota:        &errdetails.QuotaFailure{},
-	}
-	for _, detail := range st.Details() {
-		switch d := detail.(type) {
-		case *errdetails.ErrorInfo:
-			details.Info = d
-		case *errdetails.BadRequest:
-			details.BadRequest = d
-		case *errdetails.PreconditionFailure:
-			details.Precondition = d
-		case *errdetails.QuotaFailure:
-			details.Quota = d
-		}
-	}
-	return details
-}
 
 // Watch follows WatchStatus as req asks until ctx ends or handle fails, calling handle with
 // every message in order. When the stream ends with UNAVAILABLE (a server shutting down or
