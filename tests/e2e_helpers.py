@@ -346,6 +346,22 @@ class Process:
         self._log.close()
 
 
+@contextlib.contextmanager
+def serving_on_sqlite(directory: Path, *args: str) -> Iterator[str]:
+    """HOST:PORT of `campaign-grpc serve` in a subprocess, on a new SQLite database in
+    directory, until the block ends."""
+    target = f"127.0.0.1:{free_port()}"
+    database = f"sqlite:///{directory / 'campaigns.db'}"
+    proc = Process(
+        ["--listen", target, "--database-url", database, *args], directory / "server.log"
+    )
+    try:
+        asyncio.run(wait_serving(target, proc))
+        yield target
+    finally:
+        proc.kill()
+
+
 async def wait_serving(target: str, proc: Process | None = None, within: float = 15.0) -> None:
     """Waits until the health service at target answers SERVING."""
     deadline = time.monotonic() + within

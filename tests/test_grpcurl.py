@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from e2e_helpers import Process, free_port, wait_serving
+from e2e_helpers import serving_on_sqlite
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 SERVICE = "campaign.v1.CampaignService"
@@ -26,14 +25,8 @@ SERVICE = "campaign.v1.CampaignService"
 def target(tmp_path: Path) -> Iterator[str]:
     """HOST:PORT of `campaign-grpc serve` running in a subprocess."""
     assert GRPCURL.exists(), f"{GRPCURL} is missing: run `make test` (it fetches grpcurl)"
-    address = f"127.0.0.1:{free_port()}"
-    database = f"sqlite:///{tmp_path / 'campaigns.db'}"
-    proc = Process(["--listen", address, "--database-url", database], tmp_path / "server.log")
-    try:
-        asyncio.run(wait_serving(address, proc))
+    with serving_on_sqlite(tmp_path) as address:
         yield address
-    finally:
-        proc.kill()
 
 
 def grpcurl(target: str, *args: str, data: Any = None) -> subprocess.CompletedProcess[str]:
