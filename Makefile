@@ -17,8 +17,8 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint format bench bench-abuse bench-faults bench-leases clean contract-release dist-go go-client java-client \
-	python-client service-config
+.PHONY: install proto run test lint docs format bench bench-abuse bench-faults bench-leases clean contract-release \
+	dist dist-go dist-java go-client java-client python-client service-config
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -168,6 +168,16 @@ lint: install $(NODE_DEPS)
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m campaign_grpc.service_config --check
+	$(MKDOCS)
+
+# The documentation site (mkdocs.yml, docs/) into build/site, strictly: a broken link or a page
+# missing from the nav fails it. Its reference pages are made from the code at every build
+# (tools/reference.py); `make lint` builds it too. (No --quiet: it would hide the warnings that
+# --strict counts.)
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs: install
+	$(MKDOCS)
 
 # clients/service_config.json, the retry policy every language's channel can take, made from
 # the contract's traits (src/campaign_grpc/service_config.py); `make lint` checks it is current.
