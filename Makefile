@@ -155,7 +155,8 @@ bench-abuse: install
 # and mmdebstrap, as root. runc and cgroupfs rather than crun and systemd, and no default
 # ulimits (build/image/containers.conf): a sandbox that refuses crun's cgroups and raising
 # rlimits still runs it. pip in the build trusts the CAs this host trusts (IMAGE_CA): a proxy to
-# PyPI with a CA of its own is then no obstacle.
+# PyPI with a CA of its own is then no obstacle. Docker's image format, as `docker build` makes:
+# podman's default (OCI) has no place for a HEALTHCHECK, and would drop one unseen.
 IMAGE := campaign-grpc:$(shell cat VERSION)
 IMAGE_BASE := localhost/campaign-grpc-base:bookworm
 IMAGE_BUILD := build/image
@@ -166,7 +167,7 @@ PODMAN := CONTAINERS_CONF=$(CURDIR)/$(IMAGE_CONF) podman --runtime runc --cgroup
 image: $(IMAGE_BUILD)/base.tar $(IMAGE_CONF)
 	$(PODMAN) image exists $(IMAGE_BASE) && [ $(IMAGE_BUILD)/base.imported -nt $< ] \
 		|| { $(PODMAN) import --quiet $< $(IMAGE_BASE) && touch $(IMAGE_BUILD)/base.imported; }
-	$(PODMAN) build --isolation=chroot --build-arg BASE=$(IMAGE_BASE) \
+	$(PODMAN) build --isolation=chroot --format docker --build-arg BASE=$(IMAGE_BASE) \
 		--volume $(IMAGE_CA):/etc/ssl/host-ca.crt:ro --build-arg PIP_CERT=/etc/ssl/host-ca.crt \
 		-t $(IMAGE) .
 
