@@ -16,17 +16,22 @@ ARG PIP_CERT
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies of the server and the client first, in a layer of their own that a change of
+# the sources alone does not rebuild.
+COPY pyproject.toml ./
+COPY clients/python/pyproject.toml clients/python/
+RUN python3 -c 'import sys, tomllib; [print(d) for f in sys.argv[1:] \
+        for d in tomllib.load(open(f, "rb"))["project"]["dependencies"]]' \
+        pyproject.toml clients/python/pyproject.toml > requirements.txt \
+    && pip install --no-cache-dir -r requirements.txt
+COPY README.md ./
 COPY protos protos
 COPY src src
 COPY clients/python clients/python
 # The campaign.v1 stubs, generated from protos/ as `make proto` does (without the type stubs
-# for mypy): grpcio-tools is one of the server's own dependencies, so the same version serves
-# both. .dockerignore keeps a checkout's generated tree out.
-RUN pip install --no-cache-dir "$(python3 -c 'import tomllib; \
-        deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
-        print(next(d for d in deps if d.startswith("grpcio-tools")))')" \
-    && mkdir -p src/campaign/v1 \
+# for mypy) by grpcio-tools, one of the server's dependencies. .dockerignore keeps a
+# checkout's generated tree out.
+RUN mkdir -p src/campaign/v1 \
     && python3 -m grpc_tools.protoc -Iprotos --python_out=src --grpc_python_out=src \
         $(find protos -name '*.proto') \
     && python3 -m grpc_tools.protoc -Iprotos --include_source_info \
