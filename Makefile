@@ -18,7 +18,7 @@ DATABASE_URL ?= sqlite:///campaigns.db
 SERVE_FLAGS ?=
 
 .PHONY: install proto run test lint format bench bench-abuse bench-faults bench-leases clean contract-release go-client java-client python-client \
-	service-config image
+	service-config
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -164,6 +164,7 @@ IMAGE_CONF := $(IMAGE_BUILD)/containers.conf
 IMAGE_CA ?= /etc/ssl/certs/ca-certificates.crt
 PODMAN := CONTAINERS_CONF=$(CURDIR)/$(IMAGE_CONF) podman --runtime runc --cgroup-manager=cgroupfs
 
+.PHONY: image
 image: $(IMAGE_BUILD)/base.tar $(IMAGE_CONF)
 	$(PODMAN) image exists $(IMAGE_BASE) && [ $(IMAGE_BUILD)/base.imported -nt $< ] \
 		|| { $(PODMAN) import --quiet $< $(IMAGE_BASE) && touch $(IMAGE_BUILD)/base.imported; }
