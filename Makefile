@@ -218,3 +218,37 @@ bench-leases: install
 # Hostile peers against this server and a bare grpc.aio server, side by side.
 bench-abuse: install
 	$(BIN)/python bench/abuse.py
+
+# The container image (Dockerfile), campaign-grpc:$(VERSION), built with no container registry:
+# its base is a Debian 12 with python3 made by mmdebstrap from Debian's archive (kept in
+# build/image, so a rebuild only reruns podman's build, from its cache) and imported into
+# podman; pip inside the build takes the server's dependencies from PyPI. Debian's podman, runc
+# and mmdebstrap, as root. runc and cgroupfs rather than crun and systemd, and no default
+# ulimits (build/image/containers.conf): a sandbox that refuses crun's cgroups and raising
+# rlimits still runs it. pip in the build trusts the CAs this host trusts (IMAGE_CA): a proxy to
+# PyPI with a CA of its own is then no obstacle. Docker's image format, as `docker build` makes:
+# podman's default (OCI) has no place for a HEALTHCHECK, and would drop one unseen.
+IMAGE := campaign-grpc:$(shell cat VERSION)
+IMAGE_BASE := localhost/campaign-grpc-base:bookworm
+IMAGE_BUILD := build/image
+IMAGE_CONF := $(IMAGE_BUILD)/containers.conf
+IMAGE_CA ?= /etc/ssl/certs/ca-certificates.crt
+PODMAN := CONTAINERS_CONF=$(CURDIR)/$(IMAGE_CONF) podman --runtime runc --cgroup-manager=cgroupfs
+
+.PHONY: image
+image: $(IMAGE_BUILD)/base.tar $(IMAGE_CONF)
+	$(PODMAN) image exists $(IMAGE_BASE) && [ $(IMAGE_BUILD)/base.imported -nt $< ] \
+		|| { $(PODMAN) import --quiet $< $(IMAGE_BASE) && touch $(IMAGE_BUILD)/base.imported; }
+	$(PODMAN) build --isolation=chroot --format docker --build-arg BASE=$(IMAGE_BASE) \
+		--volume $(IMAGE_CA):/etc/ssl/host-ca.crt:ro --build-arg PIP_CERT=/etc/ssl/host-ca.crt \
+		-t $(IMAGE) .
+
+$(IMAGE_BUILD)/base.tar:
+	mkdir -p $(@D)
+	mmdebstrap --quiet --variant=apt --include=python3,python3-venv,ca-certificates \
+		bookworm $(@D)/base.part.tar
+	mv $(@D)/base.part.tar $@
+
+$(IMAGE_CONF):
+	mkdir -p $(@D)
+	printf '[containers]\ndefault_ulimits = []\n' > $@
