@@ -1,0 +1,198 @@
+// A program on @campaign-grpc/client as its users have it: installed from the packed tarball,
+// type-checked with strict, and run against a real server.
+//
+//   npx tsc && CAMPAIGN_GRPC_ADDRESS=127.0.0.1:50051 node --test out/consumer.js
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { Server, ServerCredentials, type handleUnaryCall } from '@grpc/grpc-js';
+import {
+  Campaign_Status,
+  Campaign_Type,
+  CampaignServiceService,
+  type CampaignServiceClient,
+  CreateCampaignRequest,
+  type CreateCampaignResponse,
+  GetCampaignRequest,
+  GetCampaignResponse,
+  Metadata,
+  type ServiceError,
+  UpdateCampaignStatusRequest,
+  type UpdateCampaignStatusResponse,
+  WatchStatusResponse_Kind as Kind,
+  createClient,
+  errorDetails,
+  status,
+  watch,
+} from '@campaign-grpc/client';
+
+const address = process.env.CAMPAIGN_GRPC_ADDRESS ?? '127.0.0.1:50051';
+
+// A unary call as a promise: call((done) => client.getCampaign(request, ...deadline(), done)).
+function call<Response>(
+  start: (done: (err: ServiceError | null, response: Response) => void) => void,
+): Promise<Response> {
+  return new Promise((resolve, reject) => start((err, response) => (err ? reject(err) : resolve(response))));
+}
+
+// Every call gets a deadline of its own.
+function deadline(seconds = 10): [Metadata, { deadline: Date }] {
+  return [new Metadata(), { deadline: new Date(Date.now() + seconds * 1000) }];
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => assert.fail('the call succeeded'),
+    (err: unknown) => err,
+  );
+}
+
+async function createCampaign(client: CampaignServiceClient, customerId: string): Promise<string> {
+  const request = CreateCampaignRequest.fromPartial({
+    campaign: {
+      customerId,
+      type: Campaign_Type.TYPE_CALL,
+      name: 'spring promo',
+      outplanId: randomUUID(),
+      outdialId: randomUUID(),
+      actions: [{ type: 'answer' }, { type: 'hangup' }],
+    },
+    requestId: randomUUID(), // the same on a retry: the retry cannot create a second campaign
+  });
+  const { campaign } = await call<CreateCampaignResponse>((done) =>
+    client.createCampaign(request, ...deadline(), done),
+  );
+  assert.ok(campaign);
+  return campaign.id;
+}
+
+async function setStatus(client: CampaignServiceClient, customerId: string, id: string, to: Campaign_Status) {
+  const request = UpdateCampaignStatusRequest.fromPartial({ customerId, id, status: to });
+  const { campaign } = await call<UpdateCampaignStatusResponse>((done) =>
+    client.updateCampaignStatus(request, ...deadline(), done),
+  );
+  return campaign?.status;
+}
+
+test('creates a campaign; a watch resumed after its last revision sees only later changes', { timeout: 30_000 }, async () => {
+  const client = createClient(address); // retries UNAVAILABLE where that is safe
+  const customerId = randomUUID();
+  try {
+    const id = await createCampaign(client, customerId);
+
+    const first = watch(client, { customerId });
+    const seen: [Kind, string, Campaign_Status][] = [];
+    for await (const message of first) {
+      seen.push([message.kind, message.campaignId, message.status]);
+      if (message.kind === Kind.KIND_SNAPSHOT_END) {
+        assert.equal(await setStatus(client, customerId, id, Campaign_Status.STATUS_RUN), Campaign_Status.STATUS_RUN);
+      }
+      if (message.kind === Kind.KIND_CHANGE) break;
+    }
+    assert.deepEqual(seen, [
+      [Kind.KIND_SNAPSHOT, id, Campaign_Status.STATUS_STOP],
+      [Kind.KIND_SNAPSHOT_END, '', Campaign_Status.STATUS_UNSPECIFIED],
+      [Kind.KIND_CHANGE, id, Campaign_Status.STATUS_RUN],
+    ]);
+    assert.equal(typeof first.revision, 'bigint');
+    assert.notEqual(first.timeline, '');
+
+    // A change while nobody watches, then a watch that resumes where the first one stopped.
+    await setStatus(client, customerId, id, Campaign_Status.STATUS_STOP);
+    const resumed = watch(client, { customerId, afterRevision: first.revision, timeline: first.timeline }, { heartbeats: true });
+    const later: [Kind, string, Campaign_Status, bigint][] = [];
+    for await (const message of resumed) {
+      later.push([message.kind, message.campaignId, message.status, message.revision]);
+      if (message.kind === Kind.KIND_HEARTBEAT) break; // the stream has caught up
+    }
+    assert.deepEqual(later, [
+      [Kind.KIND_CHANGE, id, Campaign_Status.STATUS_STOPPING, first.revision + 1n],
+      [Kind.KIND_HEARTBEAT, '', Campaign_Status.STATUS_UNSPECIFIED, first.revision + 1n],
+    ]);
+  } finally {
+    client.close();
+  }
+});
+
+test('an error carries its google.rpc details, and a status without any gives empty ones', { timeout: 30_000 }, async () => {
+  const client = createClient(address);
+  try {
+    const request = GetCampaignRequest.fromPartial({ customerId: randomUUID(), id: randomUUID() });
+    let reason = '';
+    try {
+      await call<GetCampaignResponse>((done) => client.getCampaign(request, ...deadline(), done));
+    } catch (err) {
+      const details = errorDetails(err); // never throws; empty parts for a status without details
+      if (details.code === status.NOT_FOUND) {
+        console.log(details.info.reason, details.info.metadata); // CAMPAIGN_NOT_FOUND { ... }
+      }
+      assert.equal(details.info.domain, 'campaign-grpc');
+      reason = details.info.reason;
+    }
+    assert.equal(reason, 'CAMPAIGN_NOT_FOUND');
+
+    const invalid = CreateCampaignRequest.fromPartial({ campaign: { customerId: 'not-a-uuid', serviceLevel: 200 } });
+    const bad = errorDetails(await rejection(call((done) => client.createCampaign(invalid, ...deadline(), done))));
+    assert.equal(bad.code, status.INVALID_ARGUMENT);
+    const fields = bad.badRequest.fieldViolations.map((violation) => violation.field);
+    assert.ok(fields.includes('campaign.customer_id') && fields.includes('campaign.service_level'), String(fields));
+  } finally {
+    client.close();
+  }
+
+  // Nothing listens there: UNAVAILABLE from the client library, without details.
+  const { server, port } = await serve({});
+  server.forceShutdown();
+  const nowhere = createClient(`127.0.0.1:${port}`);
+  try {
+    const request = GetCampaignRequest.fromPartial({ customerId: randomUUID(), id: randomUUID() });
+    const details = errorDetails(await rejection(call((done) => nowhere.getCampaign(request, ...deadline(), done))));
+    assert.equal(details.code, status.UNAVAILABLE);
+    assert.equal(details.info.reason, '');
+    assert.deepEqual(details.info.metadata, {});
+    assert.deepEqual(details.badRequest.fieldViolations, []);
+    assert.deepEqual(details.preconditionFailure.violations, []);
+  } finally {
+    nowhere.close();
+  }
+  assert.equal(errorDetails(new Error('not a gRPC error')).info.reason, '');
+  assert.equal(errorDetails(undefined).code, status.UNKNOWN);
+});
+
+// A server of the test's own: each method answers UNAVAILABLE to its first attempt, then OK.
+async function serve(attempts: Record<string, number>): Promise<{ server: Server; port: number }> {
+  function flaky<Request, Response>(name: string, response: Response): handleUnaryCall<Request, Response> {
+    return (_call, callback) => {
+      attempts[name] = (attempts[name] ?? 0) + 1;
+      if (attempts[name] === 1) callback({ code: status.UNAVAILABLE, details: 'try again' });
+      else callback(null, response);
+    };
+  }
+  const server = new Server();
+  server.addService(CampaignServiceService, {
+    getCampaign: flaky('getCampaign', GetCampaignResponse.fromPartial({ campaign: { name: 'second attempt' } })),
+    createCampaign: flaky('createCampaign', {}),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound))),
+  );
+  return { server, port };
+}
+
+test("the default client's retry policy retries UNAVAILABLE where it is safe, and only there", { timeout: 30_000 }, async () => {
+  const attempts: Record<string, number> = {};
+  const { server, port } = await serve(attempts);
+  const client = createClient(`127.0.0.1:${port}`);
+  try {
+    const got = await call<GetCampaignResponse>((done) => client.getCampaign(GetCampaignRequest.create(), ...deadline(), done));
+    assert.equal(got.campaign?.name, 'second attempt');
+    // CreateCampaign is not retried by the channel: without a request_id it could create twice.
+    const create = CreateCampaignRequest.create();
+    const failed = errorDetails(await rejection(call((done) => client.createCampaign(create, ...deadline(), done))));
+    assert.equal(failed.code, status.UNAVAILABLE);
+    assert.deepEqual(attempts, { getCampaign: 2, createCampaign: 1 });
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
+});
