@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { Server, ServerCredentials, type handleUnaryCall } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type handleServerStreamingCall, type handleUnaryCall } from '@grpc/grpc-js';
 import {
   Campaign_Status,
   Campaign_Type,
@@ -19,6 +19,8 @@ import {
   type ServiceError,
   UpdateCampaignStatusRequest,
   type UpdateCampaignStatusResponse,
+  type WatchStatusRequest,
+  WatchStatusResponse,
   WatchStatusResponse_Kind as Kind,
   createClient,
   errorDetails,
@@ -80,14 +82,14 @@ test('creates a campaign; a watch resumed after its last revision sees only late
   try {
     const id = await createCampaign(client, customerId);
 
-    const first = watch(client, { customerId });
+    const first = watch(client, { customerId }); // a snapshot first, then the changes
     const seen: [Kind, string, Campaign_Status][] = [];
     for await (const message of first) {
       seen.push([message.kind, message.campaignId, message.status]);
       if (message.kind === Kind.KIND_SNAPSHOT_END) {
         assert.equal(await setStatus(client, customerId, id, Campaign_Status.STATUS_RUN), Campaign_Status.STATUS_RUN);
       }
-      if (message.kind === Kind.KIND_CHANGE) break;
+      if (message.kind === Kind.KIND_CHANGE) break; // ends the stream
     }
     assert.deepEqual(seen, [
       [Kind.KIND_SNAPSHOT, id, Campaign_Status.STATUS_STOP],
@@ -99,6 +101,7 @@ test('creates a campaign; a watch resumed after its last revision sees only late
 
     // A change while nobody watches, then a watch that resumes where the first one stopped.
     await setStatus(client, customerId, id, Campaign_Status.STATUS_STOP);
+    // Every change up to first.revision was yielded: a later watch resumes right after it.
     const resumed = watch(client, { customerId, afterRevision: first.revision, timeline: first.timeline }, { heartbeats: true });
     const later: [Kind, string, Campaign_Status, bigint][] = [];
     for await (const message of resumed) {
@@ -173,10 +176,13 @@ async function serve(attempts: Record<string, number>): Promise<{ server: Server
     getCampaign: flaky('getCampaign', GetCampaignResponse.fromPartial({ campaign: { name: 'second attempt' } })),
     createCampaign: flaky('createCampaign', {}),
   });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound))),
+  return { server, port: await listen(server) };
+}
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
-  return { server, port };
 }
 
 test("the default client's retry policy retries UNAVAILABLE where it is safe, and only there", { timeout: 30_000 }, async () => {
@@ -191,6 +197,35 @@ test("the default client's retry policy retries UNAVAILABLE where it is safe, an
     const failed = errorDetails(await rejection(call((done) => client.createCampaign(create, ...deadline(), done))));
     assert.equal(failed.code, status.UNAVAILABLE);
     assert.deepEqual(attempts, { getCampaign: 2, createCampaign: 1 });
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
+});
+
+test('a watch reconnects after UNAVAILABLE and resumes after the last revision it yielded', { timeout: 30_000 }, async () => {
+  // A server of the test's own whose every stream sends the change after the request's
+  // revision, then ends UNAVAILABLE, as a server shutting down does.
+  const requests: [bigint, string][] = [];
+  const watchStatus: handleServerStreamingCall<WatchStatusRequest, WatchStatusResponse> = (stream) => {
+    const { afterRevision, timeline } = stream.request;
+    requests.push([afterRevision, timeline]);
+    stream.write(WatchStatusResponse.fromPartial({ kind: Kind.KIND_CHANGE, revision: afterRevision + 1n, timeline: 't1' }));
+    stream.emit('error', { code: status.UNAVAILABLE, details: 'shutting down' });
+  };
+  const server = new Server();
+  server.addService(CampaignServiceService, { watchStatus });
+  const client = createClient(`127.0.0.1:${await listen(server)}`);
+  try {
+    const followed = watch(client, { customerId: randomUUID(), afterRevision: 5n });
+    const revisions: bigint[] = [];
+    for await (const message of followed) {
+      revisions.push(message.revision);
+      if (revisions.length === 3) break;
+    }
+    assert.deepEqual(revisions, [6n, 7n, 8n]);
+    assert.deepEqual(requests, [[5n, ''], [6n, 't1'], [7n, 't1']]);
+    assert.equal(followed.revision, 8n);
   } finally {
     client.close();
     server.forceShutdown();
