@@ -64,5 +64,5 @@ def test_the_packed_package_type_checks_and_runs_in_a_typescript_project(
         env=child_env(CAMPAIGN_GRPC_ADDRESS=target),
         timeout=120,
     )
-    assert "# pass 4" in output, output
+    assert "# pass 5" in output, output
     assert "# fail 0" in output, output

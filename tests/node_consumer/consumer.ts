@@ -203,6 +203,13 @@ test("the default client's retry policy retries UNAVAILABLE where it is safe, an
   }
 });
 
+// A server of the test's own with only WatchStatus, and a default client of it.
+async function watchServer(watchStatus: handleServerStreamingCall<WatchStatusRequest, WatchStatusResponse>) {
+  const server = new Server();
+  server.addService(CampaignServiceService, { watchStatus });
+  return { server, client: createClient(`127.0.0.1:${await listen(server)}`) };
+}
+
 test('a watch reconnects after UNAVAILABLE and resumes after the last revision it yielded', { timeout: 30_000 }, async () => {
   // A server of the test's own whose every stream sends the change after the request's
   // revision, then ends UNAVAILABLE, as a server shutting down does.
@@ -213,9 +220,7 @@ test('a watch reconnects after UNAVAILABLE and resumes after the last revision i
     stream.write(WatchStatusResponse.fromPartial({ kind: Kind.KIND_CHANGE, revision: afterRevision + 1n, timeline: 't1' }));
     stream.emit('error', { code: status.UNAVAILABLE, details: 'shutting down' });
   };
-  const server = new Server();
-  server.addService(CampaignServiceService, { watchStatus });
-  const client = createClient(`127.0.0.1:${await listen(server)}`);
+  const { server, client } = await watchServer(watchStatus);
   try {
     const followed = watch(client, { customerId: randomUUID(), afterRevision: 5n });
     const revisions: bigint[] = [];
@@ -226,6 +231,35 @@ test('a watch reconnects after UNAVAILABLE and resumes after the last revision i
     assert.deepEqual(revisions, [6n, 7n, 8n]);
     assert.deepEqual(requests, [[5n, ''], [6n, 't1'], [7n, 't1']]);
     assert.equal(followed.revision, 8n);
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
+});
+
+test('a watch takes a stream silent for three heartbeat intervals for dead, and resumes', { timeout: 30_000 }, async () => {
+  const requests: bigint[] = [];
+  const { server, client } = await watchServer((stream) => {
+    requests.push(stream.request.afterRevision);
+    if (requests.length === 1) {
+      // A 0.1 s heartbeat announced, then nothing more, as from a paused server.
+      const heartbeatInterval = { seconds: 0n, nanos: 100_000_000 };
+      stream.write(WatchStatusResponse.fromPartial({ kind: Kind.KIND_SNAPSHOT_END, revision: 9n, heartbeatInterval }));
+    } else {
+      stream.write(WatchStatusResponse.fromPartial({ kind: Kind.KIND_CHANGE, revision: 10n }));
+    }
+  });
+  try {
+    const seen: [Kind, bigint][] = [];
+    for await (const message of watch(client, { customerId: randomUUID() })) {
+      seen.push([message.kind, message.revision]);
+      if (message.kind === Kind.KIND_CHANGE) break;
+    }
+    assert.deepEqual(seen, [
+      [Kind.KIND_SNAPSHOT_END, 9n],
+      [Kind.KIND_CHANGE, 10n],
+    ]);
+    assert.deepEqual(requests, [0n, 9n]);
   } finally {
     client.close();
     server.forceShutdown();

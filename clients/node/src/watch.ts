@@ -54,23 +54,27 @@ export class Watch implements AsyncIterable<WatchStatusResponse> {
   async *[Symbol.asyncIterator](): AsyncGenerator<WatchStatusResponse> {
     const { heartbeats = false, initialBackoffMs = 100, maxBackoffMs = 2_000 } = this.options;
     let backoff = initialBackoffMs;
+    let interval = 10_000; // the server's heartbeat interval, once a message announced it
     try {
       while (!this.closed) {
         const request = { ...this.request, afterRevision: this.revision, timeline: this.timeline };
         const call = this.client.watchStatus(request);
         this.call = call;
         this.silent = false;
-        let silence = this.watchSilence(call, 10_000);
+        let silence = this.watchSilence(call, interval);
         try {
           for await (const message of call as AsyncIterable<WatchStatusResponse>) {
+            // Only the wait for the server counts, not the time the caller spends with a message.
             clearTimeout(silence);
-            silence = this.watchSilence(call, intervalMs(message) ?? 10_000);
+            interval = intervalMs(message) ?? interval;
             backoff = initialBackoffMs;
             this.revision = message.revision;
             if (message.timeline) this.timeline = message.timeline;
-            if (message.kind === WatchStatusResponse_Kind.KIND_HEARTBEAT && !heartbeats) continue;
-            yield message;
-            if (this.closed) return;
+            if (message.kind !== WatchStatusResponse_Kind.KIND_HEARTBEAT || heartbeats) {
+              yield message;
+              if (this.closed) return;
+            }
+            silence = this.watchSilence(call, interval);
           }
         } catch (err) {
           const code = (err as { code?: unknown }).code;
