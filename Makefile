@@ -18,7 +18,7 @@ DATABASE_URL ?= sqlite:///campaigns.db
 SERVE_FLAGS ?=
 
 .PHONY: install proto run test lint docs format bench bench-abuse bench-faults bench-leases clean contract-release \
-	dist dist-go dist-java go-client java-client python-client service-config
+	dist dist-go dist-java dist-node go-client java-client python-client service-config
 
 install: $(INSTALLED) $(GENERATED)
 
@@ -157,6 +157,34 @@ $(MAVEN_NAME).jar: $(JAVA_GENERATED)/.generated $(JAVA_RPC_JAR) $(JAVA_HELPERS) 
 	cp clients/java/pom.xml $(MAVEN_NAME).pom
 	cd $(MAVEN_DIR) && for file in *.jar *.pom; do sha1sum < $$file | cut -c1-40 > $$file.sha1; done
 
+# The npm package @campaign-grpc/client (clients/node): ts-proto writes the TypeScript of the
+# contract and of the google.rpc error details (whose .proto files come with
+# googleapis-common-protos in the venv) into src/gen, tsc compiles it with the helpers into
+# lib/, and npm pack makes dist/campaign-grpc-client-<version>.tgz. Neither is committed.
+NODE_PKG := clients/node
+NODE_GEN := $(NODE_PKG)/src/gen/.generated
+NODE_LIB := build/node-lib.built
+NODE_RPC_PROTOS := build/node-protos
+
+$(NODE_GEN): $(PROTOS) $(NODE_PKG)/buf.gen.yaml $(NODE_DEPS) $(INSTALLED)
+	rm -rf $(NODE_PKG)/src/gen $(NODE_RPC_PROTOS)
+	mkdir -p $(NODE_RPC_PROTOS)/google/rpc
+	rpc=$$($(BIN)/python -c 'import google.rpc.status_pb2 as m, os; print(os.path.dirname(m.__file__))') && \
+		cp "$$rpc/status.proto" "$$rpc/error_details.proto" $(NODE_RPC_PROTOS)/google/rpc/
+	npx --no-install buf generate --template $(NODE_PKG)/buf.gen.yaml
+	npx --no-install buf generate $(NODE_RPC_PROTOS) --template $(NODE_PKG)/buf.gen.yaml
+	touch $@
+
+$(NODE_LIB): $(NODE_GEN) $(wildcard $(NODE_PKG)/src/*.ts) $(NODE_PKG)/tsconfig.json
+	rm -rf $(NODE_PKG)/lib
+	npx --no-install tsc -p $(NODE_PKG)
+	mkdir -p $(@D)
+	touch $@
+
+dist-node: $(NODE_LIB)
+	mkdir -p dist
+	cd $(NODE_PKG) && npm pack --silent --pack-destination "$(CURDIR)/dist"
+
 $(NODE_DEPS): package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
@@ -195,6 +223,7 @@ format: install
 
 clean:
 	rm -rf $(VENV) $(GEN_DIR) node_modules gen build dist
+	rm -rf $(NODE_PKG)/src/gen $(NODE_PKG)/lib
 
 # Quick by default; BENCH_MODE=full for longer runs and the 1,000,000-campaign scale run.
 # bench/big.py: 500 campaigns of the largest sizing, read every way at once.

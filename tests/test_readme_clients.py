@@ -1,8 +1,10 @@
-"""The README's Go and Java code is the tested code itself, so that it works as printed.
+"""The README's Go, Java and TypeScript code is the tested code itself, so that it works as
+printed.
 
-Each ```go or ```java block of the README must appear, line for line (indentation aside), in
-one file of SOURCES (the tests, the Go module's helpers and the Java package's sources); a line
-`// ...` in a block stands for code left out.
+Each ```go, ```java or ```ts block of the README must appear, line for line (indentation
+aside), in one file of SOURCES (the tests, the Go module's helpers, the Java package's sources
+and the TypeScript consumer of the npm package); a line `// ...` in a block stands for code left
+out.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {
     "go": [ROOT / "tests" / "go", ROOT / "clients" / "go" / "campaignclient"],
     "java": [ROOT / "tests" / "java", ROOT / "clients" / "java" / "src" / "main" / "java"],
+    "ts": [ROOT / "tests" / "node_consumer"],
 }
-EXTENSIONS = {"go": "*.go", "java": "*.java"}
+EXTENSIONS = {"go": "*.go", "java": "*.java", "ts": "*.ts"}
+MIN_BLOCKS = {"go": 5, "java": 5, "ts": 4}
 
 
 def lines(text: str) -> list[str]:
@@ -47,7 +51,7 @@ def contains(haystack: list[str], needle: list[str]) -> bool:
     )
 
 
-@pytest.mark.parametrize("language", ["go", "java"])
+@pytest.mark.parametrize("language", ["go", "java", "ts"])
 def test_every_snippet_of_the_readme_is_taken_from_the_tested_code(language: str) -> None:
     sources = {
         path: lines(path.read_text())
@@ -55,7 +59,9 @@ def test_every_snippet_of_the_readme_is_taken_from_the_tested_code(language: str
         for path in sorted(folder.rglob(EXTENSIONS[language]))
     }
     snippets = blocks(language)
-    assert len(snippets) >= 5, f"the README has only {len(snippets)} {language} blocks"
+    assert len(snippets) >= MIN_BLOCKS[language], (
+        f"the README has {len(snippets)} {language} blocks"
+    )
     for snippet in snippets:
         for part in parts(snippet):
             assert any(contains(source, part) for source in sources.values()), (
