@@ -62,10 +62,10 @@ proto: $(GENERATED)
 # The two Python distributions, each as a wheel and an sdist in dist/: campaign-grpc-client
 # (the client alone, on grpcio, protobuf and googleapis-common-protos) and campaign-grpc (the
 # server, which requires the client of its version). `build` makes the wheel from the sdist,
-# so nothing left in a build/ of the checkout goes into it.
+# so nothing left in a build/ of the checkout goes into it, with the venv's setuptools.
 dist-python: $(GENERATED)
-	$(BIN)/python -m build --outdir dist clients/python
-	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --no-isolation --outdir dist clients/python
+	$(BIN)/python -m build --no-isolation --outdir dist .
 
 run: install
 	$(BIN)/campaign-grpc serve --listen $(LISTEN) --database-url $(DATABASE_URL) $(SERVE_FLAGS)
