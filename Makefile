@@ -36,8 +36,9 @@ $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 # modules after the .proto files' paths (campaign.v1); they are campaign_grpc_client.v1, so
 # their imports of each other are rewritten, while the files keep their names in the
 # descriptor pool (campaign/v1/campaign.proto), as reflection and the other languages know them.
+# (src/campaign is where they were generated before: an older checkout's copy goes.)
 $(GENERATED): $(PROTOS) $(INSTALLED)
-	rm -rf $(GEN_DIR) build/python-stubs
+	rm -rf $(GEN_DIR) build/python-stubs src/campaign
 	mkdir -p build/python-stubs
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
