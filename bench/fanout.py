@@ -42,8 +42,8 @@ import grpc
 from common import free_port, percentile, rss_bytes, server_process, stop, write_results
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 
 HERE = Path(__file__).resolve().parent
 # Streams share a few HTTP/2 connections, as a client fleet behind a proxy would.

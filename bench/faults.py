@@ -33,7 +33,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import field_mask_pb2
 
-from campaign.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))

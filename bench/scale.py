@@ -18,10 +18,10 @@ from typing import Any
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc as pb_grpc
 from campaign_grpc.storage.database import open_database
 from campaign_grpc.storage.store import Store
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc as pb_grpc
 
 ACTIONS = json.dumps(
     [

@@ -24,13 +24,13 @@ import grpc
 import grpc_testing
 from google.protobuf import message
 
-from campaign.v1 import campaign_pb2
 from campaign_grpc.api import convert
 from campaign_grpc.api.servicer import CampaignServicer
 from campaign_grpc.domain.campaigns import Campaigns, Clock
 from campaign_grpc.storage.database import Readers, Writer, open_database
 from campaign_grpc.storage.store import Store
 from campaign_grpc.watch.hub import Hub, Item
+from campaign_grpc_client.v1 import campaign_pb2
 
 T = TypeVar("T")
 

@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from campaign_grpc.client import Watch, WatchItem
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
+from campaign_grpc_client import Watch, WatchItem
 from e2e_helpers import Process
 
 

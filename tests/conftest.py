@@ -20,13 +20,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.domain.campaigns import Campaigns
 from campaign_grpc.ops.server import App
 from campaign_grpc.ops.tracing import Tracing
 from campaign_grpc.settings import Settings
 from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
 from campaign_grpc.storage.store import Store
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import Process, quick_settings
 
 

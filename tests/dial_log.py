@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from campaign.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from dial_intervals import Stretch, overlaps
 
 

@@ -19,9 +19,9 @@ import signal
 import time
 from typing import IO, Any
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign_grpc.client import AsyncCampaignClient
-from campaign_grpc.client.dialer import Dialer
+from campaign_grpc_client import AsyncCampaignClient
+from campaign_grpc_client.dialer import Dialer
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 
 
 class LoggedCalls:

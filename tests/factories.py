@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from campaign.v1 import campaign_pb2 as pb
 from campaign_grpc.domain.types import Action, Campaign, CampaignType
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 
 
 def new_id() -> str:

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import Process, free_port, wait_serving
 from factories import runnable_campaign
 from tcp_proxy import TcpProxy

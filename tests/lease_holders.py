@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 
 R = pb.HoldLeasesResponse
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf import field_mask_pb2
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import details_of, set_status
 from factories import new_id, runnable_campaign
 

@@ -13,8 +13,8 @@ import sys
 import time
 
 # README: dialer
-from campaign_grpc.client import AsyncCampaignClient, WatchStatusResponse
-from campaign_grpc.client.dialer import Dialer
+from campaign_grpc_client import AsyncCampaignClient, WatchStatusResponse
+from campaign_grpc_client.dialer import Dialer
 
 
 class Calls:

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
 from campaign_grpc.api.admission import Admission, Budgets, HealthWatches, Ticket
 from campaign_grpc.api.auth_gate import customers_of
 from campaign_grpc.api.interceptors import Call
 from campaign_grpc.domain.errors import LimitExceeded
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CampaignService"]
 PREFIX = "/campaign.v1.CampaignService/"

@@ -14,10 +14,10 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from certificates import Authority
 from e2e_helpers import confirm_drained, create, eventually, fails, set_status, token_line
 from factories import new_id, runnable_campaign

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from google.protobuf import empty_pb2
 
-from campaign.v1 import campaign_pb2 as pb
 from campaign_grpc.api.auth_gate import customer_of
 from campaign_grpc.domain.errors import PermissionDenied, Unauthenticated
 from campaign_grpc.ops.auth import (
@@ -20,6 +19,7 @@ from campaign_grpc.ops.auth import (
     authenticate,
     authorize,
 )
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from factories import new_id
 
 CUSTOMER = "8b0e5d3c-2f4a-4c61-9d7e-1a2b3c4d5e6f"

@@ -16,11 +16,11 @@ from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
-from campaign_grpc.client import AsyncCampaignClient, CampaignClient, Retry, exceptions
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
+from campaign_grpc_client import AsyncCampaignClient, CampaignClient, Retry, exceptions
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from client_helpers import Reader, ServerThread
 from e2e_helpers import (
     Process,

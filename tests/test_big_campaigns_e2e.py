@@ -10,11 +10,11 @@ from typing import Any
 import grpc
 from google.protobuf import field_mask_pb2
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
-from campaign_grpc.client import AsyncCampaignClient
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
+from campaign_grpc_client import AsyncCampaignClient
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import create, get
 from factories import big_campaign
 

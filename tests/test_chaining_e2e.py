@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import W, confirm_drained, create, fails, read_snapshot, set_status, watch
 from factories import runnable_campaign
 

@@ -16,8 +16,9 @@ from typing import Any
 import grpc
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign_grpc.client import (
+from campaign_grpc.ops.server import App
+from campaign_grpc.settings import Settings
+from campaign_grpc_client import (
     DEFAULT_TIMEOUT,
     AsyncCampaignClient,
     CampaignClient,
@@ -27,9 +28,8 @@ from campaign_grpc.client import (
     SnapshotReset,
     exceptions,
 )
-from campaign_grpc.client._watch import Resume
-from campaign_grpc.ops.server import App
-from campaign_grpc.settings import Settings
+from campaign_grpc_client._watch import Resume
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from client_helpers import Reader, ServerThread, wait_serving
 from e2e_helpers import Process, free_port
 from factories import new_id, runnable_campaign

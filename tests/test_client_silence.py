@@ -19,8 +19,10 @@ from typing import Any
 import grpc
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign_grpc.client import (
+from campaign_grpc.ops import server as server_module
+from campaign_grpc.ops.server import grpc_options
+from campaign_grpc.settings import Settings
+from campaign_grpc_client import (
     AsyncCampaignClient,
     AsyncWatch,
     CampaignClient,
@@ -29,12 +31,10 @@ from campaign_grpc.client import (
     WatchItem,
     exceptions,
 )
-from campaign_grpc.client._channel import KEEPALIVE_OPTIONS
-from campaign_grpc.client._retry import CHANNEL_OPTIONS
-from campaign_grpc.client._watch import Resume
-from campaign_grpc.ops import server as server_module
-from campaign_grpc.ops.server import grpc_options
-from campaign_grpc.settings import Settings
+from campaign_grpc_client._channel import KEEPALIVE_OPTIONS
+from campaign_grpc_client._retry import CHANNEL_OPTIONS
+from campaign_grpc_client._watch import Resume
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from client_helpers import Reader, ServerThread, wait_serving
 from e2e_helpers import Process, eventually, free_port
 from e2e_helpers import wait_serving as wait_serving_async

@@ -10,8 +10,6 @@ from typing import Any
 import grpc
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.domain.campaigns import Campaigns
 from campaign_grpc.domain.errors import OutOfRange
 from campaign_grpc.domain.types import Campaign, Status
@@ -21,6 +19,8 @@ from campaign_grpc.settings import Settings
 from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
 from campaign_grpc.storage.store import Store
 from campaign_grpc.watch.hub import Hub, Item, Kind
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from conftest import FakeClock
 from e2e_helpers import create, details_of, eventually, set_status, watch
 from factories import runnable_campaign, runnable_draft

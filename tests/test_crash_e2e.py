@@ -21,7 +21,7 @@ import grpc
 import psycopg
 import pytest
 
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import Process, Stream, W, free_port, read_snapshot, wait_serving, watch
 from factories import new_id
 from ledger import Code, Ledger, Owned, logged_statuses, settle, write_until

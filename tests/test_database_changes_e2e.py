@@ -23,9 +23,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.ops.server import App
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import (
     W,
     create,

@@ -1,4 +1,4 @@
-"""The Python dialer kit (campaign_grpc.client.dialer) against a real server, on SQLite and
+"""The Python dialer kit (campaign_grpc_client.dialer) against a real server, on SQLite and
 PostgreSQL: several dialers never dial one campaign at once; a dialer that dies is replaced
 within the lease's ttl; a join moves campaigns without overlap; and the races that broke the
 hand-written loops (a replayed stop called off since, a RUN during a drain, a stop made during
@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign_grpc.client import AsyncCampaignClient
-from campaign_grpc.client.dialer import Dialer
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
+from campaign_grpc_client import AsyncCampaignClient
+from campaign_grpc_client.dialer import Dialer
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from dial_log import DialLog, RecordingCalls
 from e2e_helpers import eventually, until
 from factories import runnable_campaign

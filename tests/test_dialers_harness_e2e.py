@@ -21,8 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from dial_intervals import Stretch, longest_gap, overlaps, stretches, tokens_grow
 from e2e_helpers import (
     Process,

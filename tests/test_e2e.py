@@ -8,12 +8,12 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.domain.types import Status
 from campaign_grpc.settings import Settings
 from campaign_grpc.storage.database import close_database, open_database
 from campaign_grpc.storage.store import Store
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import W, confirm_drained, create, eventually, fails, get, set_status, watch
 from factories import new_id, runnable_campaign
 

@@ -19,7 +19,7 @@ import grpc
 import psycopg
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from e2e_helpers import eventually
 from fleet import (
     RETRIED,

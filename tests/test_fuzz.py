@@ -17,8 +17,8 @@ import grpc
 from google.protobuf import message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from campaign.v1 import campaign_pb2 as pb
 from campaign_grpc.settings import Settings
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from e2e_helpers import details_of, stored_rows
 from factories import new_id, runnable_campaign
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import CLI, create, eventually, free_port, get, wait_serving
 from factories import runnable_campaign
 

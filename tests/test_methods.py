@@ -1,5 +1,6 @@
 """Each method's traits come from the contract's options, and every consumer takes them from
-campaign_grpc.methods: admission, the audit log and the client's retries agree with the .proto."""
+campaign_grpc_client.methods: admission, the audit log and the client's retries agree with the
+.proto."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pb2 import MethodOptions
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import options_pb2
-from campaign_grpc import methods
 from campaign_grpc.api.admission import Admission, Budgets
 from campaign_grpc.api.audit import AuditLog
 from campaign_grpc.api.interceptors import Call
 from campaign_grpc.api.reflection import DOCUMENTED
-from campaign_grpc.client import _requests as requests
-from campaign_grpc.methods import METHODS, READS, WRITES, Method
+from campaign_grpc_client import _requests as requests
+from campaign_grpc_client import methods
+from campaign_grpc_client.methods import METHODS, READS, WRITES, Method
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import options_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "/campaign.v1.CampaignService/"

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import (
     Process,
     W,

@@ -23,12 +23,12 @@ from google.protobuf import field_mask_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.domain import page_token
 from campaign_grpc.domain.types import UPDATABLE_FIELD_ORDER, CampaignType, ListFilter, Status
 from campaign_grpc.domain.validation import ACTION_TYPES
 from campaign_grpc.settings import Settings
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import details_of, stored_rows
 
 Code = grpc.StatusCode

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign_grpc.client import AsyncCampaignClient
+from campaign_grpc_client import AsyncCampaignClient
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from e2e_helpers import Process, eventually, free_port, wait_serving
 from factories import runnable_campaign
 

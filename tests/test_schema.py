@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
 from campaign_grpc.api.convert import CampaignWire, campaign_to_proto
 from campaign_grpc.domain.types import Campaign, EncodedCampaign, ListFilter, Reason, Status
 from campaign_grpc.storage.database import close_database, open_database
@@ -17,6 +16,7 @@ from campaign_grpc.storage.schema import (
     current_version,
 )
 from campaign_grpc.storage.store import Store
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from factories import new_id, runnable_draft
 
 V2_COLUMNS = {

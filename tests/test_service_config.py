@@ -11,10 +11,11 @@ from typing import Any
 import grpc
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
+import campaign_grpc_client
 from campaign_grpc import service_config
-from campaign_grpc.methods import METHODS
+from campaign_grpc_client.methods import METHODS
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import quick_settings
 from factories import runnable_campaign
 
@@ -48,6 +49,10 @@ def options(text: str) -> list[tuple[str, Any]]:
 def test_the_file_is_what_the_generator_makes() -> None:
     assert config_text() == service_config.render()
     assert service_config.main([str(FILE), "--check"]) == 0
+
+
+def test_the_python_client_gives_its_copy_to_a_plain_channel() -> None:
+    assert campaign_grpc_client.service_config() == service_config.render()
 
 
 def test_check_fails_on_a_stale_file(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from google.protobuf import field_mask_pb2, message, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from aio_testing import Harness
-from campaign.v1 import campaign_pb2 as pb
 from campaign_grpc.domain.campaigns import Campaigns
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 from factories import new_id, runnable_campaign
 
 if TYPE_CHECKING:

@@ -19,9 +19,9 @@ import grpc
 import psycopg
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.ops.server import App
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import Stream, W, create, details_of, eventually, quick_settings, set_status
 from factories import runnable_campaign
 from ledger import C, Code

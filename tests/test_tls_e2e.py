@@ -12,9 +12,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from campaign_grpc.client import TLS, AsyncCampaignClient, CampaignClient, exceptions
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
+from campaign_grpc_client import TLS, AsyncCampaignClient, CampaignClient, exceptions
 from certificates import Authority, Issued
 from e2e_helpers import token_line
 from factories import new_id, runnable_campaign

@@ -16,13 +16,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.ops import span_export
 from campaign_grpc.ops.logs import JsonFormatter, TraceIds
 from campaign_grpc.ops.server import App
 from campaign_grpc.ops.tracing import Tracing, current_traceparent
 from campaign_grpc.settings import Settings
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import W, eventually, read_snapshot, watch
 from factories import new_id, runnable_campaign
 

@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 import pytest
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import (
     Stream,
     W,

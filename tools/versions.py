@@ -31,6 +31,8 @@ class Manifest:
 
     path: str
     pattern: re.Pattern[str]
+    # What in the file it is, when not the file's own version.
+    what: str = ""
 
     def read(self) -> str | None:
         file = ROOT / self.path
@@ -53,6 +55,12 @@ MANIFESTS = (
     # The server's distribution and the Python client's: [project] version.
     Manifest("pyproject.toml", re.compile(r'(?m)(^version = ")([^"]*)(")')),
     Manifest("clients/python/pyproject.toml", re.compile(r'(?m)(^version = ")([^"]*)(")')),
+    # The server runs on the client's stubs and methods: it requires the client of its version.
+    Manifest(
+        "pyproject.toml",
+        re.compile(r'(?m)(^    "campaign-grpc-client==)([^"]*)(")'),
+        what="requires campaign-grpc-client",
+    ),
     # The npm package: its top-level "version".
     Manifest("clients/node/package.json", re.compile(r'(?m)(^  "version": ")([^"]*)(")')),
     # The Maven artifact: the project's own version, the first <version> of the pom.
@@ -82,17 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     version = release_version()
     wrong: list[str] = []
     for manifest in MANIFESTS:
+        where = f"{manifest.path} ({manifest.what})" if manifest.what else manifest.path
         found = manifest.read()
         if found is None:
-            wrong.append(f"{manifest.path}: missing")
+            wrong.append(f"{where}: missing")
             continue
         if args.write and found != version:
             manifest.write(version)
             found = manifest.read()
         if not args.check and not args.write:
-            print(f"{manifest.path}: {found}")
+            print(f"{where}: {found}")
         if found != version:
-            wrong.append(f"{manifest.path}: {found or 'no version'}, VERSION says {version}")
+            wrong.append(f"{where}: {found or 'no version'}, VERSION says {version}")
     if f"\n## [{version}] - " not in CHANGELOG.read_text():
         wrong.append(f"CHANGELOG.md: no section `## [{version}] - <date>`")
     if wrong and (args.check or args.write):

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from campaign_grpc.methods import METHODS, SERVICE, Method
+from campaign_grpc_client.methods import METHODS, SERVICE, Method
 
 DEFAULT_PATH = Path("clients/service_config.json")
 # Where each package finds it: embedded in the Go module, a resource of the jar, a file of the

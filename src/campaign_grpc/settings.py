@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from .methods import METHODS
+from campaign_grpc_client.methods import METHODS
 
 ENV_PREFIX = "CAMPAIGN_GRPC_"
 

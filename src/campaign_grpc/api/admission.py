@@ -3,11 +3,11 @@
 A unary call is admitted once its request has arrived, before it is parsed, and holds until
 it ends: its request bytes (parsing and handling a request costs several times its size in
 memory), a place among the calls in flight, a place among the writes if it writes (a method
-the contract does not mark a read, see campaign_grpc.methods), and a place in its customer's
-share. A call past any of them is refused at once with RESOURCE_EXHAUSTED and a reason of its
-own, so that a flood costs the server little. The budgets are nested so that a stuck database
-or a noisy customer cannot take what the others need: writes waiting on a lock leave the reads
-their share, and one customer's calls leave the other customers theirs.
+the contract does not mark a read, see campaign_grpc_client.methods), and a place in its
+customer's share. A call past any of them is refused at once with RESOURCE_EXHAUSTED and a
+reason of its own, so that a flood costs the server little. The budgets are nested so that a
+stuck database or a noisy customer cannot take what the others need: writes waiting on a lock
+leave the reads their share, and one customer's calls leave the other customers theirs.
 Health checks are never counted nor refused: load balancers must see a busy server healthy.
 """
 
@@ -17,8 +17,9 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from campaign_grpc_client.methods import READS
+
 from ..domain.errors import LimitExceeded
-from ..methods import READS
 from ..ops.limits import (
     request_bytes_in_flight,
     too_many_calls_in_flight,

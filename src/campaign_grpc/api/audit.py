@@ -14,7 +14,8 @@ from typing import Any
 
 import grpc
 
-from ..methods import WRITES
+from campaign_grpc_client.methods import WRITES
+
 from ..ops import tracing
 from .callers import principal_of
 from .interceptors import Call

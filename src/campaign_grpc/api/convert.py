@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
-from campaign.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 
 from ..domain.types import (
     LEASE_REASONS,

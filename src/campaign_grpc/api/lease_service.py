@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 
 from ..domain.errors import CampaignError, FieldViolation, InvalidArgument
 from ..domain.leases import LeaseRow

@@ -6,7 +6,7 @@ the v1 service describable too.
 
 The descriptors the generated code registers carry no comments, so `grpcurl describe` would
 show none of the contract's documentation: our own files are served from the descriptor set
-that `make proto` writes with their source info instead.
+that `make proto` writes with their source info beside this module instead.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from campaign.v1 import campaign_pb2
-
 log = logging.getLogger(__name__)
 
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 _V1_FILE = "grpc/reflection/v1/reflection.proto"
-DOCUMENTED = Path(campaign_pb2.__file__).with_name("campaign_descriptor.binpb")
+DOCUMENTED = Path(__file__).with_name("campaign_descriptor.binpb")
 
 
 def _register_v1_descriptor() -> None:

@@ -7,8 +7,8 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc as pb_grpc
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc as pb_grpc
 
 from ..domain.campaigns import Campaigns
 from ..domain.errors import Unimplemented

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from campaign.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2 as pb
 
 from ..api.interceptors import Call
 from ..settings import split_address

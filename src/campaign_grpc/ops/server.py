@@ -17,7 +17,7 @@ from typing import Any, cast
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from campaign.v1 import campaign_pb2, campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2, campaign_pb2_grpc
 
 from ..api import convert, reflection
 from ..api.admission import Admission, Budgets, HealthWatches

@@ -21,13 +21,12 @@ from typing import Any
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
-
 from ._channel import Metadata
 from ._retry import Retry
 from .exceptions import CampaignServiceError, from_grpc_error
+from .v1 import campaign_pb2 as pb
 
-log = logging.getLogger("campaign_grpc.client")
+log = logging.getLogger("campaign_grpc_client")
 
 R = pb.HoldLeasesResponse
 

@@ -4,6 +4,7 @@ and how its channel notices a dead connection."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import grpc
@@ -75,3 +76,10 @@ def call_metadata(token: str | None) -> Metadata | None:
     if not token or token != token.strip():
         raise ValueError("a token is a non-empty string without surrounding whitespace")
     return (("authorization", f"Bearer {token}"),)
+
+
+def service_config() -> str:
+    """The gRPC service config of the contract (its retry policy), as JSON text, for a plain
+    channel: options=[("grpc.service_config", service_config()), ("grpc.enable_retries", 1)].
+    The clients here do not take it, as they retry by themselves."""
+    return resources.files("campaign_grpc_client").joinpath("service_config.json").read_text()

@@ -1,6 +1,6 @@
 """A typed Python client of campaign.v1.CampaignService, blocking and asyncio.
 
-    from campaign_grpc.client import Campaign, CampaignClient
+    from campaign_grpc_client import Campaign, CampaignClient
 
     with CampaignClient("127.0.0.1:50051") as client:
         created = client.create_campaign(Campaign(customer_id=c, type=Campaign.TYPE_CALL))
@@ -11,22 +11,22 @@ Calls have a deadline (timeout, 10 s by default), are retried after UNAVAILABLE 
 safe (see _requests), and raise CampaignServiceError subclasses with the google.rpc details
 decoded. watch() reconnects by itself and delivers every change once. A server that asks
 for TLS and a bearer token is reached with tls=TLS.from_files(root_ca=...) and token=...
+service_config() is the retry policy as a gRPC service config, for a plain channel.
 """
 
-from campaign.v1.campaign_pb2 import (
+from . import exceptions
+from ._aio import AsyncCampaignClient
+from ._channel import TLS, service_config
+from ._retry import DEFAULT_RETRY, DEFAULT_TIMEOUT, WATCH_RETRY, Retry
+from ._sync import CampaignClient
+from ._watch import AsyncWatch, SnapshotReset, Watch, WatchItem
+from .exceptions import CampaignServiceError, FieldViolation, PreconditionViolation
+from .v1.campaign_pb2 import (
     Action,
     Campaign,
     ListCampaignsResponse,
     WatchStatusResponse,
 )
-
-from . import exceptions
-from ._aio import AsyncCampaignClient
-from ._channel import TLS
-from ._retry import DEFAULT_RETRY, DEFAULT_TIMEOUT, WATCH_RETRY, Retry
-from ._sync import CampaignClient
-from ._watch import AsyncWatch, SnapshotReset, Watch, WatchItem
-from .exceptions import CampaignServiceError, FieldViolation, PreconditionViolation
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -48,4 +48,5 @@ __all__ = [
     "WatchItem",
     "WatchStatusResponse",
     "exceptions",
+    "service_config",
 ]

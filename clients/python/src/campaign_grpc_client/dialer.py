@@ -31,15 +31,14 @@ import secrets
 import socket
 from typing import Protocol
 
-from campaign.v1 import campaign_pb2 as pb
-
 from ._aio import AsyncCampaignClient
 from ._lease_holder import Held, LeaseHolder
 from ._watch import SnapshotReset
 from ._work_queue import WorkQueue
 from .exceptions import CampaignServiceError, FailedPrecondition, NotFound
+from .v1 import campaign_pb2 as pb
 
-log = logging.getLogger("campaign_grpc.client")
+log = logging.getLogger("campaign_grpc_client")
 
 W = pb.WatchStatusResponse
 C = pb.Campaign

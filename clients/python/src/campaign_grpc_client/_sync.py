@@ -1,18 +1,15 @@
-"""AsyncCampaignClient: campaign.v1.CampaignService over a grpc.aio channel."""
+"""CampaignClient: campaign.v1.CampaignService over a blocking grpc channel."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc as pb_grpc
-
 from . import _requests as requests
-from ._channel import KEEPALIVE_OPTIONS, TLS, Metadata, call_metadata, channel_credentials
+from ._channel import KEEPALIVE_OPTIONS, TLS, call_metadata, channel_credentials
 from ._retry import (
     CHANNEL_OPTIONS,
     DEFAULT,
@@ -21,10 +18,12 @@ from ._retry import (
     WATCH_RETRY,
     Default,
     Retry,
-    call_async,
+    call,
 )
 from ._silence import SILENT_INTERVALS
-from ._watch import AsyncWatch, Resume
+from ._watch import Resume, Watch
+from .v1 import campaign_pb2 as pb
+from .v1 import campaign_pb2_grpc as pb_grpc
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -32,13 +31,13 @@ Timeout = float | None | Default
 RetryArg = Retry | None | Default
 
 
-class AsyncCampaignClient:
-    """An asyncio client: make it in the event loop, use it with async with, or aclose() it.
+class CampaignClient:
+    """A blocking client. Use it as a context manager, or close() it.
 
     timeout is each call's deadline in seconds, its retries included (None: no deadline);
     retry says how calls that are safe to repeat are retried after UNAVAILABLE (None: never);
     watch_retry how watch() reconnects. Every call takes timeout= and retry= of its own, and
-    raises a CampaignServiceError subclass (see campaign_grpc.client.exceptions).
+    raises a CampaignServiceError subclass (see campaign_grpc_client.exceptions).
 
     tls secures a channel the client makes (or give credentials of your own); token is sent
     as a bearer token with every call, each reconnect of a watch included.
@@ -48,7 +47,7 @@ class AsyncCampaignClient:
         self,
         target: str | None = None,
         *,
-        channel: grpc.aio.Channel | None = None,
+        channel: grpc.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         tls: TLS | None = None,
         token: str | None = None,
@@ -64,9 +63,9 @@ class AsyncCampaignClient:
             secure = channel_credentials(credentials, tls)
             options = [*CHANNEL_OPTIONS, *KEEPALIVE_OPTIONS]
             if secure is None:
-                channel = grpc.aio.insecure_channel(target, options=options)
+                channel = grpc.insecure_channel(target, options=options)
             else:
-                channel = grpc.aio.secure_channel(target, secure, options=options)
+                channel = grpc.secure_channel(target, secure, options=options)
         self.channel = channel
         self._stub = pb_grpc.CampaignServiceStub(channel)
         self._metadata = call_metadata(token)
@@ -74,32 +73,22 @@ class AsyncCampaignClient:
         self.retry = retry
         self.watch_retry = watch_retry
 
-    @property
-    def stub(self) -> pb_grpc.CampaignServiceStub:
-        """The generated stub on the client's channel, for what the client does not wrap."""
-        return self._stub
-
-    @property
-    def metadata(self) -> Metadata | None:
-        """What every call of the client sends (its bearer token)."""
-        return self._metadata
-
-    async def aclose(self) -> None:
+    def close(self) -> None:
         """Closes the channel if the client made it."""
         if self._owns_channel:
-            await self.channel.close()
+            self.channel.close()
 
-    async def __aenter__(self) -> AsyncCampaignClient:
+    def __enter__(self) -> CampaignClient:
         return self
 
-    async def __aexit__(
+    def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.aclose()
+        self.close()
 
-    async def _call(
+    def _call(
         self,
-        rpc: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
+        rpc: grpc.UnaryUnaryMultiCallable[Req, Resp],
         name: str,
         request_safe: tuple[Req, bool],
         timeout: Timeout,
@@ -108,10 +97,10 @@ class AsyncCampaignClient:
         request, safe = request_safe
         metadata = self._metadata
 
-        def invoke(left: float | None) -> Awaitable[Resp]:
+        def invoke(left: float | None) -> Resp:
             return rpc(request, timeout=left, metadata=metadata)
 
-        return await call_async(
+        return call(
             name,
             invoke,
             timeout=self.timeout if timeout is DEFAULT else timeout,
@@ -119,7 +108,7 @@ class AsyncCampaignClient:
             safe=safe,
         )
 
-    async def create_campaign(
+    def create_campaign(
         self,
         campaign: pb.Campaign,
         *,
@@ -129,10 +118,10 @@ class AsyncCampaignClient:
     ) -> pb.Campaign:
         """Creates a stopped campaign. Without a request_id the client makes one."""
         r = requests.create(campaign, request_id)
-        response = await self._call(self._stub.CreateCampaign, "CreateCampaign", r, timeout, retry)
+        response = self._call(self._stub.CreateCampaign, "CreateCampaign", r, timeout, retry)
         return response.campaign
 
-    async def get_campaign(
+    def get_campaign(
         self,
         customer_id: str,
         campaign_id: str,
@@ -141,10 +130,10 @@ class AsyncCampaignClient:
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
         r = requests.get(customer_id, campaign_id)
-        response = await self._call(self._stub.GetCampaign, "GetCampaign", r, timeout, retry)
+        response = self._call(self._stub.GetCampaign, "GetCampaign", r, timeout, retry)
         return response.campaign
 
-    async def list_campaigns(
+    def list_campaigns(
         self,
         customer_id: str,
         *,
@@ -158,9 +147,9 @@ class AsyncCampaignClient:
     ) -> pb.ListCampaignsResponse:
         """One page, newest first, and the token of the next (empty on the last)."""
         r = requests.list_page(customer_id, page_size, page_token, status, type, show_deleted)
-        return await self._call(self._stub.ListCampaigns, "ListCampaigns", r, timeout, retry)
+        return self._call(self._stub.ListCampaigns, "ListCampaigns", r, timeout, retry)
 
-    async def iter_campaigns(
+    def iter_campaigns(
         self,
         customer_id: str,
         *,
@@ -170,11 +159,11 @@ class AsyncCampaignClient:
         show_deleted: bool = False,
         timeout: Timeout = DEFAULT,
         retry: RetryArg = DEFAULT,
-    ) -> AsyncIterator[pb.Campaign]:
+    ) -> Iterator[pb.Campaign]:
         """Every matching campaign, newest first, page by page (each page its own call)."""
         token = ""
         while True:
-            page = await self.list_campaigns(
+            page = self.list_campaigns(
                 customer_id,
                 page_size=page_size,
                 page_token=token,
@@ -184,13 +173,12 @@ class AsyncCampaignClient:
                 timeout=timeout,
                 retry=retry,
             )
-            for campaign in page.campaigns:
-                yield campaign
+            yield from page.campaigns
             token = page.next_page_token
             if not token:
                 return
 
-    async def update_campaign(
+    def update_campaign(
         self,
         campaign: pb.Campaign,
         update_mask: Iterable[str],
@@ -200,10 +188,10 @@ class AsyncCampaignClient:
     ) -> pb.Campaign:
         """Changes the fields named in update_mask. Retried only when campaign.etag is set."""
         r = requests.update(campaign, update_mask)
-        response = await self._call(self._stub.UpdateCampaign, "UpdateCampaign", r, timeout, retry)
+        response = self._call(self._stub.UpdateCampaign, "UpdateCampaign", r, timeout, retry)
         return response.campaign
 
-    async def delete_campaign(
+    def delete_campaign(
         self,
         customer_id: str,
         campaign_id: str,
@@ -214,10 +202,10 @@ class AsyncCampaignClient:
     ) -> pb.Campaign:
         """Soft-deletes a stopped campaign. Retried only with an etag."""
         r = requests.delete(customer_id, campaign_id, etag)
-        response = await self._call(self._stub.DeleteCampaign, "DeleteCampaign", r, timeout, retry)
+        response = self._call(self._stub.DeleteCampaign, "DeleteCampaign", r, timeout, retry)
         return response.campaign
 
-    async def undelete_campaign(
+    def undelete_campaign(
         self,
         customer_id: str,
         campaign_id: str,
@@ -226,12 +214,10 @@ class AsyncCampaignClient:
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
         r = requests.undelete(customer_id, campaign_id)
-        response = await self._call(
-            self._stub.UndeleteCampaign, "UndeleteCampaign", r, timeout, retry
-        )
+        response = self._call(self._stub.UndeleteCampaign, "UndeleteCampaign", r, timeout, retry)
         return response.campaign
 
-    async def update_campaign_status(
+    def update_campaign_status(
         self,
         customer_id: str,
         campaign_id: str,
@@ -245,12 +231,12 @@ class AsyncCampaignClient:
         """STATUS_RUN or STATUS_STOP (which only asks: the dialer confirms the drain with
         confirm_drained). With etag, ABORTED if the campaign changed since it was read."""
         r = requests.update_status(customer_id, campaign_id, status, force, etag)
-        response = await self._call(
+        response = self._call(
             self._stub.UpdateCampaignStatus, "UpdateCampaignStatus", r, timeout, retry
         )
         return response.campaign
 
-    async def confirm_drained(
+    def confirm_drained(
         self,
         customer_id: str,
         campaign_id: str,
@@ -264,10 +250,10 @@ class AsyncCampaignClient:
         it saw it) is drained: the campaign completes to STATUS_STOP. Safe to retry. A
         dialer holding the campaign's lease passes its fencing_token."""
         r = requests.confirm_drained(customer_id, campaign_id, stop_revision, fencing_token)
-        response = await self._call(self._stub.ConfirmDrained, "ConfirmDrained", r, timeout, retry)
+        response = self._call(self._stub.ConfirmDrained, "ConfirmDrained", r, timeout, retry)
         return response.campaign
 
-    async def list_campaign_events(
+    def list_campaign_events(
         self,
         customer_id: str,
         campaign_id: str = "",
@@ -281,11 +267,9 @@ class AsyncCampaignClient:
         """One page of a campaign's (or a customer's) events, newest first: what happened,
         and who did it (each event's principal)."""
         r = requests.list_events(customer_id, campaign_id, page_size, page_token, view)
-        return await self._call(
-            self._stub.ListCampaignEvents, "ListCampaignEvents", r, timeout, retry
-        )
+        return self._call(self._stub.ListCampaignEvents, "ListCampaignEvents", r, timeout, retry)
 
-    async def report_outdial_exhausted(
+    def report_outdial_exhausted(
         self,
         customer_id: str,
         campaign_id: str,
@@ -295,7 +279,7 @@ class AsyncCampaignClient:
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
         r = requests.report_outdial_exhausted(customer_id, campaign_id, fencing_token)
-        response = await self._call(
+        response = self._call(
             self._stub.ReportOutdialExhausted, "ReportOutdialExhausted", r, timeout, retry
         )
         return response.campaign
@@ -311,7 +295,7 @@ class AsyncCampaignClient:
         view: requests.View = pb.WATCH_VIEW_STATUS,
         retry: Retry | Default = DEFAULT,
         silent_intervals: int | None = SILENT_INTERVALS,
-    ) -> AsyncWatch:
+    ) -> Watch:
         """Status changes, each once, across reconnects and server restarts.
 
         Yields WatchStatusResponse messages (a snapshot first unless after_revision is given;
@@ -330,6 +314,6 @@ class AsyncCampaignClient:
         resume = Resume(
             customer_id, campaign_id, after_revision, heartbeats, view, timeline, silent_intervals
         )
-        return AsyncWatch(
+        return Watch(
             self._stub, resume, self.watch_retry if retry is DEFAULT else retry, self._metadata
         )

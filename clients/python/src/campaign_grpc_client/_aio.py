@@ -1,18 +1,15 @@
-"""CampaignClient: campaign.v1.CampaignService over a blocking grpc channel."""
+"""AsyncCampaignClient: campaign.v1.CampaignService over a grpc.aio channel."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from types import TracebackType
 from typing import TypeVar
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc as pb_grpc
-
 from . import _requests as requests
-from ._channel import KEEPALIVE_OPTIONS, TLS, call_metadata, channel_credentials
+from ._channel import KEEPALIVE_OPTIONS, TLS, Metadata, call_metadata, channel_credentials
 from ._retry import (
     CHANNEL_OPTIONS,
     DEFAULT,
@@ -21,10 +18,12 @@ from ._retry import (
     WATCH_RETRY,
     Default,
     Retry,
-    call,
+    call_async,
 )
 from ._silence import SILENT_INTERVALS
-from ._watch import Resume, Watch
+from ._watch import AsyncWatch, Resume
+from .v1 import campaign_pb2 as pb
+from .v1 import campaign_pb2_grpc as pb_grpc
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -32,13 +31,13 @@ Timeout = float | None | Default
 RetryArg = Retry | None | Default
 
 
-class CampaignClient:
-    """A blocking client. Use it as a context manager, or close() it.
+class AsyncCampaignClient:
+    """An asyncio client: make it in the event loop, use it with async with, or aclose() it.
 
     timeout is each call's deadline in seconds, its retries included (None: no deadline);
     retry says how calls that are safe to repeat are retried after UNAVAILABLE (None: never);
     watch_retry how watch() reconnects. Every call takes timeout= and retry= of its own, and
-    raises a CampaignServiceError subclass (see campaign_grpc.client.exceptions).
+    raises a CampaignServiceError subclass (see campaign_grpc_client.exceptions).
 
     tls secures a channel the client makes (or give credentials of your own); token is sent
     as a bearer token with every call, each reconnect of a watch included.
@@ -48,7 +47,7 @@ class CampaignClient:
         self,
         target: str | None = None,
         *,
-        channel: grpc.Channel | None = None,
+        channel: grpc.aio.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         tls: TLS | None = None,
         token: str | None = None,
@@ -64,9 +63,9 @@ class CampaignClient:
             secure = channel_credentials(credentials, tls)
             options = [*CHANNEL_OPTIONS, *KEEPALIVE_OPTIONS]
             if secure is None:
-                channel = grpc.insecure_channel(target, options=options)
+                channel = grpc.aio.insecure_channel(target, options=options)
             else:
-                channel = grpc.secure_channel(target, secure, options=options)
+                channel = grpc.aio.secure_channel(target, secure, options=options)
         self.channel = channel
         self._stub = pb_grpc.CampaignServiceStub(channel)
         self._metadata = call_metadata(token)
@@ -74,22 +73,32 @@ class CampaignClient:
         self.retry = retry
         self.watch_retry = watch_retry
 
-    def close(self) -> None:
+    @property
+    def stub(self) -> pb_grpc.CampaignServiceStub:
+        """The generated stub on the client's channel, for what the client does not wrap."""
+        return self._stub
+
+    @property
+    def metadata(self) -> Metadata | None:
+        """What every call of the client sends (its bearer token)."""
+        return self._metadata
+
+    async def aclose(self) -> None:
         """Closes the channel if the client made it."""
         if self._owns_channel:
-            self.channel.close()
+            await self.channel.close()
 
-    def __enter__(self) -> CampaignClient:
+    async def __aenter__(self) -> AsyncCampaignClient:
         return self
 
-    def __exit__(
+    async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        await self.aclose()
 
-    def _call(
+    async def _call(
         self,
-        rpc: grpc.UnaryUnaryMultiCallable[Req, Resp],
+        rpc: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
         name: str,
         request_safe: tuple[Req, bool],
         timeout: Timeout,
@@ -98,10 +107,10 @@ class CampaignClient:
         request, safe = request_safe
         metadata = self._metadata
 
-        def invoke(left: float | None) -> Resp:
+        def invoke(left: float | None) -> Awaitable[Resp]:
             return rpc(request, timeout=left, metadata=metadata)
 
-        return call(
+        return await call_async(
             name,
             invoke,
             timeout=self.timeout if timeout is DEFAULT else timeout,
@@ -109,7 +118,7 @@ class CampaignClient:
             safe=safe,
         )
 
-    def create_campaign(
+    async def create_campaign(
         self,
         campaign: pb.Campaign,
         *,
@@ -119,10 +128,10 @@ class CampaignClient:
     ) -> pb.Campaign:
         """Creates a stopped campaign. Without a request_id the client makes one."""
         r = requests.create(campaign, request_id)
-        response = self._call(self._stub.CreateCampaign, "CreateCampaign", r, timeout, retry)
+        response = await self._call(self._stub.CreateCampaign, "CreateCampaign", r, timeout, retry)
         return response.campaign
 
-    def get_campaign(
+    async def get_campaign(
         self,
         customer_id: str,
         campaign_id: str,
@@ -131,10 +140,10 @@ class CampaignClient:
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
         r = requests.get(customer_id, campaign_id)
-        response = self._call(self._stub.GetCampaign, "GetCampaign", r, timeout, retry)
+        response = await self._call(self._stub.GetCampaign, "GetCampaign", r, timeout, retry)
         return response.campaign
 
-    def list_campaigns(
+    async def list_campaigns(
         self,
         customer_id: str,
         *,
@@ -148,9 +157,9 @@ class CampaignClient:
     ) -> pb.ListCampaignsResponse:
         """One page, newest first, and the token of the next (empty on the last)."""
         r = requests.list_page(customer_id, page_size, page_token, status, type, show_deleted)
-        return self._call(self._stub.ListCampaigns, "ListCampaigns", r, timeout, retry)
+        return await self._call(self._stub.ListCampaigns, "ListCampaigns", r, timeout, retry)
 
-    def iter_campaigns(
+    async def iter_campaigns(
         self,
         customer_id: str,
         *,
@@ -160,11 +169,11 @@ class CampaignClient:
         show_deleted: bool = False,
         timeout: Timeout = DEFAULT,
         retry: RetryArg = DEFAULT,
-    ) -> Iterator[pb.Campaign]:
+    ) -> AsyncIterator[pb.Campaign]:
         """Every matching campaign, newest first, page by page (each page its own call)."""
         token = ""
         while True:
-            page = self.list_campaigns(
+            page = await self.list_campaigns(
                 customer_id,
                 page_size=page_size,
                 page_token=token,
@@ -174,12 +183,13 @@ class CampaignClient:
                 timeout=timeout,
                 retry=retry,
             )
-            yield from page.campaigns
+            for campaign in page.campaigns:
+                yield campaign
             token = page.next_page_token
             if not token:
                 return
 
-    def update_campaign(
+    async def update_campaign(
         self,
         campaign: pb.Campaign,
         update_mask: Iterable[str],
@@ -189,10 +199,10 @@ class CampaignClient:
     ) -> pb.Campaign:
         """Changes the fields named in update_mask. Retried only when campaign.etag is set."""
         r = requests.update(campaign, update_mask)
-        response = self._call(self._stub.UpdateCampaign, "UpdateCampaign", r, timeout, retry)
+        response = await self._call(self._stub.UpdateCampaign, "UpdateCampaign", r, timeout, retry)
         return response.campaign
 
-    def delete_campaign(
+    async def delete_campaign(
         self,
         customer_id: str,
         campaign_id: str,
@@ -203,10 +213,10 @@ class CampaignClient:
     ) -> pb.Campaign:
         """Soft-deletes a stopped campaign. Retried only with an etag."""
         r = requests.delete(customer_id, campaign_id, etag)
-        response = self._call(self._stub.DeleteCampaign, "DeleteCampaign", r, timeout, retry)
+        response = await self._call(self._stub.DeleteCampaign, "DeleteCampaign", r, timeout, retry)
         return response.campaign
 
-    def undelete_campaign(
+    async def undelete_campaign(
         self,
         customer_id: str,
         campaign_id: str,
@@ -215,10 +225,12 @@ class CampaignClient:
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
         r = requests.undelete(customer_id, campaign_id)
-        response = self._call(self._stub.UndeleteCampaign, "UndeleteCampaign", r, timeout, retry)
+        response = await self._call(
+            self._stub.UndeleteCampaign, "UndeleteCampaign", r, timeout, retry
+        )
         return response.campaign
 
-    def update_campaign_status(
+    async def update_campaign_status(
         self,
         customer_id: str,
         campaign_id: str,
@@ -232,12 +244,12 @@ class CampaignClient:
         """STATUS_RUN or STATUS_STOP (which only asks: the dialer confirms the drain with
         confirm_drained). With etag, ABORTED if the campaign changed since it was read."""
         r = requests.update_status(customer_id, campaign_id, status, force, etag)
-        response = self._call(
+        response = await self._call(
             self._stub.UpdateCampaignStatus, "UpdateCampaignStatus", r, timeout, retry
         )
         return response.campaign
 
-    def confirm_drained(
+    async def confirm_drained(
         self,
         customer_id: str,
         campaign_id: str,
@@ -251,10 +263,10 @@ class CampaignClient:
         it saw it) is drained: the campaign completes to STATUS_STOP. Safe to retry. A
         dialer holding the campaign's lease passes its fencing_token."""
         r = requests.confirm_drained(customer_id, campaign_id, stop_revision, fencing_token)
-        response = self._call(self._stub.ConfirmDrained, "ConfirmDrained", r, timeout, retry)
+        response = await self._call(self._stub.ConfirmDrained, "ConfirmDrained", r, timeout, retry)
         return response.campaign
 
-    def list_campaign_events(
+    async def list_campaign_events(
         self,
         customer_id: str,
         campaign_id: str = "",
@@ -268,9 +280,11 @@ class CampaignClient:
         """One page of a campaign's (or a customer's) events, newest first: what happened,
         and who did it (each event's principal)."""
         r = requests.list_events(customer_id, campaign_id, page_size, page_token, view)
-        return self._call(self._stub.ListCampaignEvents, "ListCampaignEvents", r, timeout, retry)
+        return await self._call(
+            self._stub.ListCampaignEvents, "ListCampaignEvents", r, timeout, retry
+        )
 
-    def report_outdial_exhausted(
+    async def report_outdial_exhausted(
         self,
         customer_id: str,
         campaign_id: str,
@@ -280,7 +294,7 @@ class CampaignClient:
         retry: RetryArg = DEFAULT,
     ) -> pb.Campaign:
         r = requests.report_outdial_exhausted(customer_id, campaign_id, fencing_token)
-        response = self._call(
+        response = await self._call(
             self._stub.ReportOutdialExhausted, "ReportOutdialExhausted", r, timeout, retry
         )
         return response.campaign
@@ -296,7 +310,7 @@ class CampaignClient:
         view: requests.View = pb.WATCH_VIEW_STATUS,
         retry: Retry | Default = DEFAULT,
         silent_intervals: int | None = SILENT_INTERVALS,
-    ) -> Watch:
+    ) -> AsyncWatch:
         """Status changes, each once, across reconnects and server restarts.
 
         Yields WatchStatusResponse messages (a snapshot first unless after_revision is given;
@@ -315,6 +329,6 @@ class CampaignClient:
         resume = Resume(
             customer_id, campaign_id, after_revision, heartbeats, view, timeline, silent_intervals
         )
-        return Watch(
+        return AsyncWatch(
             self._stub, resume, self.watch_retry if retry is DEFAULT else retry, self._metadata
         )

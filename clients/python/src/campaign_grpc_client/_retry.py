@@ -15,7 +15,7 @@ import grpc
 
 from .exceptions import CampaignServiceError, Unavailable, from_grpc_error
 
-log = logging.getLogger("campaign_grpc.client")
+log = logging.getLogger("campaign_grpc_client")
 
 T = TypeVar("T")
 

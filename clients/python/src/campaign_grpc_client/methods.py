@@ -18,7 +18,7 @@ from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDesc
 from google.protobuf.descriptor_pb2 import MethodOptions
 from google.protobuf.message import Message
 
-from campaign.v1 import campaign_pb2, options_pb2
+from .v1 import campaign_pb2, options_pb2
 
 SERVICE = campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"]
 

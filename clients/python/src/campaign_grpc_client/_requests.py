@@ -2,7 +2,7 @@
 
 A retry may repeat a request that the server already carried out (its reply was lost), so
 only requests whose repetition changes nothing more are retried. Each method's options in the
-contract say which (see campaign_grpc.methods): a read always; another call as it is, or only
+contract say which (see campaign_grpc_client.methods): a read always; another call as it is, or only
 when its request sets a key or a condition: CreateCampaign's request_id, which the client
 makes when the caller gives none, so that a repeat returns the first result; an etag, so that
 a repeat of a call carried out fails with ABORTED instead of overwriting a change made in
@@ -17,9 +17,8 @@ from typing import TypeAlias
 
 from google.protobuf import field_mask_pb2
 
-from campaign.v1 import campaign_pb2 as pb
-
-from ..methods import safe_to_retry
+from .methods import safe_to_retry
+from .v1 import campaign_pb2 as pb
 
 Status: TypeAlias = pb.Campaign.Status.ValueType
 Type: TypeAlias = pb.Campaign.Type.ValueType

@@ -22,8 +22,6 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from campaign.v1 import campaign_pb2 as pb
-
 from ._channel import Metadata
 from ._retry import Retry
 from ._silence import ASSUMED_HEARTBEAT_INTERVAL, SILENT_INTERVALS, Watchdog
@@ -34,8 +32,9 @@ from .exceptions import (
     Unavailable,
     from_grpc_error,
 )
+from .v1 import campaign_pb2 as pb
 
-log = logging.getLogger("campaign_grpc.client")
+log = logging.getLogger("campaign_grpc_client")
 
 W = pb.WatchStatusResponse
 

@@ -1,1 +1,0 @@
-../../../../src/campaign_grpc/methods.py
