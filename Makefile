@@ -211,6 +211,7 @@ lint: install $(NODE_DEPS)
 	$(BIN)/ruff format --check src clients/python/src tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m campaign_grpc.service_config --check
+	$(BIN)/python tools/versions.py --check
 	$(MKDOCS)
 
 # The documentation site (mkdocs.yml, docs/) into build/site, strictly: a broken link or a page
@@ -221,6 +222,14 @@ MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 docs: install
 	$(MKDOCS)
+
+# Every package of a release, at the version VERSION sets, into dist/: the Go module as a module
+# proxy serves it (dist/go), the Maven artifact (dist/maven), the npm tarball, the Python wheels
+# and sdists. CHANGELOG.md says what changed; tools/versions.py says how to change the version.
+dist: dist-go dist-java dist-node dist-python
+	$(BIN)/python tools/versions.py --check
+	@find dist -type f \( -name '*.zip' -o -name '*.jar' -o -name '*.pom' -o -name '*.tgz' \
+		-o -name '*.whl' -o -name '*.tar.gz' \) | sort
 
 # clients/service_config.json, the retry policy every language's channel can take, made from
 # the contract's traits (src/campaign_grpc/service_config.py); `make lint` checks it is current.

@@ -12,10 +12,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from certificates import Authority
 from e2e_helpers import quick_settings, token_line
 from factories import new_id

@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from campaign.v1 import campaign_pb2_grpc
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import create, free_port, get, wait_serving
 from factories import runnable_campaign
 from toolchains import BUILD, ROOT, missing_commands, require, run

@@ -34,13 +34,13 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc import cli
 from campaign_grpc.ops.auth import TokenFile
 from campaign_grpc.ops.security import exposure_problem
 from campaign_grpc.ops.server import SERVICE_NAME
 from campaign_grpc.settings import Settings, conflicts, env_name, from_namespace, split_address
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from certificates import Authority
 from e2e_helpers import Process, eventually, free_port, run, wait_serving
 from factories import new_id

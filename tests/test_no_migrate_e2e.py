@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from campaign.v1 import campaign_pb2 as pb
-from campaign.v1 import campaign_pb2_grpc
 from campaign_grpc.storage.schema import SCHEMA_VERSION
+from campaign_grpc_client.v1 import campaign_pb2 as pb
+from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import Process, free_port, run, wait_serving
 from factories import runnable_campaign
 
