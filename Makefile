@@ -17,7 +17,7 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint format bench bench-abuse bench-faults bench-leases clean contract-release go-client java-client python-client \
+.PHONY: install proto run test lint format bench bench-abuse bench-proxy bench-faults bench-leases clean contract-release go-client java-client python-client \
 	service-config
 
 install: $(INSTALLED) $(GENERATED)
@@ -147,3 +147,8 @@ bench-leases: install
 # Hostile peers against this server and a bare grpc.aio server, side by side.
 bench-abuse: install
 	$(BIN)/python bench/abuse.py
+
+# The same attacks against the server behind HAProxy (deploy/haproxy), beside the server alone
+# and a bare grpc.aio server; needs haproxy (Debian's package).
+bench-proxy: install
+	$(BIN)/python bench/abuse.py --through-proxy
