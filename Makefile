@@ -19,7 +19,7 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint docs format bench bench-abuse bench-faults bench-leases clean contract-release \
+.PHONY: install proto run test lint docs format bench bench-abuse bench-proxy bench-faults bench-leases clean contract-release \
 	dist dist-go dist-java dist-node dist-python go-client java-client service-config
 
 install: $(INSTALLED) $(GENERATED)
@@ -271,6 +271,11 @@ bench-leases: install
 # Hostile peers against this server and a bare grpc.aio server, side by side.
 bench-abuse: install
 	$(BIN)/python bench/abuse.py
+
+# The same attacks against the server behind HAProxy (deploy/haproxy), beside the server alone
+# and a bare grpc.aio server; needs haproxy (Debian's package).
+bench-proxy: install
+	$(BIN)/python bench/abuse.py --through-proxy
 
 # The container image (Dockerfile), campaign-grpc:$(VERSION), built with no container registry:
 # its base is a Debian 12 with python3 made by mmdebstrap from Debian's archive (kept in

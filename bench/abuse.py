@@ -3,6 +3,7 @@
     python bench/abuse.py                       # every attack (make bench-abuse)
     python bench/abuse.py --attack ping-flood   # some of them
     python bench/abuse.py --server-only         # skip the bare server
+    python bench/abuse.py --through-proxy       # also the server behind deploy/haproxy
 
 For each server, in one run: legit Health/Check and GetCampaign calls from a process of their
 own, first idle, then during each attack, each attack from a process of its own (raw HTTP/2
@@ -12,6 +13,12 @@ and the server's RSS before, at most during, and 10 s after the attacks.
 Targets: throughput >= 0.5x idle, p99 <= 5x idle, no failed call, RSS during <= idle + 100 MiB,
 RSS 10 s after all attacks within 1.25x of before; every figure at least the bare server's.
 The bare server has only the health service: its GetCampaign column is empty.
+
+--through-proxy adds the server behind HAProxy with deploy/haproxy/haproxy.cfg, measured the
+same way through the proxy, and gives every call a bearer token (the servers run with
+--auth-tokens): the quiet and the noisy customer each their own, the attackers one of theirs.
+The attackers then send from 127.0.0.2 (--attacker-source), standing for another host, while
+the legit client and the noisy tenant share 127.0.0.1 as tenants behind one gateway do.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -46,8 +54,20 @@ import hostile_peer as hp  # noqa: E402
 
 RESULTS = HERE / "results"
 CLI = Path(sys.executable).parent / "campaign-grpc"
+PROXY_CONFIG = HERE.parent / "deploy" / "haproxy" / "haproxy.cfg"
 # Two customers (ids are canonical UUIDs): one floods, the other is measured.
 NOISY, QUIET = "0b5a2c1e-6d1f-4c1a-9a57-2a0d4e9b7a01", "7c3e9f10-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
+ATTACKER = "5d7e0c2a-3b4f-4e6a-8c1d-9f0a1b2c3d4e"
+# Their bearer tokens, used when ABUSE_AUTH=1 (--through-proxy).
+TOKENS = {NOISY: "noisy-" + "1" * 26, QUIET: "quiet-" + "2" * 26, ATTACKER: "attacker-" + "3" * 23}
+
+
+def auth(customer: str) -> tuple[tuple[str, str], ...]:
+    if os.environ.get("ABUSE_AUTH") != "1":
+        return ()
+    return (("authorization", f"Bearer {TOKENS[customer]}"),)
+
+
 TARGETS = {"throughput_ratio": 0.5, "p99_ratio": 5.0, "rss_during_mib": 100, "rss_after": 1.25}
 # Seconds each attack runs, and the part of it in which the legit client measures.
 ATTACK_S, WARMUP_S = 8.0, 2.0
@@ -100,7 +120,7 @@ def noisy_tenant(port: int, seconds: float) -> hp.Outcome:
         async def loop(stub: campaign_pb2_grpc.CampaignServiceStub) -> None:
             while time.monotonic() < deadline:
                 try:
-                    await stub.GetCampaign(request, timeout=5)
+                    await stub.GetCampaign(request, metadata=auth(NOISY), timeout=5)
                     result.responses += 1
                 except grpc.aio.AioRpcError:
                     result.refused_streams += 1
@@ -168,6 +188,7 @@ async def seed(port: int) -> dict[str, str]:
         for customer in (NOISY, QUIET):
             created = await stub.CreateCampaign(
                 pb.CreateCampaignRequest(campaign=campaign_of(customer)),
+                metadata=auth(customer),
                 timeout=10,
             )
             ids[customer] = created.campaign.id
@@ -193,7 +214,9 @@ async def legit(port: int, seconds: float, campaign_id: str) -> dict[str, Any]:
                         await health_stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
                     else:
                         await stub.GetCampaign(
-                            pb.GetCampaignRequest(customer_id=QUIET, id=campaign_id), timeout=2
+                            pb.GetCampaignRequest(customer_id=QUIET, id=campaign_id),
+                            metadata=auth(QUIET),
+                            timeout=2,
                         )
                     latencies.append(time.perf_counter() - start)
                 except grpc.aio.AioRpcError as err:
@@ -242,11 +265,29 @@ def measure_attack(
     }
 
 
-def bench_server(
-    label: str, command: Callable[[int], list[str]], chosen: list[str], seeded: bool
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def proxy_in_front(server_port: int) -> Iterator[int]:
+    """HAProxy with the shipped configuration in front of the server; yields its port."""
     port = free_port()
-    with process(command(port)) as srv:
+    env = {
+        "CAMPAIGN_GRPC_PROXY_LISTEN": f"127.0.0.1:{port}",
+        "CAMPAIGN_GRPC_SERVER": f"127.0.0.1:{server_port}",
+    }
+    with process(["haproxy", "-f", str(PROXY_CONFIG)], env):
+        yield port
+
+
+def bench_server(
+    label: str,
+    command: Callable[[int], list[str]],
+    chosen: list[str],
+    seeded: bool,
+    proxied: bool = False,
+) -> dict[str, Any]:
+    server_port = free_port()
+    with process(command(server_port)) as srv, contextlib.ExitStack() as stack:
+        asyncio.run(wait_serving(f"127.0.0.1:{server_port}"))
+        port = stack.enter_context(proxy_in_front(server_port)) if proxied else server_port
         asyncio.run(wait_serving(f"127.0.0.1:{port}"))
         ids = asyncio.run(seed(port)) if seeded else {}
         writes = Writes(port, ids.get(QUIET, "")) if seeded else None
@@ -300,6 +341,7 @@ class Writes:
                 pb.UpdateCampaignStatusRequest(
                     customer_id=QUIET, id=self._id, status=status, force=True
                 ),
+                metadata=auth(QUIET),
                 timeout=5,
             )
         self._run = not self._run
@@ -412,6 +454,15 @@ def main() -> None:
     parser.add_argument(
         "--attacker-nice", type=int, default=19, help="niceness of the attacking processes"
     )
+    parser.add_argument(
+        "--through-proxy",
+        action="store_true",
+        help="also the server behind HAProxy (deploy/haproxy/haproxy.cfg), with tokens",
+    )
+    parser.add_argument(
+        "--attacker-source",
+        help="local address the attackers send from (127.0.0.2 with --through-proxy)",
+    )
     parser.add_argument("--legit", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
@@ -423,6 +474,13 @@ def main() -> None:
         asyncio.run(serve_bare(args.serve_bare))
         return
     os.environ["ATTACKER_NICE"] = str(args.attacker_nice)
+    source = args.attacker_source or ("127.0.0.2" if args.through_proxy else None)
+    if source:
+        os.environ["HOSTILE_SOURCE"] = source
+    if args.through_proxy:
+        # Every process started from here on (legit client, attackers) sends its token.
+        os.environ["ABUSE_AUTH"] = "1"
+        os.environ["HOSTILE_TOKEN"] = TOKENS[ATTACKER]
     every = attacks()
     if args.attack and rest[:2] and rest[0].isdigit():
         # An attacker process: --attack NAME PORT SECONDS.
@@ -437,11 +495,18 @@ def main() -> None:
         n for n in every if not args.attack or any(a.lower() in n.lower() for a in args.attack)
     ]
     print(
-        f"{len(chosen)} attacks, {ATTACK_S:.0f} s each, attackers at nice {args.attacker_nice}; "
-        f"load average {os.getloadavg()}"
+        f"{len(chosen)} attacks, {ATTACK_S:.0f} s each, attackers at nice {args.attacker_nice}"
+        f"{f' from {source}' if source else ''}; load average {os.getloadavg()}"
     )
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        tokens = Path(tmp) / "tokens.txt"
+        tokens.write_text(
+            "".join(
+                f"{hashlib.sha256(token.encode()).hexdigest()} {customer}\n"
+                for customer, token in TOKENS.items()
+            )
+        )
         serve = [
             str(CLI),
             "serve",
@@ -449,8 +514,17 @@ def main() -> None:
             f"sqlite:///{Path(tmp) / 'campaigns.db'}",
             "--log-level",
             "WARNING",
+            *(["--auth-tokens", str(tokens)] if args.through_proxy else []),
             *args.server_arg,
         ]
+        if args.through_proxy:
+            results["campaign-grpc behind haproxy"] = bench_server(
+                "campaign-grpc behind haproxy",
+                lambda port: [*serve, "--listen", f"127.0.0.1:{port}"],
+                chosen,
+                seeded=True,
+                proxied=True,
+            )
         results["campaign-grpc"] = bench_server(
             "campaign-grpc",
             lambda port: [*serve, "--listen", f"127.0.0.1:{port}"],

@@ -8,6 +8,7 @@ with GOAWAY (and with which error codes), and how many the server simply dropped
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import time
@@ -66,7 +67,17 @@ def grpc_message(body: bytes, declared: int | None = None) -> bytes:
     return struct.pack(">BI", 0, len(body) if declared is None else declared) + body
 
 
+# Who the attacker is: HOSTILE_SOURCE, a local address to send from (127.0.0.2 stands for
+# another host, still sending to 127.0.0.1), and HOSTILE_TOKEN, a bearer token its calls carry.
+def connect(port: int, timeout: float) -> socket.socket:
+    source = os.environ.get("HOSTILE_SOURCE")
+    return socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+    )
+
+
 def request_headers(method: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+    token = os.environ.get("HOSTILE_TOKEN")
     return [
         (":method", "POST"),
         (":scheme", "http"),
@@ -74,6 +85,7 @@ def request_headers(method: str, *extra: tuple[str, str]) -> list[tuple[str, str
         (":authority", "127.0.0.1"),
         ("content-type", "application/grpc"),
         ("te", "trailers"),
+        *([("authorization", f"Bearer {token}")] if token else []),
         *extra,
     ]
 
@@ -84,7 +96,7 @@ class Peer:
     the server's answers to streams it was never told of."""
 
     def __init__(self, port: int, *, window: int | None = None, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = connect(port, timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.encoder = Encoder()
         self._decoder = Decoder()
@@ -368,7 +380,7 @@ def _hold_sockets(port: int, seconds: float, count: int, greet: bytes | None) ->
             if time.monotonic() >= deadline:
                 break
             try:
-                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s = connect(port, 2)
             except OSError:
                 result.dropped += 1  # refused at once: counted as closed by the server
                 result.connections += 1
@@ -427,7 +439,7 @@ def connection_churn() -> Attack:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and result.connections < 200_000:
             with contextlib.suppress(OSError):
-                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s = connect(port, 2)
                 s.sendall(PREFACE + frame(SETTINGS, 0, 0))
                 s.close()
             result.connections += 1
