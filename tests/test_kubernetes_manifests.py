@@ -57,7 +57,7 @@ IMAGE_UID = 10001
 PROGRAM = "campaign-grpc"
 # The kustomization fields the renderer below follows; any other would be ignored by it.
 KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images"}
-# What a replica's memory is made of beyond its settings' bounds (README, Performance: RSS
+# What a replica's memory is made of beyond its settings' bounds (docs/performance.md: RSS
 # idle), and per open WatchStatus stream and per byte of a unary request in flight.
 IDLE_BYTES = 64 * 2**20
 WATCH_STREAM_BYTES = 27 * 2**10

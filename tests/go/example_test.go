@@ -1,6 +1,6 @@
 package campaignclient_test
 
-// The examples the README's Go section quotes, run (and their output checked) by go test.
+// The examples that docs/clients/go.md quotes, run (and their output checked) by go test.
 
 import (
 	"context"
