@@ -1,4 +1,4 @@
-"""The Python dialer of docs/clients/python.md, as printed there (between the README markers),
+"""The Python dialer of docs/dialer.md, as printed there (between the README markers),
 run as a process by tests/test_readme_dialer_e2e.py. Its telephony only writes what it starts and
 stops.
 
