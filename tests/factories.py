@@ -49,8 +49,8 @@ def runnable_campaign(customer_id: str, **changes: Any) -> pb.Campaign:
 
 
 def big_actions(count: int = 1000) -> list[Action]:
-    """The README's sizing of a large campaign: 1,000 actions with options of about 170 bytes
-    of JSON each, some 225 KB encoded."""
+    """The sizing of a large campaign in docs/operating/limits.md: 1,000 actions with options of
+    about 170 bytes of JSON each, some 225 KB encoded."""
     return [
         Action(
             new_id(),

@@ -154,7 +154,7 @@ class Received:
 
 
 class Watcher:
-    """A subscriber as the README tells it to be: one stream of every customer at a time;
+    """A subscriber as the documentation tells it to be: one stream of every customer at a time;
     when the stream ends, or stays silent for three heartbeat intervals, it resumes after
     the last revision it received on the next replica."""
 

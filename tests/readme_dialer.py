@@ -1,5 +1,6 @@
-"""The README's Python dialer, as printed there (between the README markers), run as a process
-by tests/test_readme_dialer_e2e.py. Its telephony only writes what it starts and stops.
+"""The Python dialer of docs/dialer.md, as printed there (between the README markers),
+run as a process by tests/test_readme_dialer_e2e.py. Its telephony only writes what it starts and
+stops.
 
     python tests/readme_dialer.py TARGET HOLDER LOG
 """

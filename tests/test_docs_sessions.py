@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
+from documents import DOCUMENTS
 from e2e_helpers import serving
 from toolchains import missing_commands, missing_paths, require
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SESSION = re.compile(r"^<!-- session -->\n```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 

@@ -34,6 +34,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
+import documents
 from campaign_grpc import cli
 from campaign_grpc.ops.auth import TokenFile
 from campaign_grpc.ops.security import exposure_problem
@@ -56,7 +57,7 @@ IMAGE_UID = 10001
 PROGRAM = "campaign-grpc"
 # The kustomization fields the renderer below follows; any other would be ignored by it.
 KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images"}
-# What a replica's memory is made of beyond its settings' bounds (README, Performance: RSS
+# What a replica's memory is made of beyond its settings' bounds (docs/performance.md: RSS
 # idle), and per open WatchStatus stream and per byte of a unary request in flight.
 IDLE_BYTES = 64 * 2**20
 WATCH_STREAM_BYTES = 27 * 2**10
@@ -532,9 +533,7 @@ async def test_the_job_migrates_and_the_deployment_serves_as_written(
 
 
 def test_the_objects_the_docs_name_exist(objects: list[dict[str, Any]]) -> None:
-    docs = (ROOT / "README.md").read_text() + "".join(
-        p.read_text() for p in sorted(FOLDER.iterdir())
-    )
+    docs = documents.text() + "".join(p.read_text() for p in sorted(FOLDER.iterdir()))
     assert "kubectl apply -k deploy/kubernetes" in docs
     named = set(re.findall(r"\b(job|deployment)/([a-z0-9-]+)", docs))
     assert named

@@ -1,7 +1,7 @@
-"""The README's Go, Java and TypeScript code is the tested code itself, so that it works as
-printed.
+"""The Go, Java and TypeScript code of the README and the documentation site is the tested
+code itself, so that it works as printed.
 
-Each ```go, ```java or ```ts block of the README must appear, line for line (indentation
+Each ```go, ```java or ```ts block of README.md and docs/ must appear, line for line (indentation
 aside), in one file of SOURCES (the tests, the Go module's helpers, the Java package's sources
 and the TypeScript consumer of the npm package); a line `// ...` in a block stands for code left
 out.
@@ -9,10 +9,11 @@ out.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
+
+from documents import code_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 # The folders of each language's tested code, searched with their subfolders.
@@ -27,11 +28,6 @@ MIN_BLOCKS = {"go": 5, "java": 5, "ts": 4}
 
 def lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def blocks(language: str) -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    return re.findall(rf"^```{language}\n(.*?)^```$", readme, re.DOTALL | re.MULTILINE)
 
 
 def parts(block: str) -> list[list[str]]:
@@ -58,9 +54,9 @@ def test_every_snippet_of_the_readme_is_taken_from_the_tested_code(language: str
         for folder in SOURCES[language]
         for path in sorted(folder.rglob(EXTENSIONS[language]))
     }
-    snippets = blocks(language)
+    snippets = code_blocks(language)
     assert len(snippets) >= MIN_BLOCKS[language], (
-        f"the README has {len(snippets)} {language} blocks"
+        f"README.md and docs/ have {len(snippets)} {language} blocks"
     )
     for snippet in snippets:
         for part in parts(snippet):

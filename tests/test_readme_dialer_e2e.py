@@ -1,4 +1,4 @@
-"""The README's Python dialer is tests/readme_dialer.py, and it works as printed: two of them
+"""The documented Python dialer is tests/readme_dialer.py, and it works as printed: two of them
 as processes against a real server share the running campaigns without overlap, confirm a
 stop, survive a stop the server replays after a restart that a RUN called off since, and
 leave cleanly on SIGTERM."""
@@ -6,7 +6,6 @@ leave cleanly on SIGTERM."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 from campaign_grpc_client import AsyncCampaignClient
 from campaign_grpc_client.v1 import campaign_pb2 as pb
+from documents import code_blocks
 from e2e_helpers import Process, eventually, free_port, wait_serving
 from factories import runnable_campaign
 
@@ -34,9 +34,7 @@ def printed_region() -> str:
 
 
 def test_the_readme_prints_the_tested_dialer() -> None:
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"^```python\n(.*?)^```$", readme, re.DOTALL | re.MULTILINE)
-    assert printed_region() in blocks
+    assert printed_region() in code_blocks("python")
 
 
 def start_dialer(target: str, holder: str, log: Path) -> subprocess.Popen[bytes]:

@@ -1,6 +1,7 @@
 package campaignclient_test
 
-// The examples the README's Go section quotes, run (and their output checked) by go test.
+// The examples that docs/clients/go.md and docs/dialer.md quote, run (and their output
+// checked) by go test.
 
 import (
 	"context"

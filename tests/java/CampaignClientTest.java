@@ -502,7 +502,7 @@ public class CampaignClientTest {
     w.nothingButHeartbeats(2_000);
   }
 
-  // -- the examples the README's Java section quotes ---------------------------------------
+  // -- the examples docs/clients/java.md quotes -------------------------------------------
 
   @Test
   public void exampleCallsWithADeadlineAndReadsTheErrorDetails() throws Exception {

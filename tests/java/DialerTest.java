@@ -480,7 +480,7 @@ public class DialerTest {
         () -> a.log);
   }
 
-  // -- the example the README's Java section quotes ----------------------------------------
+  // -- the example docs/dialer.md quotes --------------------------------------------------
 
   @Test
   public void exampleTheDialerKit() throws Exception {
