@@ -20,23 +20,22 @@ WORKDIR /src
 # the sources alone does not rebuild.
 COPY pyproject.toml ./
 COPY clients/python/pyproject.toml clients/python/
+# The server's requirement of the client is left out: the client is installed from its source
+# below, and is on no index.
 RUN python3 -c 'import sys, tomllib; [print(d) for f in sys.argv[1:] \
-        for d in tomllib.load(open(f, "rb"))["project"]["dependencies"]]' \
+        for d in tomllib.load(open(f, "rb"))["project"]["dependencies"] \
+        if not d.startswith("campaign-grpc-client")]' \
         pyproject.toml clients/python/pyproject.toml > requirements.txt \
     && pip install --no-cache-dir -r requirements.txt
 COPY README.md ./
 COPY protos protos
 COPY src src
 COPY clients/python clients/python
-# The campaign.v1 stubs, generated from protos/ as `make proto` does (without the type stubs
-# for mypy) by grpcio-tools, one of the server's dependencies. .dockerignore keeps a
+# The stubs, generated from protos/ into the client package as `make proto` does (without the
+# type stubs for mypy) by grpcio-tools, one of the server's dependencies. .dockerignore keeps a
 # checkout's generated tree out.
-RUN mkdir -p src/campaign/v1 \
-    && python3 -m grpc_tools.protoc -Iprotos --python_out=src --grpc_python_out=src \
-        $(find protos -name '*.proto') \
-    && python3 -m grpc_tools.protoc -Iprotos --include_source_info \
-        --descriptor_set_out=src/campaign/v1/campaign_descriptor.binpb \
-        $(find protos -name '*.proto')
+COPY tools/python_stubs.sh tools/
+RUN sh tools/python_stubs.sh
 # The client and the server together, as they are installed everywhere.
 RUN pip install --no-cache-dir ./clients/python .
 

@@ -37,25 +37,8 @@ $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 # their imports of each other are rewritten, while the files keep their names in the
 # descriptor pool (campaign/v1/campaign.proto), as reflection and the other languages know them.
 # (src/campaign is where they were generated before: an older checkout's copy goes.)
-$(GENERATED): $(PROTOS) $(INSTALLED)
-	rm -rf $(GEN_DIR) build/python-stubs src/campaign
-	mkdir -p build/python-stubs
-	$(BIN)/python -m grpc_tools.protoc -Iprotos \
-		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
-		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
-		--python_out=build/python-stubs --grpc_python_out=build/python-stubs \
-		--mypy_out=build/python-stubs --mypy_grpc_out=build/python-stubs \
-		$(PROTOS)
-	mv build/python-stubs/campaign/v1 $(GEN_DIR)
-	rm -rf build/python-stubs
-	sed -i.orig -E -e 's/^from campaign\.v1 import /from campaign_grpc_client.v1 import /' \
-		-e 's/(^|[^A-Za-z0-9_.])campaign\.v1\.([A-Za-z0-9_]+_pb2)/\1campaign_grpc_client.v1.\2/g' \
-		$(GEN_DIR)/*.py $(GEN_DIR)/*.pyi
-	rm -f $(GEN_DIR)/*.orig
-	touch $(GEN_DIR)/__init__.py
-	# The contract with its comments, for reflection: grpcurl describe shows them.
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --include_source_info \
-		--descriptor_set_out=$(DESCRIPTOR) $(PROTOS)
+$(GENERATED): $(PROTOS) $(INSTALLED) tools/python_stubs.sh
+	PYTHON=$(BIN)/python MYPY_PLUGINS=$(BIN) sh tools/python_stubs.sh
 	touch $@
 
 proto: $(GENERATED)
