@@ -17,11 +17,13 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # The dependencies of the server and the client first, in a layer of their own that a change of
-# the sources alone does not rebuild.
+# the sources alone does not rebuild; the client itself (a dependency of the server) comes from
+# clients/python below, not from PyPI.
 COPY pyproject.toml ./
 COPY clients/python/pyproject.toml clients/python/
 RUN python3 -c 'import sys, tomllib; [print(d) for f in sys.argv[1:] \
-        for d in tomllib.load(open(f, "rb"))["project"]["dependencies"]]' \
+        for d in tomllib.load(open(f, "rb"))["project"]["dependencies"] \
+        if not d.startswith("campaign-grpc-client")]' \
         pyproject.toml clients/python/pyproject.toml > requirements.txt \
     && pip install --no-cache-dir -r requirements.txt
 COPY README.md ./
