@@ -139,6 +139,7 @@ def start_replica(image: str, name: str, database_url: str) -> Replica:
 class Fleet:
     proxy: str
     replicas: list[Replica]
+    proxy_log: Path
 
 
 @pytest.fixture
@@ -167,9 +168,10 @@ async def fleet(image: str, database: Database, tmp_path: Path) -> AsyncIterator
         # Step 5: HAProxy, the replicas' addresses in its environment.
         listen = f"127.0.0.1:{free_port()}"
         targets = [replica.box.target for replica in replicas]
-        proxy = haproxy(listen, targets[0], tmp_path / "haproxy.log", *targets[1:])
+        log = tmp_path / "haproxy.log"
+        proxy = haproxy(listen, targets[0], log, *targets[1:])
         await wait_serving(listen, within=10)
-        yield Fleet(listen, replicas)
+        yield Fleet(listen, replicas, log)
     finally:
         if proxy is not None:
             proxy.terminate()
@@ -234,3 +236,5 @@ async def test_three_replicas_behind_the_proxy_serve_and_one_stops_unnoticed(
                 after = time.monotonic()
         await stopping
         assert answered > 20, answered
+        # Its health checks took it out (s2: the second server of each backend).
+        assert "Server calls/s2 is DOWN" in fleet.proxy_log.read_text()
