@@ -17,7 +17,8 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # The dependencies of the server and the client first, in a layer of their own that a change of
-# the sources alone does not rebuild.
+# the sources alone does not rebuild; the client itself (a dependency of the server) comes from
+# clients/python below, not from PyPI.
 COPY pyproject.toml ./
 COPY clients/python/pyproject.toml clients/python/
 # The server's requirement of the client is left out: the client is installed from its source

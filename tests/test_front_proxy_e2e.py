@@ -40,7 +40,9 @@ class Front:
     tokens: dict[str, str]  # customer_id -> its token
 
 
-def haproxy(listen: str, server: str, log: Path) -> subprocess.Popen[bytes]:
+def haproxy(listen: str, server: str, log: Path, *more: str) -> subprocess.Popen[bytes]:
+    """HAProxy with the shipped configuration: server first, then the replicas in more."""
+    others = {f"CAMPAIGN_GRPC_SERVER_{i}": address for i, address in enumerate(more, 2)}
     with log.open("wb") as out:
         return subprocess.Popen(
             ["haproxy", "-f", str(CONFIG)],
@@ -51,6 +53,7 @@ def haproxy(listen: str, server: str, log: Path) -> subprocess.Popen[bytes]:
                 **os.environ,
                 "CAMPAIGN_GRPC_PROXY_LISTEN": listen,
                 "CAMPAIGN_GRPC_SERVER": server,
+                **others,
             },
         )
 
@@ -71,14 +74,17 @@ async def front(tmp_path: Path) -> AsyncIterator[Front]:
         ],
         tmp_path / "server.log",
     )  # fmt: skip
-    proxy = haproxy(f"127.0.0.1:{proxy_port}", f"127.0.0.1:{port}", tmp_path / "haproxy.log")
+    proxy = None
     try:
+        # The proxy's health checks would take a server still starting out for two seconds.
         await wait_serving(f"127.0.0.1:{port}", server)
+        proxy = haproxy(f"127.0.0.1:{proxy_port}", f"127.0.0.1:{port}", tmp_path / "haproxy.log")
         await wait_serving(f"127.0.0.1:{proxy_port}", within=10)
         yield Front(f"127.0.0.1:{proxy_port}", tokens)
     finally:
-        proxy.terminate()
-        proxy.wait(10)
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(10)
         server.terminate()
         await server.exit_code(within=15)
         server.kill()
