@@ -21,8 +21,6 @@ WORKDIR /src
 # clients/python below, not from PyPI.
 COPY pyproject.toml ./
 COPY clients/python/pyproject.toml clients/python/
-# The server's requirement of the client is left out: the client is installed from its source
-# below, and is on no index.
 RUN python3 -c 'import sys, tomllib; [print(d) for f in sys.argv[1:] \
         for d in tomllib.load(open(f, "rb"))["project"]["dependencies"] \
         if not d.startswith("campaign-grpc-client")]' \
