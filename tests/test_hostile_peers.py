@@ -445,7 +445,9 @@ async def test_watchers_that_never_read_hold_no_more_bytes_than_their_customer_s
     app = await start_server(
         settings,
         max_watch_unread_bytes_per_customer=budget,
-        watch_send_timeout=2,
+        # Long enough that the stalled streams are all open before the first is ended: on a
+        # busy machine, 20 full views of 200 KB campaigns took longer than 2 s to open.
+        watch_send_timeout=10,
         heartbeat_interval=0.2,
     )
     request = pb.WatchStatusRequest(
@@ -478,7 +480,7 @@ async def test_watchers_that_never_read_hold_no_more_bytes_than_their_customer_s
             async def all_open() -> bool:
                 return app.hub.streams.held_by(customer) == streams
 
-            await eventually(all_open)
+            await eventually(all_open, within=9)
             # Another customer's full view is served all along.
             follower = Stream(
                 stub.WatchStatus(pb.WatchStatusRequest(customer_id=other, view=pb.WATCH_VIEW_FULL))
@@ -487,7 +489,7 @@ async def test_watchers_that_never_read_hold_no_more_bytes_than_their_customer_s
             await follower.close()
             assert [len(m.campaign.actions) for m in snapshot] == [1000]
 
-            await eventually(all_ended, within=30)
+            await eventually(all_ended, within=40)
         finally:
             stalled.close()
 

@@ -179,7 +179,12 @@ async def test_one_client_holds_its_customer_s_watches_and_its_calls_on_one_conn
     held = 1_100
     # Health checks the database every 2 s, as by default: at 0.2 s one would time out
     # behind the snapshots of a thousand streams opening at once on a busy test machine.
-    server = await start_server(settings, max_watch_streams_per_customer=held, health_interval=2)
+    # The default heartbeat too: opening a thousand streams keeps the event loop busy, and on a
+    # busy machine the tests' 0.5 s (whose log, unread for two intervals, ends the streams)
+    # ended them before the last had opened.
+    server = await start_server(
+        settings, max_watch_streams_per_customer=held, health_interval=2, heartbeat_interval=10
+    )
     assert held > 1_000  # the connection's cap before it was checked against this
     async with connected(server) as (stub, health):
         streams = [watch(stub, customer) for _ in range(held)]
