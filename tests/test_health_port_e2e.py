@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from campaign_grpc.ops.server import App
+from campaign_grpc.ops.server import HEALTH_PORT_STREAMS, App
 from campaign_grpc.settings import Settings
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from campaign_grpc_client.v1 import campaign_pb2_grpc
@@ -90,3 +90,24 @@ async def test_without_the_setting_there_is_no_health_port(
 ) -> None:
     app = await start_server(quick_settings(sqlite_url))
     assert app.health_port is None
+
+
+async def test_the_health_port_serves_a_probe_s_few_streams_per_connection_not_thousands(
+    start_server: Callable[..., App], locked_down: Settings
+) -> None:
+    app = await start_server(locked_down)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.health_port}") as probe:
+        stub = health_pb2_grpc.HealthStub(probe)
+        watches = [
+            stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+            for _ in range(HEALTH_PORT_STREAMS + 1)
+        ]
+        answered = await asyncio.gather(
+            *(asyncio.wait_for(w.read(), 3) for w in watches), return_exceptions=True
+        )
+        served = [a for a in answered if not isinstance(a, BaseException)]
+        # Past the port's cap, HTTP/2 holds the next stream back: it is not served meanwhile.
+        assert len(served) == HEALTH_PORT_STREAMS
+        assert all(a.status == Status.SERVING for a in served)
+        for w in watches:
+            w.cancel()

@@ -449,13 +449,13 @@ class App:
         """grpc.health.v1 in plaintext on an address of its own, with the statuses of the main
         port: Kubernetes' native gRPC probes speak neither TLS nor tokens. Only Check and Watch
         are there, so nothing else needs either."""
-        options = [
-            *grpc_options(self.settings),
-            # A probe holds a call or two: a peer that opens streams by the thousand is not one.
-            ("grpc.max_concurrent_streams", HEALTH_PORT_STREAMS),
-            ("grpc.max_allowed_incoming_connections", HEALTH_PORT_CONNECTIONS),
-        ]
-        self._health_server = grpc.aio.server(options=options)
+        # The main port's protections, with its caps replaced, not repeated: of two values for
+        # one key, which one grpc core takes is not something to rely on.
+        options = dict(grpc_options(self.settings))
+        # A probe holds a call or two: a peer that opens streams by the thousand is not one.
+        options["grpc.max_concurrent_streams"] = HEALTH_PORT_STREAMS
+        options["grpc.max_allowed_incoming_connections"] = HEALTH_PORT_CONNECTIONS
+        self._health_server = grpc.aio.server(options=list(options.items()))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
         try:
             port = self._health_server.add_insecure_port(address)
