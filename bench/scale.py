@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from campaign_grpc.storage.database import open_database
+from campaign_grpc.storage.connect import open_database
 from campaign_grpc.storage.store import Store
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from campaign_grpc_client.v1 import campaign_pb2_grpc as pb_grpc

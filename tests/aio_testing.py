@@ -27,8 +27,10 @@ from google.protobuf import message
 from campaign_grpc.api import convert
 from campaign_grpc.api.servicer import CampaignServicer
 from campaign_grpc.domain.campaigns import Campaigns, Clock
-from campaign_grpc.storage.database import Readers, Writer, open_database
+from campaign_grpc.storage.connect import open_database
+from campaign_grpc.storage.read_lanes import Readers
 from campaign_grpc.storage.store import Store
+from campaign_grpc.storage.writer import Writer
 from campaign_grpc.watch.hub import Hub, Item
 from campaign_grpc_client.v1 import campaign_pb2
 

@@ -24,8 +24,10 @@ from campaign_grpc.domain.campaigns import Campaigns
 from campaign_grpc.ops.server import App
 from campaign_grpc.ops.tracing import Tracing
 from campaign_grpc.settings import Settings
-from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
+from campaign_grpc.storage.read_lanes import Readers
 from campaign_grpc.storage.store import Store
+from campaign_grpc.storage.writer import Writer
 from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import Process, quick_settings
 

@@ -8,8 +8,9 @@ import dataclasses
 from campaign_grpc.api.convert import CampaignWire, campaign_to_proto
 from campaign_grpc.domain.types import EncodedCampaign, ListFilter
 from campaign_grpc.ops.actions_encoding import ActionsEncoding
-from campaign_grpc.storage.database import Writer, close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
 from campaign_grpc.storage.store import Store
+from campaign_grpc.storage.writer import Writer
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from e2e_helpers import eventually
 from factories import big_actions, new_id, runnable_draft

@@ -30,8 +30,10 @@ from campaign_grpc.domain.types import (
     Reason,
     Status,
 )
-from campaign_grpc.storage.database import Readers, Writer, open_database
+from campaign_grpc.storage.connect import open_database
+from campaign_grpc.storage.read_lanes import Readers
 from campaign_grpc.storage.store import Store
+from campaign_grpc.storage.writer import Writer
 from conftest import FakeClock
 from factories import new_id, runnable_draft
 

@@ -18,7 +18,7 @@ from campaign_grpc.domain.types import (
     Status,
 )
 from campaign_grpc.ops.compaction import Compactor
-from campaign_grpc.storage.database import open_database
+from campaign_grpc.storage.connect import open_database
 from conftest import FakeClock
 from factories import runnable_draft
 

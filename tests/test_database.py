@@ -9,15 +9,17 @@ from collections.abc import Callable
 
 import pytest
 
-from campaign_grpc.storage import database
+from campaign_grpc.storage import db_errors
+from campaign_grpc.storage.connect import close_database, open_database
+from campaign_grpc.storage.read_lanes import Readers
 
 
 def test_an_outage_logs_one_traceback_and_a_line_for_each_failure(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(database, "_last_traceback", -database.TRACEBACK_EVERY_S)
-    caplog.set_level(logging.ERROR, logger="campaign_grpc.storage.database")
-    errors = [database.database_error(OSError("connection refused")) for _ in range(50)]
+    monkeypatch.setattr(db_errors, "_last_traceback", -db_errors.TRACEBACK_EVERY_S)
+    caplog.set_level(logging.ERROR, logger="campaign_grpc.storage.db_errors")
+    errors = [db_errors.database_error(OSError("connection refused")) for _ in range(50)]
 
     assert {e.code for e in errors} == {"UNAVAILABLE"}
     assert {e.reason for e in errors} == {"DATABASE_UNAVAILABLE"}
@@ -35,8 +37,8 @@ def burn(seconds: float) -> str:
 
 
 async def test_a_quick_read_does_not_wait_behind_heavy_ones(sqlite_url: str) -> None:
-    db = database.open_database(sqlite_url)
-    readers = database.Readers(db, 1)
+    db = open_database(sqlite_url)
+    readers = Readers(db, 1)
     try:
 
         def heavy() -> str:
@@ -56,14 +58,14 @@ async def test_a_quick_read_does_not_wait_behind_heavy_ones(sqlite_url: str) -> 
         assert finished[0] == "quick"
     finally:
         readers.close()
-        database.close_database(db)
+        close_database(db)
 
 
 async def test_reads_of_a_bulk_operation_never_hold_up_quick_ones_from_the_first(
     sqlite_url: str,
 ) -> None:
-    db = database.open_database(sqlite_url)
-    readers = database.Readers(db, 1, bulk=("snapshot",))
+    db = open_database(sqlite_url)
+    readers = Readers(db, 1, bulk=("snapshot",))
     try:
 
         class Store:
@@ -81,4 +83,4 @@ async def test_reads_of_a_bulk_operation_never_hold_up_quick_ones_from_the_first
         assert finished[0] == ""
     finally:
         readers.close()
-        database.close_database(db)
+        close_database(db)

@@ -12,8 +12,9 @@ from campaign_grpc.domain.campaigns import wall_clock_us
 from campaign_grpc.ops.clock_sync import ClockSync
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
-from campaign_grpc.storage.database import Readers, close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
 from campaign_grpc.storage.db_clock import DatabaseClock, Sample, read_clock
+from campaign_grpc.storage.read_lanes import Readers
 
 MS = 1_000_000  # nanoseconds
 S = 1_000 * MS

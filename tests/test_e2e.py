@@ -10,7 +10,7 @@ from google.protobuf import field_mask_pb2
 
 from campaign_grpc.domain.types import Status
 from campaign_grpc.settings import Settings
-from campaign_grpc.storage.database import close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
 from campaign_grpc.storage.store import Store
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from campaign_grpc_client.v1 import campaign_pb2_grpc

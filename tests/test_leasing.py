@@ -11,8 +11,10 @@ from campaign_grpc.domain.campaigns import Campaigns
 from campaign_grpc.domain.errors import FailedPrecondition, InvalidArgument
 from campaign_grpc.domain.leasing import Leasing
 from campaign_grpc.domain.types import EventFilter, Reason, Status
-from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
+from campaign_grpc.storage.read_lanes import Readers
 from campaign_grpc.storage.store import Store
+from campaign_grpc.storage.writer import Writer
 from conftest import FakeClock
 from factories import runnable_draft
 

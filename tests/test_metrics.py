@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
-from campaign_grpc.storage.database import close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import create, eventually, fails, get, read_snapshot, set_status, watch

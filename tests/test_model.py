@@ -44,8 +44,10 @@ from campaign_grpc.domain.types import (
     Reason,
     Status,
 )
-from campaign_grpc.storage.database import Readers, Writer, close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
+from campaign_grpc.storage.read_lanes import Readers
 from campaign_grpc.storage.store import Store
+from campaign_grpc.storage.writer import Writer
 
 T = TypeVar("T")
 

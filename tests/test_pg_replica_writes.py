@@ -19,8 +19,9 @@ import pytest
 
 from campaign_grpc.domain.errors import Unavailable
 from campaign_grpc.domain.types import Campaign, CampaignType, Event, Reason, Status
-from campaign_grpc.storage.database import Writer, close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
 from campaign_grpc.storage.store import Store
+from campaign_grpc.storage.writer import Writer
 from tcp_proxy import TcpProxy
 
 

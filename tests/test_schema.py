@@ -8,7 +8,7 @@ import pytest
 
 from campaign_grpc.api.convert import CampaignWire, campaign_to_proto
 from campaign_grpc.domain.types import Campaign, EncodedCampaign, ListFilter, Reason, Status
-from campaign_grpc.storage.database import close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
 from campaign_grpc.storage.schema import (
     SCHEMA_VERSION,
     MigrationRefused,

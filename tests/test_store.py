@@ -12,7 +12,7 @@ import pytest
 from campaign_grpc.api.convert import CampaignWire, campaign_to_proto
 from campaign_grpc.domain.errors import AlreadyExists
 from campaign_grpc.domain.types import Campaign, EncodedCampaign, ListFilter
-from campaign_grpc.storage.database import close_database, open_database
+from campaign_grpc.storage.connect import close_database, open_database
 from campaign_grpc.storage.store import Store
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from factories import big_actions, new_id, runnable_draft

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from campaign_grpc.storage import timelines
-from campaign_grpc.storage.database import close_database, is_sqlite, open_database
+from campaign_grpc.storage.connect import close_database, is_sqlite, open_database
 from campaign_grpc.storage.store import Store
 from campaign_grpc.storage.timelines import UNBOUNDED, Timeline, Timelines
 

@@ -16,7 +16,7 @@ import peewee as pw
 from . import settings
 from .ops import export_config, logs, security
 from .settings import Settings
-from .storage.database import UnsupportedDatabase, close_database, open_database
+from .storage.connect import UnsupportedDatabase, close_database, open_database
 from .storage.schema import (
     SCHEMA_VERSION,
     SchemaNotMigrated,

@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..storage.database import Readers, Writer
+from ..storage.read_lanes import Readers
 from ..storage.store import Store
+from ..storage.writer import Writer
 from . import lifecycle, page_token, validation
 from .errors import (
     Aborted,

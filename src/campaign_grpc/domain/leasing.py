@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..storage.database import Readers, Writer
 from ..storage.leases import LeaseStore
+from ..storage.read_lanes import Readers
 from ..storage.store import Store
+from ..storage.writer import Writer
 from . import leases, validation
 from .campaigns import Clock
 from .errors import FailedPrecondition, PreconditionViolation

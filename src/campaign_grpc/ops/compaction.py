@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..storage.database import Writer
 from ..storage.store import Store
+from ..storage.writer import Writer
 from .background import Repeating
 
 log = logging.getLogger(__name__)

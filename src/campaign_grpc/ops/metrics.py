@@ -24,8 +24,8 @@ from campaign_grpc_client.v1 import campaign_pb2 as pb
 
 from ..api.interceptors import Call
 from ..settings import split_address
-from ..storage import database
-from ..storage.database import Readers
+from ..storage import batching, db_errors
+from ..storage.read_lanes import Readers
 from ..storage.store import Store
 from ..watch.hub import Hub, Kind
 from . import logs
@@ -37,6 +37,8 @@ STATUSES = [pb.Campaign.Status.Name(v) for v in pb.Campaign.Status.values() if v
 # How long a scrape waits for the count of campaigns before it leaves that metric out.
 COUNT_TIMEOUT = 5.0
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# The loggers whose errors are the database's (see _CountErrors).
+_DATABASE_LOGGERS = (db_errors.__name__, batching.__name__)
 # Shown at 0 from the start, so that a rate over them needs no first error.
 DATABASE_ERROR_REASONS = (
     "DATABASE_UNAVAILABLE",
@@ -119,14 +121,17 @@ class Metrics:
         host, port = split_address(address)
         self._state.loop = asyncio.get_running_loop()
         self._http = _serve_http(host, port, make_wsgi_app(self.registry))
-        # database.py logs every database error once; one handler counts them. Servers that
-        # share a process (only the tests) count each other's errors too.
-        logging.getLogger(database.__name__).addHandler(self._errors)
+        # db_errors logs every database error once, and batching what fails after a batch's
+        # work; one handler counts them. Servers that share a process (only the tests) count
+        # each other's errors too.
+        for logger in _DATABASE_LOGGERS:
+            logging.getLogger(logger).addHandler(self._errors)
         return int(self._http[0].server_address[1])
 
     def close(self) -> None:
         """Stops the endpoint. Blocks a little: run it off the event loop."""
-        logging.getLogger(database.__name__).removeHandler(self._errors)
+        for logger in _DATABASE_LOGGERS:
+            logging.getLogger(logger).removeHandler(self._errors)
         if self._http is not None:
             server, thread = self._http
             self._http = None

@@ -40,18 +40,13 @@ from ..domain.errors import CampaignError
 from ..domain.leasing import Leasing
 from ..settings import Settings
 from ..settings import check as check_settings
-from ..storage.database import (
-    Readers,
-    UnsupportedDatabase,
-    Writer,
-    close_database,
-    is_sqlite,
-    open_database,
-)
+from ..storage.connect import UnsupportedDatabase, close_database, is_sqlite, open_database
 from ..storage.db_clock import DatabaseClock, read_clock
 from ..storage.pg_notify import Listener
+from ..storage.read_lanes import Readers
 from ..storage.store import DECODED_SHARE, Store
 from ..storage.timelines import LogTimelines
+from ..storage.writer import Writer
 from ..watch.hub import Hub
 from ..watch.lease_keeper import LeaseKeeper
 from . import security

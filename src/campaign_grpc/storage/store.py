@@ -41,7 +41,7 @@ from ..domain.types import (
     Status,
 )
 from . import pg_revisions
-from .database import is_postgresql
+from .connect import is_postgresql
 from .identity import Fingerprint, LogIdentity, LogState, database_changed, new_epoch
 from .pg_deferred import DeferredWrites, compare_and_set
 from .pg_notify import CHANNEL

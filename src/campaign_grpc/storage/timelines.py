@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import peewee as pw
 
-from .database import Readers, is_postgresql, is_sqlite
+from .connect import is_postgresql, is_sqlite
+from .read_lanes import Readers
 
 log = logging.getLogger(__name__)
 
