@@ -29,7 +29,8 @@ from campaign_grpc.api.servicer import CampaignServicer
 from campaign_grpc.domain.campaigns import Campaigns, Clock
 from campaign_grpc.storage.database import Readers, Writer, open_database
 from campaign_grpc.storage.store import Store
-from campaign_grpc.watch.hub import Hub, Item
+from campaign_grpc.watch.hub import Hub
+from campaign_grpc.watch.items import Item
 from campaign_grpc_client.v1 import campaign_pb2
 
 T = TypeVar("T")

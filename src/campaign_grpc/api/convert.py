@@ -21,7 +21,7 @@ from ..domain.types import (
     Status,
 )
 from ..storage.versions import Key, VersionCache, version_key
-from ..watch.hub import Item, Kind
+from ..watch.items import Item, Kind
 
 
 def _timestamp(us: int) -> timestamp_pb2.Timestamp:
