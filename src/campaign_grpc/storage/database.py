@@ -410,8 +410,8 @@ def _no_wakeup_preemption() -> None:
 
     Preempted right after handing a batch over, the loop sat descheduled holding the GIL,
     which the woken thread needed first thing: each read cost two more context switches.
-    Measured on two cores under 16 concurrent GetCampaign calls: 9% more calls a second and
-    7% less CPU for each. No privilege is needed; elsewhere, or refused, nothing changes.
+    Under concurrent GetCampaign calls on two cores, it gave more calls a second for less CPU
+    each (see bench/run.py). No privilege is needed; elsewhere, or refused, nothing changes.
     """
     if not hasattr(os, "SCHED_BATCH"):
         return
@@ -997,7 +997,7 @@ class _ReadCosts:
 
 # SQLite's page cache of the bulk read thread's connection. Large campaigns are read through
 # it once in a while, and it keeps what passed through until the connection closes: with the
-# 32 MB of the others it held 27 MB after a burst of them.
+# others' size it held most of it after a burst of them.
 BULK_PAGE_CACHE_KIB = 2_000
 
 
@@ -1059,11 +1059,11 @@ class _ReadLane(_BatchingThreads):
 class Readers:
     """Threads for reads, in two lanes; each thread keeps its own connection.
 
-    A read that costs the CPU a lot (a page of the largest campaigns: tens of milliseconds of
-    decoding and encoding; a snapshot of hundreds of them, seconds) must not make the quick
-    ones wait behind it, as one queue did: with four walks of such pages under way, another
-    customer's GetCampaign waited 160 ms at the 99th percentile, and with eight snapshots
-    under way health checks timed out. Reads go to the quick lane; heavy ones (see
+    A read that costs the CPU a lot (a page of the largest campaigns, to decode and encode; a
+    snapshot of hundreds of them, far more) must not make the quick ones wait behind it, as
+    one queue did: with a few walks of such pages under way, another customer's GetCampaign
+    waited many times longer at the 99th percentile, and with several snapshots under way
+    health checks timed out (see bench/big.py). Reads go to the quick lane; heavy ones (see
     _ReadCosts: the operations named in bulk, whose names start so, from the first, and any
     whose reads turn out dear) to the bulk lane, a thread of its own.
     """
