@@ -31,7 +31,8 @@ from campaign_grpc.storage.connect import open_database
 from campaign_grpc.storage.read_lanes import Readers
 from campaign_grpc.storage.store import Store
 from campaign_grpc.storage.writer import Writer
-from campaign_grpc.watch.hub import Hub, Item
+from campaign_grpc.watch.hub import Hub
+from campaign_grpc.watch.items import Item
 from campaign_grpc_client.v1 import campaign_pb2
 
 T = TypeVar("T")

@@ -20,7 +20,8 @@ from campaign_grpc.storage.connect import close_database, open_database
 from campaign_grpc.storage.read_lanes import Readers
 from campaign_grpc.storage.store import Store
 from campaign_grpc.storage.writer import Writer
-from campaign_grpc.watch.hub import Hub, Item, Kind
+from campaign_grpc.watch.hub import Hub
+from campaign_grpc.watch.items import Item, Kind
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from campaign_grpc_client.v1 import campaign_pb2_grpc
 from conftest import FakeClock

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import hostile_peer as hp
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
-from campaign_grpc.watch import hub as hub_module
+from campaign_grpc.watch import slow_readers
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import (
@@ -440,7 +440,7 @@ async def test_watchers_that_never_read_hold_no_more_bytes_than_their_customer_s
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(hub_module, "UNREAD_LOG_INTERVAL", 0.5)
+    monkeypatch.setattr(slow_readers, "UNREAD_LOG_INTERVAL", 0.5)
     budget = 1024 * 1024
     app = await start_server(
         settings,
@@ -503,6 +503,6 @@ async def test_watchers_that_never_read_hold_no_more_bytes_than_their_customer_s
     assert app.hub.unread.refused == len(reasons)
     assert ended >= streams
     # Their warnings are counted, a line per interval, not a line per stream.
-    app.hub._log_unread()
+    app.hub._slow.log_now()
     lines = [r.getMessage() for r in caplog.records if "do not read" in r.getMessage()]
     assert 1 <= len(lines) < ended

@@ -14,7 +14,8 @@ from campaign_grpc.domain.errors import NotFound, OutOfRange, ResourceExhausted,
 from campaign_grpc.domain.types import Campaign, Reason, Status
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
-from campaign_grpc.watch.hub import FREE_BULK_ITEMS, Hub, Item, Kind
+from campaign_grpc.watch.hub import FREE_BULK_ITEMS, Hub
+from campaign_grpc.watch.items import Item, Kind
 from factories import new_id, runnable_draft
 
 WAIT = 5.0  # an upper bound for something that must happen; never reached when all is well

@@ -119,7 +119,7 @@ class Admission:
 
 class HealthWatches:
     """Counts open grpc.health.v1.Health/Watch streams and, as a gate, refuses those past
-    the cap: each holds some 22 KB, and grpc's health servicer sets no bound of its own.
+    the cap: each holds memory of its own, and grpc's health servicer sets no bound.
     Check, the unary health call, is never refused."""
 
     def __init__(self, method: str, limit: int) -> None:

@@ -21,7 +21,7 @@ from ..domain.types import (
     Status,
 )
 from ..storage.versions import Key, VersionCache, version_key
-from ..watch.hub import Item, Kind
+from ..watch.items import Item, Kind
 
 
 def _timestamp(us: int) -> timestamp_pb2.Timestamp:
@@ -180,7 +180,7 @@ class EncodedPage:
     """A ListCampaignsResponse made of its campaigns' encoded messages (as CampaignWire
     keeps them) and the token: page_to_wire sends them as they are, where building the
     message would decode a page of up to a megabyte on the event loop only to encode it
-    again (5 ms for four of the largest campaigns)."""
+    again."""
 
     campaigns: list[bytes]
     next_page_token: str

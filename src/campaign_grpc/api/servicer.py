@@ -14,7 +14,8 @@ from ..domain.campaigns import Campaigns
 from ..domain.errors import Unimplemented
 from ..domain.types import Campaign, EncodedCampaign, EventFilter
 from ..domain.validation import validate_view, validate_watch
-from ..watch.hub import Hub, Item
+from ..watch.hub import Hub
+from ..watch.items import Item
 from . import convert
 from .callers import origin_of
 from .lease_service import LeaseService

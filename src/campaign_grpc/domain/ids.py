@@ -14,7 +14,7 @@ import time
 def new_id() -> str:
     """A canonical lowercase UUID: 48 bits of Unix milliseconds, then 74 random bits."""
     # Bytes rather than one 128-bit integer: a create draws three ids on the writer, and
-    # integer arithmetic and formatting cost more than twice as much.
+    # integer arithmetic and formatting cost much more.
     b = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big"))
     b += os.urandom(10)
     b[6] = 0x70 | (b[6] & 0x0F)  # version 7

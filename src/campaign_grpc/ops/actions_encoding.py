@@ -1,10 +1,10 @@
 """Gives the campaigns an older release stored their actions' encoding, in the background.
 
 List pages are made of that encoding (see storage.store.WireForm); a row without it is
-decoded and encoded again for every page it is on, some 8 ms of the interpreter for one of
-1,000 actions. Each batch is one short job of the writer, as the log's compaction is, so a
-server upgraded onto a large database serves at once and writes queue behind a batch at
-most (500 of the largest campaigns took 14 s in all).
+decoded and encoded again for every page it is on, which for one of 1,000 actions costs the
+interpreter dearly. Each batch is one short job of the writer, as the log's compaction is, so
+a server upgraded onto a large database serves at once and writes queue behind a batch at
+most, however long the whole takes.
 """
 
 from __future__ import annotations

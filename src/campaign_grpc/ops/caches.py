@@ -31,8 +31,9 @@ class Caches(Repeating):
     ) -> None:
         """released() runs after an aging that let RELEASED_BYTES or more go: the memory
         trim (ops.memory) gives them back to the system, which its margin alone would not
-        for a few dozen megabytes (1.5 times the idle RSS stayed after a burst of large
-        reads, 1.2 times with it)."""
+        for a few dozen megabytes: without it, much more of a burst of large reads stays in
+        the server's memory after it (see bench/big.py, which checks the RSS after its
+        load)."""
         super().__init__(retry_delay=every_s)
         self._caches = tuple(caches)
         self._every_s = every_s

@@ -170,7 +170,7 @@ class UnreadBytes:
         # The messages waiting for room, per customer, in order: one that does not fit its
         # customer's budget holds back only that customer's later ones.
         self._waiting: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
-        # Streams refused room, for the log (see watch.hub).
+        # Streams refused room, for the log (see watch.slow_readers).
         self.refused = 0
 
     def held_by(self, customer_id: str) -> int:

@@ -70,7 +70,7 @@ class _Dropping(logging.Handler):
     """Formats a record where it is logged and leaves the line for the writer thread, or
     drops it when buffer lines are waiting already: the thread that logs never waits for
     the destination, nor wakes the writer (a wake-up per line, and the interpreter lock the
-    writer then takes, cost every call a tenth of its throughput)."""
+    writer then takes, cost every call a noticeable share of its throughput)."""
 
     def __init__(self, buffer: int) -> None:
         super().__init__()

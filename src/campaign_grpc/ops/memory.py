@@ -1,9 +1,10 @@
 """Gives memory freed after a burst back to the system.
 
-A flood of calls (20,000 half-closed requests, a reconnect storm) makes grpc core and Python
-allocate hundreds of megabytes that are freed once the calls end, but glibc keeps freed pages
-in its heaps: after such an attack the server stayed at 3x its memory for as long as it ran.
-malloc_trim(0) returns the free pages (190 MB in some 30 ms after 20,000 calls). It runs off
+A flood of calls (thousands of half-closed requests, a reconnect storm) makes grpc core and
+Python allocate hundreds of megabytes that are freed once the calls end, but glibc keeps freed
+pages in its heaps: after such an attack the server stayed at several times its memory for as
+long as it ran. malloc_trim(0) returns the free pages, and quickly (see bench/abuse.py, which
+checks the RSS after its attacks). It runs off
 the event loop, and only when glibc holds a margin more free memory (mallinfo2) than at the
 last trim (a trim gives the pages back but leaves them free in glibc's books), so that a
 steady server, or one whose memory is in use, is not trimmed again and again.

@@ -27,7 +27,8 @@ from ..settings import split_address
 from ..storage import batching, db_errors
 from ..storage.read_lanes import Readers
 from ..storage.store import Store
-from ..watch.hub import Hub, Kind
+from ..watch.hub import Hub
+from ..watch.items import Kind
 from . import logs
 
 log = logging.getLogger(__name__)

@@ -135,7 +135,7 @@ class ListenRefused(OSError):
 
 def add_campaign_service(servicer: CampaignServicer, server: grpc.aio.Server) -> None:
     """Registers the service as the generated code does, but with WatchStatus serialized by
-    convert.item_to_wire: a change sent to 10,000 streams is encoded once, not 10,000 times;
+    convert.item_to_wire: a change sent to thousands of streams is encoded once, not once each;
     and ListCampaigns by convert.page_to_wire: a page is its campaigns' cached encodings."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
@@ -663,10 +663,10 @@ def _describe_tls(tls: security.TLSFiles | None) -> str:
 
 
 # Allocations less deallocations between two collections of the youngest generation (700 by
-# default). Reading a page of the largest campaigns makes some 40,000 objects: at 700, four
-# walks of them set off 270 collections a second, and the full collections among them held
-# the interpreter 30 to 40 ms each (event-loop lag p99 31 ms, another customer's GetCampaign
-# p99 45 ms); at 10,000, three a second and no full one (lag p99 10 ms, GetCampaign 32 ms).
+# default). Reading a page of the largest campaigns makes tens of thousands of objects: at
+# 700, a few walks of them set off hundreds of collections a second, and the full collections
+# among them held the interpreter long enough to lag the event loop and another customer's
+# GetCampaign; at 10,000, a few a second and no full one (see bench/big.py).
 YOUNG_GC_THRESHOLD = 10_000
 
 

@@ -6,9 +6,10 @@ variables choose the sampler (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG), the
 and its endpoint (OTEL_TRACES_EXPORTER, otlp by default; OTEL_EXPORTER_OTLP_ENDPOINT, ...), the
 service name and resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES).
 
-The SDK's own spans cost about 15 to 25 us each to make here and as much again to encode for
-OTLP, all of it under the interpreter lock the calls need: three spans a call (the call, the
-wait for a database thread, the database work) took 40% of the server's throughput. So a
+The SDK's own spans are costly to make here and as costly again to encode for OTLP, all of
+it under the interpreter lock the calls need: three spans a call (the call, the wait for a
+database thread, the database work) took a large share of the server's throughput (see
+bench/tracing.py for what tracing costs now). So a
 call's spans are recorded as plain tuples, with the sampler's decision and W3C ids made as the
 SDK makes them, and the current span is a CallSpan that carries those ids (for the trace
 context of the call's writes, its log lines and its children); a process of its own
@@ -17,8 +18,8 @@ exporter. A slow or stopped exporter never holds the server up: past a bound, sp
 dropped and counted.
 
 The call's span is current in a context variable of this module, not in OpenTelemetry's
-context: attaching a context there and detaching it again cost a call 1.7 us, about what all
-the rest of its span costs here, and only this module's readers (current_traceparent,
+context: attaching a context there and detaching it again cost a call about what all the
+rest of its span costs here, and only this module's readers (current_traceparent,
 current_ids, capture) look for it. For the same reason a call that starts a trace does not ask
 the default samplers, whose answer for it is always the same.
 """

@@ -1,9 +1,9 @@
 """PostgreSQL: a write transaction's writes travel in its last message, with its COMMIT.
 
 A row written early in a transaction stays locked until the transaction ends, and every
-round trip after the write holds it longer: a replica on a slow path (100 ms each way) held
-the campaigns it wrote for seconds, and the other replicas' writes of those campaigns waited
-for it (their p99 forty times the quiet one's). Here the transaction only reads until its
+round trip after the write holds it longer: a replica on a slow path held the campaigns it
+wrote for many of its round trips, and the other replicas' writes of those campaigns waited
+for it (see bench/faults.py, its slow phase). Here the transaction only reads until its
 end; its writes wait in DeferredWrites and go out in one pipeline with its COMMIT (see
 pg_revisions and Store.journal_end), so that no row is locked across the network.
 

@@ -3,9 +3,10 @@
 Every replica takes the log's next revisions from one counter, the meta row "revision", which
 stays locked from the moment a transaction takes its numbers until it commits: revisions then
 commit in order, and the log has no gap. Taken first in the transaction, as on SQLite, the lock
-was held across each of the transaction's round trips. A replica on a slow path (100 ms each
-way) held it about two seconds a batch, and the fleet's writes fell to a quarter; a replica cut
-off while holding it stopped every replica's writes until PostgreSQL gave up on its session.
+was held across each of the transaction's round trips. A replica on a slow path held it for
+many of its round trips each batch, and the whole fleet's writes slowed with it (see
+bench/faults.py); a replica cut off while holding it stopped every replica's writes until
+PostgreSQL gave up on its session.
 
 Here a transaction writes its events with provisional revisions, negative numbers that no other
 open transaction uses (its backend's pid picks the range). Its last statements, sent with its

@@ -57,7 +57,7 @@ class _ReadCosts:
 
 # SQLite's page cache of the bulk read thread's connection. Large campaigns are read through
 # it once in a while, and it keeps what passed through until the connection closes: with the
-# 32 MB of the others it held 27 MB after a burst of them.
+# others' size it held most of it after a burst of them.
 BULK_PAGE_CACHE_KIB = 2_000
 
 

@@ -56,9 +56,9 @@ from .schema import (
 )
 from .versions import Key, VersionCache
 
-# What a decoded campaign costs in memory, estimated from its actions' JSON text: measured
-# with tracemalloc at 2.7 times the text for options of a few strings (the README's sizing)
-# and 4.2 times for options that are lists of small numbers, plus 400 bytes of the rest.
+# What a decoded campaign costs in memory, estimated from its actions' JSON text: a few times
+# the text (as tracemalloc shows, more for options that are lists of small numbers than for
+# options of a few strings, the README's sizing), plus the rest of the campaign.
 _DECODED_BASE = 512
 _DECODED_PER_JSON_BYTE = 4
 # The part of the memory budget of the caches that decoded campaigns get; the rest holds
@@ -70,8 +70,8 @@ class WireForm(Protocol):
     """How campaigns travel, as far as the store needs to know: the sizes and the cached
     messages that weigh and make up list pages, and the encoding of actions that it keeps
     beside their JSON text, so that a page of campaigns read from the database is made of
-    stored bytes rather than of rows decoded and encoded again (some 8 ms of the
-    interpreter for a campaign of 1,000 actions, where the bytes take 0.01 ms)."""
+    stored bytes rather than of rows decoded and encoded again (for a campaign of 1,000
+    actions, far more of the interpreter's time than its bytes take)."""
 
     def size(self, c: Campaign) -> int: ...
 
@@ -245,11 +245,10 @@ def _decoded_size(row: tuple[Any, ...]) -> int:
 
 
 # The largest message a list page keeps in the wire's cache of those it makes of stored
-# bytes. Keeping spares a page of small campaigns its rows (ListCampaigns of 50 small ones:
-# 1.1 ms of the server's CPU instead of 2.2); large ones cost little more to make again than
-# to fetch, and four walks of 500 of 200 KB, through a cache that holds 150, only churned it
-# (another customer's GetCampaign p99 under them 24-37 ms instead of 17-22, peak RSS 102 MiB
-# instead of 76).
+# bytes. Keeping spares a page of small campaigns its rows (much of the server's CPU for
+# ListCampaigns of small ones); large ones cost little more to make again than to fetch, and
+# walks of hundreds of large ones, through a cache that holds a fraction of them, only churned
+# it (another customer's GetCampaign p99 and the peak RSS under them rose; see bench/big.py).
 _KEPT_MESSAGE_BYTES = 16 * 1024
 # Set in meta once every row that an older release wrote has its actions' encoding.
 ACTIONS_ENCODED = "actions_encoded"

@@ -1,10 +1,10 @@
 """Turns at sending the bulk of a stream: the items of a snapshot or of a replay.
 
 grpc.aio sends every message from the event loop, and the kernel's send on loopback runs
-with the interpreter held, so each message costs the loop some 100 to 150 us. Eight
-snapshots of 500 campaigns sending at once queue every step of a unary call behind eight of
-theirs (another customer's GetCampaign p99 40 ms where it is 6 ms idle); sent one item at a
-time, the loop has room between them (21 ms) for about a quarter less snapshot throughput.
+with the interpreter held, so each message costs the loop a share of its time. A few large
+snapshots sending at once queue every step of a unary call behind theirs (another customer's
+GetCampaign waits many times longer than when idle); sent one item at a time, the loop has
+room between them, for somewhat less snapshot throughput (see bench/big.py).
 Live changes and heartbeats take no turn: they are few, and late ones are what a watch is for.
 """
 
