@@ -63,7 +63,7 @@ class App:
         if security.tokens_in_plaintext(settings):
             log.warning("bearer tokens travel in plaintext beyond loopback: enable TLS")
         self.backend = Backend(settings, tracing=tracing)
-        # The backend's parts the server serves (and the tests look at).
+        # The parts of the backend that the services are built on.
         self.wire = self.backend.wire
         self.store = self.backend.store
         self.caches = self.backend.caches
