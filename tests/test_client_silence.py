@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from campaign_grpc.ops import server as server_module
-from campaign_grpc.ops.server import grpc_options
+from campaign_grpc.ops.grpc_options import grpc_options
 from campaign_grpc.settings import Settings
 from campaign_grpc_client import (
     AsyncCampaignClient,

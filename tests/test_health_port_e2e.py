@@ -12,7 +12,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from campaign_grpc.ops.server import HEALTH_PORT_STREAMS, App
+from campaign_grpc.ops.ports import HEALTH_PORT_STREAMS
+from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from campaign_grpc_client.v1 import campaign_pb2_grpc

@@ -37,8 +37,8 @@ from psycopg import sql
 import documents
 from campaign_grpc import cli
 from campaign_grpc.ops.auth import TokenFile
+from campaign_grpc.ops.registration import SERVICE_NAME
 from campaign_grpc.ops.security import exposure_problem
-from campaign_grpc.ops.server import SERVICE_NAME
 from campaign_grpc.settings import Settings, conflicts, env_name, from_namespace, split_address
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from campaign_grpc_client.v1 import campaign_pb2_grpc

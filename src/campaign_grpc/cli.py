@@ -251,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, args_list: list[str], config: Settings) -> int:
     try:
         if args.command == "serve":
-            from .ops.server import ListenRefused, serve  # grpc is needed only to serve
+            # grpc is needed only to serve
+            from .ops.ports import ListenRefused
+            from .ops.server import serve
 
             if config.tracing and (problems := export_config.problems(os.environ)):
                 raise settings.Conflicting(problems)

@@ -73,7 +73,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             convert.list_filter_from_proto(request), request.page_size, request.page_token
         )
         # Sent as the cached encodings of its campaigns (see convert.EncodedPage): the store
-        # weighed the page by them, and server.add_campaign_service registers
+        # weighed the page by them, and registration.add_campaign_service registers
         # convert.page_to_wire as the serializer.
         encoded = convert.EncodedPage(
             [
@@ -178,8 +178,8 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     def WatchStatus(
         self, request: pb.WatchStatusRequest, context: Context
     ) -> AsyncGenerator[Item, None]:
-        """The hub's items: server.add_campaign_service registers convert.item_to_wire as the
-        serializer, so that a change is encoded once for all the streams that send it."""
+        """The hub's items: registration.add_campaign_service registers convert.item_to_wire as
+        the serializer, so that a change is encoded once for all the streams that send it."""
         validate_watch(
             request.customer_id,
             request.campaign_id,

@@ -14,7 +14,7 @@ Metadata = tuple[tuple[str, str], ...]
 # HTTP/2 PINGs on a connection with a call open, so that one that went dead without a FIN or
 # RST (a server paused, a NAT or firewall that forgot the flow) fails its calls UNAVAILABLE
 # within keepalive time plus timeout, 30 s, instead of never. They must never earn a strike
-# from our server (ops/server.py grpc_options), whose third one is a GOAWAY
+# from our server (ops/grpc_options.py), whose third one is a GOAWAY
 # ENHANCE_YOUR_CALM: with a call open it accepts a PING every 10 s, and every 20 s leaves
 # room for timer slack. With no call open, grpc core on a server that does not set
 # grpc.keepalive_permit_without_calls (ours does not) counts any PING within 2 h a strike,

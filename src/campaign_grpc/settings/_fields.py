@@ -1,82 +1,18 @@
-"""Server settings: each one a command-line flag with an environment-variable twin."""
+"""The settings of a server: each one a field with its default, help and parser."""
 
 from __future__ import annotations
 
-import argparse
-import os
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from campaign_grpc_client.methods import METHODS
 
-ENV_PREFIX = "CAMPAIGN_GRPC_"
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-# A default client receives 4 MiB at most: the largest page stays well under it, with room
-# for one campaign of a page being larger than the rest.
-MAX_LIST_PAGE_BYTES = 3 * 1024 * 1024
-MIN_LIST_PAGE_BYTES = 64 * 1024
-
-
-def _page_bytes(text: str) -> int:
-    value = int(text)
-    if not MIN_LIST_PAGE_BYTES <= value <= MAX_LIST_PAGE_BYTES:
-        raise argparse.ArgumentTypeError(
-            f"must be between {MIN_LIST_PAGE_BYTES} and {MAX_LIST_PAGE_BYTES}, got {text}"
-        )
-    return value
-
+from ._parsers import _address, _count, _non_negative, _page_bytes, _positive, _switch
 
 # What --max-unary-writes-in-flight keeps room for.
 _READ_NAMES = ", ".join(m.name for m in METHODS.values() if m.read and not m.streaming)
-_SWITCH_VALUES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
-
-
-def _switch(text: str) -> bool:
-    try:
-        return _SWITCH_VALUES[text.lower()]
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}") from None
-
-
-def split_address(text: str) -> tuple[str, int]:
-    """HOST:PORT (an IPv6 host in brackets) as (host, port); ValueError when it is not one."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-def _address(text: str) -> str:
-    if text:
-        try:
-            split_address(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def _setting(default: Any, help: str, parse: Callable[[str], Any] = str, **extra: Any) -> Any:
@@ -86,15 +22,6 @@ def _setting(default: Any, help: str, parse: Callable[[str], Any] = str, **extra
 def _switch_setting(default: bool, help: str) -> Any:
     """A setting that is on or off: the flag alone turns it on (--insecure), or says which."""
     return _setting(default, help, _switch, nargs="?", const=True)
-
-
-def shown(value: object) -> str:
-    """A setting's value as a user writes it."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if value is None:
-        return "by database"
-    return str(value) if value != "" else "off"
 
 
 @dataclass(frozen=True)
@@ -387,167 +314,3 @@ class Settings:
         if self.read_threads is not None:
             return self.read_threads
         return 1 if urlsplit(self.database_url).scheme == "sqlite" else 4
-
-
-_METAVARS: dict[Callable[[str], Any], str] = {
-    _positive: "SECONDS",
-    _non_negative: "SECONDS",
-    _count: "N",
-    _page_bytes: "BYTES",
-    str: "VALUE",
-    _address: "HOST:PORT",
-    _switch: "on|off",
-}
-
-
-def env_name(name: str) -> str:
-    return ENV_PREFIX + name.upper()
-
-
-class _FromEnv(str):
-    """A setting's text taken from its environment variable, so that errors can name it."""
-
-    env: str
-
-
-def _converter(parse: Callable[[str], Any], choices: Sequence[str] | None) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        source = f" (from {text.env})" if isinstance(text, _FromEnv) else ""
-        # argparse checks choices for flags, but not for a default taken from the environment.
-        if choices is not None and source and text not in choices:
-            raise argparse.ArgumentTypeError(
-                f"invalid choice {str(text)!r}{source}; choose from {', '.join(choices)}"
-            )
-        try:
-            return parse(text)
-        except argparse.ArgumentTypeError as exc:
-            raise argparse.ArgumentTypeError(f"{exc}{source}") from None
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid value {str(text)!r}{source}") from None
-
-    convert.__name__ = getattr(parse, "__name__", "value")
-    return convert
-
-
-def add_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
-    """Adds a flag per setting (or per setting named in only), each defaulting to its env twin."""
-    for f in fields(Settings):
-        if only is not None and f.name not in only:
-            continue
-        env = env_name(f.name)
-        parse = f.metadata["parse"]
-        choices = f.metadata.get("choices")
-        text = os.environ.get(env)
-        # argparse converts a string default only when the flag is absent: a flag wins, and a
-        # bad variable is reported as a usage error that names it.
-        default: Any = f.default
-        if text is not None:
-            default = _FromEnv(text)
-            default.env = env
-        switch = {k: f.metadata[k] for k in ("nargs", "const") if k in f.metadata}
-        default_text = (
-            shown(default)
-            if isinstance(default, bool) or default == "" or default is None
-            else "%(default)s"
-        )
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            type=_converter(parse, choices),
-            default=default,
-            choices=choices,
-            metavar=None if choices else f.metadata.get("metavar", _METAVARS[parse]),
-            help=f"{f.metadata['help']} [env {env}; default: {default_text}]",
-            **switch,
-        )
-        if switch and f.default is True:
-            # A switch that is on by default is turned off as users of other servers expect.
-            parser.add_argument(
-                "--no-" + f.name.replace("_", "-"),
-                dest=f.name,
-                action="store_false",
-                help=f"--{f.name.replace('_', '-')} off",
-            )
-
-
-def from_namespace(ns: argparse.Namespace) -> Settings:
-    """Settings from parsed flags; a setting that has no flag keeps its default."""
-    values = {f.name: getattr(ns, f.name) for f in fields(Settings) if hasattr(ns, f.name)}
-    return Settings(**values)
-
-
-def parse(argv: Sequence[str]) -> Settings:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return from_namespace(parser.parse_args(list(argv)))
-
-
-class Conflicting(ValueError):
-    """Settings each valid alone that cannot work together; problems says each reason."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _share_problem(s: Settings, part: str, whole: str, why: str) -> list[str]:
-    """A budget that is a share of another, set larger than it: the larger one never binds."""
-    if getattr(s, part) <= getattr(s, whole):
-        return []
-    return [
-        f"{_flag(part)} {getattr(s, part)} is more than {_flag(whole)} {getattr(s, whole)}: {why}"
-    ]
-
-
-def conflicts(s: Settings) -> list[str]:
-    """What the limits and budgets of s say against each other, each named with its flags."""
-    problems = _share_problem(
-        s,
-        "max_unary_writes_in_flight",
-        "max_unary_in_flight",
-        "writes are a share of the unary calls, and the rest is kept for reads",
-    )
-    problems += _share_problem(
-        s,
-        "max_unary_in_flight_per_customer",
-        "max_unary_in_flight",
-        "one customer's calls are a share of the server's",
-    )
-    problems += _share_problem(
-        s,
-        "max_watch_streams_per_customer",
-        "max_watch_streams",
-        "one customer's WatchStatus streams are a share of the server's",
-    )
-    problems += _share_problem(
-        s,
-        "max_watch_unread_bytes_per_customer",
-        "max_watch_unread_bytes",
-        "one customer's unread WatchStatus messages are a share of the server's",
-    )
-    # One client of one customer may hold this many streams, and grpc clients put them all on
-    # one connection: past the connection's cap its HTTP/2 layer queues every further call,
-    # unary ones included, until they run out of time.
-    held = min(s.max_watch_streams_per_customer, s.max_watch_streams)
-    one_client = held + s.max_unary_in_flight_per_customer
-    if s.max_streams_per_connection < one_client:
-        problems.append(
-            f"--max-streams-per-connection {s.max_streams_per_connection} is less than what "
-            f"one client may hold on its connection: {held} WatchStatus streams "
-            "(--max-watch-streams-per-customer) and "
-            f"{s.max_unary_in_flight_per_customer} unary calls "
-            f"(--max-unary-in-flight-per-customer), {one_client}; its calls past the cap "
-            "would wait in its own HTTP/2 layer until their deadline"
-        )
-    return problems
-
-
-def check(s: Settings) -> None:
-    """Raises Conflicting when the settings cannot work together."""
-    problems = conflicts(s)
-    if problems:
-        raise Conflicting(problems)
