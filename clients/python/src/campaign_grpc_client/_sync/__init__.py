@@ -1,0 +1,9 @@
+# Generated from _async/__init__.py by tools/unasync.py (`make unasync`): do not edit.
+# Edit the asyncio source and run it again; `make lint` checks this file is current.
+"""The blocking client, its watch and its retry loop, generated from _async/.
+
+tools/unasync.py (make unasync) writes each module's blocking twin into _sync/; `make lint`
+checks that those are current. Where the two cannot be one text (grpc.aio's channel and its
+EOF, a watch's closed flag, its silence bound) the code goes through the twins of _backends
+and _silence.
+"""

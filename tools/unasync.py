@@ -1,0 +1,164 @@
+"""Writes the blocking Python client from the asyncio one: each _async/X.py into _sync/X.py.
+
+    python tools/unasync.py          # write the _sync/ modules (make unasync)
+    python tools/unasync.py --check  # exit 1 with a diff where one is not current (make lint)
+
+The asyncio client (clients/python/src/campaign_grpc_client/_async) is the only one written
+by hand. Each of its modules becomes its blocking twin through the substitutions below,
+applied in order to the whole text; ruff then sorts the imports, drops the ones left unused
+(Awaitable, say) and formats the result as the rest of the code. Where the two clients
+cannot be one text, the asyncio code calls an AsyncX of _backends or _silence whose blocking
+twin X has the same methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "clients/python/src/campaign_grpc_client"
+# (source folder, generated folder), relative to ROOT.
+TREES = [(PACKAGE / "_async", PACKAGE / "_sync")]
+
+# Texts the asyncio code words its own way: the blocking twin keeps its own docstrings.
+TEXTS = [
+    (
+        '"""AsyncCampaignClient: campaign.v1.CampaignService over a grpc.aio channel."""',
+        '"""CampaignClient: campaign.v1.CampaignService over a blocking grpc channel."""',
+    ),
+    (
+        '"""AsyncWatch: the asyncio stream of watch(), which reconnects by itself (see _watch)."""',
+        '"""Watch: the blocking stream of watch(), which reconnects by itself (see _watch)."""',
+    ),
+    (
+        "An asyncio client: make it in the event loop, use it with async with, or aclose() it.",
+        "A blocking client. Use it as a context manager, or close() it.",
+    ),
+    (
+        '"""The asyncio watch: iterate it with async for; '
+        'aclose() (or its async with) stops it."""',
+        '"""The sync watch: iterate it; close() (or leave its with block) to stop it.\n\n'
+        '    close() may be called from another thread; the iteration then ends.\n    """',
+    ),
+    # An async generator has no yield from.
+    (
+        "for campaign in page.campaigns:\n                yield campaign",
+        "yield from page.campaigns",
+    ),
+    # Closing a generator that runs elsewhere: an async one raises RuntimeError, a
+    # generator on another thread ValueError.
+    (
+        "suppress(RuntimeError):  # iterating in another task: it ends by itself",
+        "suppress(ValueError):  # iterating on another thread: it ends by itself",
+    ),
+    (
+        '"""The asyncio client, its watch and its retry loop: the source _sync/ is generated from.',
+        '"""The blocking client, its watch and its retry loop, generated from _async/.',
+    ),
+]
+
+# Then every other difference, by rule.
+RULES = [
+    (r"\bAsyncGenerator\[(\w+), None\]", r"Generator[\1, None, None]"),
+    (r"\bAsyncGenerator\b", "Generator"),
+    # The asyncio sources use asyncio for nothing but its sleep.
+    (r"^import asyncio$", "import time"),
+    (r"\basyncio\.sleep\(", "time.sleep("),
+    (r"\bAsyncIterator\b", "Iterator"),
+    (r"\bAwaitable\[(\w+)\]", r"\1"),
+    (r"\bAsync(CampaignClient|Watch|Watchdog|Event)\b", r"\1"),
+    (r"\bcall_async\b", "call"),
+    (r"\bgrpc\.aio\.", "grpc."),
+    (r"\basync def\b", "def"),
+    (r"\basync (with|for)\b", r"\1"),
+    (r"\bawait ", ""),
+    (r"\b__a(enter|exit|iter|next)__\b", r"__\1__"),
+    (r"\baclose\b", "close"),
+    (r"\banext\(", "next("),
+]
+
+
+def header(source: Path) -> str:
+    name = source.relative_to(PACKAGE)
+    return (
+        f"# Generated from {name} by tools/unasync.py (`make unasync`): do not edit.\n"
+        "# Edit the asyncio source and run it again; `make lint` checks this file is current.\n"
+    )
+
+
+def unasync(text: str) -> str:
+    for old, new in TEXTS:
+        text = text.replace(old, new)
+    for pattern, replacement in RULES:
+        text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
+    return text
+
+
+def ruff(text: str, target: Path, *args: str) -> str:
+    """text as ruff leaves it, read as target (so the project's settings apply)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", *args, "--stdin-filename", str(target), "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    return done.stdout
+
+
+def generate(source: Path, target: Path) -> str:
+    text = header(source) + unasync(source.read_text())
+    # Imports first (sorted, the unused dropped), then the layout.
+    text = ruff(text, target, "check", "--fix", "--exit-zero", "--quiet", "--select", "I,F401")
+    return ruff(text, target, "format", "--quiet")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only say which are not current")
+    check = parser.parse_args().check
+    stale = 0
+    for sources, targets in TREES:
+        expected = {targets / s.name: generate(s, targets / s.name) for s in sources.glob("*.py")}
+        present = set(targets.glob("*.py"))
+        for target, text in sorted(expected.items()):
+            current = target.read_text() if target.exists() else ""
+            if current == text:
+                continue
+            stale += 1
+            rel = target.relative_to(ROOT)
+            if check:
+                sys.stdout.writelines(
+                    difflib.unified_diff(
+                        current.splitlines(keepends=True),
+                        text.splitlines(keepends=True),
+                        f"{rel} (as it is)",
+                        f"{rel} (as generated)",
+                    )
+                )
+            else:
+                target.parent.mkdir(exist_ok=True)
+                target.write_text(text)
+                print(f"wrote {rel}")
+        for extra in sorted(present - expected.keys()):
+            stale += 1
+            rel = extra.relative_to(ROOT)
+            if check:
+                print(f"{rel}: no source in {sources.relative_to(ROOT)}")
+            else:
+                extra.unlink()
+                print(f"removed {rel}")
+    if check and stale:
+        print(f"{stale} generated file(s) not current: run `make unasync`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
