@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import queue
 import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -122,40 +121,6 @@ def test_the_blocking_watch_takes_a_paused_server_for_dead_and_resumes_once_it_r
     assert all(m.kind == W.KIND_CHANGE for m in seen)
 
 
-def test_the_time_the_caller_spends_with_an_item_is_not_silence(
-    settings: Settings, customer: str
-) -> None:
-    errors: list[CampaignServiceError] = []
-    retry = dataclasses.replace(QUICK, on_error=errors.append)
-    server = ServerThread(settings)
-    try:
-        server.start(heartbeat_interval=HEARTBEAT)
-        with CampaignClient(server.target, watch_retry=retry) as client:
-            a = client.create_campaign(runnable_campaign(customer))
-            with (
-                client.watch(customer, heartbeats=True) as watch,
-                concurrent.futures.ThreadPoolExecutor(1) as pool,
-            ):
-                items = iter(watch)
-
-                def next_item() -> Any:
-                    return pool.submit(next, items).result(10)
-
-                assert next_item().kind == W.KIND_SNAPSHOT
-                assert next_item().kind == W.KIND_SNAPSHOT_END  # the interval is known now
-                assert next_item().kind == W.KIND_HEARTBEAT
-                # A dialer busy with an item for longer than three intervals.
-                time.sleep(4 * HEARTBEAT)
-                client.update_campaign_status(customer, a.id, C.STATUS_RUN)
-                while (item := next_item()).kind == W.KIND_HEARTBEAT:
-                    pass
-                assert change(item) == (a.id, C.STATUS_RUN, 2)
-    finally:
-        server.close()
-    assert errors == []
-    assert not [t for t in threading.enumerate() if t.name == "campaign-watch-silence"]
-
-
 class AsyncReader:
     """Reads an asyncio watch in a task of its own, as a dialer's loop would, into a queue."""
 
@@ -182,30 +147,6 @@ class AsyncReader:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self._task, 5)
-
-
-async def test_the_asyncio_watch_counts_only_the_wait_for_the_server_too(
-    start_server: Callable[..., Any], settings: Settings, customer: str
-) -> None:
-    errors: list[CampaignServiceError] = []
-    retry = dataclasses.replace(QUICK, on_error=errors.append)
-    server = await start_server(settings, heartbeat_interval=HEARTBEAT)
-    async with AsyncCampaignClient(f"127.0.0.1:{server.port}", watch_retry=retry) as client:
-        a = await client.create_campaign(runnable_campaign(customer))
-        async with client.watch(customer, heartbeats=True) as watch:
-
-            async def next_item() -> Any:
-                return await asyncio.wait_for(anext(watch), 10)
-
-            assert (await next_item()).kind == W.KIND_SNAPSHOT
-            assert (await next_item()).kind == W.KIND_SNAPSHOT_END
-            assert (await next_item()).kind == W.KIND_HEARTBEAT
-            await asyncio.sleep(4 * HEARTBEAT)  # busy with an item past three intervals
-            await client.update_campaign_status(customer, a.id, C.STATUS_RUN)
-            while (item := await next_item()).kind == W.KIND_HEARTBEAT:
-                pass
-            assert change(item) == (a.id, C.STATUS_RUN, 2)
-    assert errors == []
 
 
 @contextlib.asynccontextmanager

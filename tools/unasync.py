@@ -22,8 +22,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "clients/python/src/campaign_grpc_client"
-# (source folder, generated folder), relative to ROOT.
+# (source folder, generated folder): each module of the one has its twin in the other.
 TREES = [(PACKAGE / "_async", PACKAGE / "_sync")]
+# (source, generated) tests of the two clients, the twins of tests/client_twins.py.
+FILES = [
+    (
+        ROOT / "tests/client/test_watch_caller_time_asyncio.py",
+        ROOT / "tests/client/test_watch_caller_time_blocking.py",
+    ),
+]
 
 # Texts the asyncio code words its own way: the blocking twin keeps its own docstrings.
 TEXTS = [
@@ -71,7 +78,8 @@ RULES = [
     (r"\basyncio\.sleep\(", "time.sleep("),
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAwaitable\[(\w+)\]", r"\1"),
-    (r"\bAsync(CampaignClient|Watch|Watchdog|Event)\b", r"\1"),
+    # Every other AsyncX: AsyncCampaignClient, AsyncWatch, the twins of _backends...
+    (r"\bAsync([A-Z]\w*)\b", r"\1"),
     (r"\bcall_async\b", "call"),
     (r"\bgrpc\.aio\.", "grpc."),
     (r"\basync def\b", "def"),
@@ -84,10 +92,10 @@ RULES = [
 
 
 def header(source: Path) -> str:
-    name = source.relative_to(PACKAGE)
     return (
-        f"# Generated from {name} by tools/unasync.py (`make unasync`): do not edit.\n"
-        "# Edit the asyncio source and run it again; `make lint` checks this file is current.\n"
+        f"# Generated from {source.relative_to(ROOT)}\n"
+        "# by tools/unasync.py (`make unasync`): do not edit. Edit the asyncio source and run\n"
+        "# it again; `make lint` checks that this file is current.\n"
     )
 
 
@@ -119,41 +127,46 @@ def generate(source: Path, target: Path) -> str:
     return ruff(text, target, "format", "--quiet")
 
 
+def pairs() -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Every (source, generated) pair, and the generated modules that have no source left."""
+    found = list(FILES)
+    orphans = []
+    for sources, targets in TREES:
+        found += [(source, targets / source.name) for source in sorted(sources.glob("*.py"))]
+        names = {source.name for source in sources.glob("*.py")}
+        orphans += [t for t in sorted(targets.glob("*.py")) if t.name not in names]
+    return found, orphans
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only say which are not current")
     check = parser.parse_args().check
-    stale = 0
-    for sources, targets in TREES:
-        expected = {targets / s.name: generate(s, targets / s.name) for s in sources.glob("*.py")}
-        present = set(targets.glob("*.py"))
-        for target, text in sorted(expected.items()):
-            current = target.read_text() if target.exists() else ""
-            if current == text:
-                continue
-            stale += 1
-            rel = target.relative_to(ROOT)
-            if check:
-                sys.stdout.writelines(
-                    difflib.unified_diff(
-                        current.splitlines(keepends=True),
-                        text.splitlines(keepends=True),
-                        f"{rel} (as it is)",
-                        f"{rel} (as generated)",
-                    )
-                )
-            else:
-                target.parent.mkdir(exist_ok=True)
-                target.write_text(text)
-                print(f"wrote {rel}")
-        for extra in sorted(present - expected.keys()):
-            stale += 1
-            rel = extra.relative_to(ROOT)
-            if check:
-                print(f"{rel}: no source in {sources.relative_to(ROOT)}")
-            else:
-                extra.unlink()
-                print(f"removed {rel}")
+    found, orphans = pairs()
+    stale = len(orphans)
+    for orphan in orphans:
+        print(f"{orphan.relative_to(ROOT)}: its source is gone")
+        if not check:
+            orphan.unlink()
+    for source, target in found:
+        text = generate(source, target)
+        current = target.read_text() if target.exists() else ""
+        if current == text:
+            continue
+        stale += 1
+        rel = target.relative_to(ROOT)
+        if check:
+            diff = difflib.unified_diff(
+                current.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                f"{rel} (as it is)",
+                f"{rel} (as generated)",
+            )
+            sys.stdout.writelines(diff)
+        else:
+            target.parent.mkdir(exist_ok=True)
+            target.write_text(text)
+            print(f"wrote {rel}")
     if check and stale:
         print(f"{stale} generated file(s) not current: run `make unasync`", file=sys.stderr)
         return 1

@@ -26,4 +26,5 @@ def test_every_generated_module_says_where_it_comes_from() -> None:
     assert generated == sources
     for name in generated:
         first = (package / "_sync" / name).read_text().splitlines()[0]
-        assert first.startswith(f"# Generated from _async/{name} by tools/unasync.py"), name
+        source = f"clients/python/src/campaign_grpc_client/_async/{name}"
+        assert first == f"# Generated from {source}", name

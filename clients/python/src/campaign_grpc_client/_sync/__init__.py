@@ -1,5 +1,6 @@
-# Generated from _async/__init__.py by tools/unasync.py (`make unasync`): do not edit.
-# Edit the asyncio source and run it again; `make lint` checks this file is current.
+# Generated from clients/python/src/campaign_grpc_client/_async/__init__.py
+# by tools/unasync.py (`make unasync`): do not edit. Edit the asyncio source and run
+# it again; `make lint` checks that this file is current.
 """The blocking client, its watch and its retry loop, generated from _async/.
 
 tools/unasync.py (make unasync) writes each module's blocking twin into _sync/; `make lint`

@@ -1,5 +1,6 @@
-# Generated from _async/client.py by tools/unasync.py (`make unasync`): do not edit.
-# Edit the asyncio source and run it again; `make lint` checks this file is current.
+# Generated from clients/python/src/campaign_grpc_client/_async/client.py
+# by tools/unasync.py (`make unasync`): do not edit. Edit the asyncio source and run
+# it again; `make lint` checks that this file is current.
 """CampaignClient: campaign.v1.CampaignService over a blocking grpc channel."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-# Generated from _async/retries.py by tools/unasync.py (`make unasync`): do not edit.
-# Edit the asyncio source and run it again; `make lint` checks this file is current.
+# Generated from clients/python/src/campaign_grpc_client/_async/retries.py
+# by tools/unasync.py (`make unasync`): do not edit. Edit the asyncio source and run
+# it again; `make lint` checks that this file is current.
 """One call's tries: invoke it until it succeeds or fails for good, within its deadline."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-# Generated from _async/watch.py by tools/unasync.py (`make unasync`): do not edit.
-# Edit the asyncio source and run it again; `make lint` checks this file is current.
+# Generated from clients/python/src/campaign_grpc_client/_async/watch.py
+# by tools/unasync.py (`make unasync`): do not edit. Edit the asyncio source and run
+# it again; `make lint` checks that this file is current.
 """Watch: the blocking stream of watch(), which reconnects by itself (see _watch)."""
 
 from __future__ import annotations
