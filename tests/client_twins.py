@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
+import queue
+import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
 from campaign_grpc.ops.server import App
 from campaign_grpc.settings import Settings
-from campaign_grpc_client import AsyncWatch, Watch
+from campaign_grpc_client import AsyncWatch, CampaignServiceError, Watch, WatchItem
+from client_helpers import Reader as Reader
 from client_helpers import ServerThread
+from client_helpers import wait_serving as wait_serving
+from e2e_helpers import wait_serving as async_wait_serving
+
+__all__ = ["Reader", "async_wait_serving", "wait_serving"]
 
 
 class AsyncServing:
@@ -88,3 +97,92 @@ class Puller:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._pool.shutdown()
+
+
+class AsyncReader:
+    """Reads an asyncio watch in a task of its own, as a dialer's loop would, into a queue.
+
+    Reader (client_helpers) is its blocking twin, on a thread.
+    """
+
+    def __init__(self, watch: AsyncWatch) -> None:
+        self.watch = watch
+        self._items: asyncio.Queue[WatchItem | BaseException] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for item in self.watch:
+                await self._items.put(item)
+        except Exception as exc:
+            await self._items.put(exc)
+
+    async def next(self, within: float = 10.0) -> Any:
+        item = await asyncio.wait_for(self._items.get(), within)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> bool:
+        """Closes the watch; whether the reading task ended."""
+        await self.watch.aclose()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(self._task, 5)
+        return self._task.done()
+
+
+class AsyncErrors:
+    """What a client's retry reports (give it report as on_error), each with when it came."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[float, CampaignServiceError]] = asyncio.Queue()
+
+    def report(self, error: CampaignServiceError) -> None:
+        self._queue.put_nowait((time.monotonic(), error))
+
+    async def next(self, within: float) -> tuple[float, CampaignServiceError]:
+        return await asyncio.wait_for(self._queue.get(), within)
+
+
+class Errors:
+    """AsyncErrors' blocking twin: the retry reports from the thread that reads the watch."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[float, CampaignServiceError]] = queue.Queue()
+
+    def report(self, error: CampaignServiceError) -> None:
+        self._queue.put((time.monotonic(), error))
+
+    def next(self, within: float) -> tuple[float, CampaignServiceError]:
+        return self._queue.get(timeout=within)
+
+
+class AsyncBeside:
+    """One call made beside the test's own steps: in a task of its own."""
+
+    def __init__(self, function: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._task = asyncio.create_task(function(*args))
+
+    async def wait(self, within: float) -> None:
+        """Waits for the call to end, within bound seconds, and leaves it running after."""
+        await asyncio.wait([self._task], timeout=within)
+
+    async def result(self, within: float) -> Any:
+        return await asyncio.wait_for(self._task, within)
+
+
+class Beside:
+    """AsyncBeside's blocking twin: the call on a thread of its own."""
+
+    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        self._future = pool.submit(function, *args)
+        pool.shutdown(wait=False)  # its thread ends with the call
+
+    def wait(self, within: float) -> None:
+        """Waits for the call to end, within bound seconds, and leaves it running after."""
+        concurrent.futures.wait([self._future], within)
+
+    def result(self, within: float) -> Any:
+        return self._future.result(within)

@@ -27,9 +27,10 @@ TREES = [(PACKAGE / "_async", PACKAGE / "_sync")]
 # (source, generated) tests of the two clients, the twins of tests/client_twins.py.
 FILES = [
     (
-        ROOT / "tests/client/test_watch_caller_time_asyncio.py",
-        ROOT / "tests/client/test_watch_caller_time_blocking.py",
-    ),
+        ROOT / f"tests/client/test_watch_{name}_asyncio.py",
+        ROOT / f"tests/client/test_watch_{name}_blocking.py",
+    )
+    for name in ("caller_time", "paused_server")
 ]
 
 # Texts the asyncio code words its own way: the blocking twin keeps its own docstrings.
@@ -81,6 +82,7 @@ RULES = [
     # Every other AsyncX: AsyncCampaignClient, AsyncWatch, the twins of _backends...
     (r"\bAsync([A-Z]\w*)\b", r"\1"),
     (r"\bcall_async\b", "call"),
+    (r"\basync_(\w+)", r"\1"),
     (r"\bgrpc\.aio\.", "grpc."),
     (r"\basync def\b", "def"),
     (r"\basync (with|for)\b", r"\1"),
