@@ -144,6 +144,13 @@ class AsyncErrors:
     async def next(self, within: float) -> tuple[float, CampaignServiceError]:
         return await asyncio.wait_for(self._queue.get(), within)
 
+    def rest(self) -> list[CampaignServiceError]:
+        """The errors not taken yet by next()."""
+        errors = []
+        while not self._queue.empty():
+            errors.append(self._queue.get_nowait()[1])
+        return errors
+
 
 class Errors:
     """AsyncErrors' blocking twin: the retry reports from the thread that reads the watch."""
@@ -156,6 +163,13 @@ class Errors:
 
     def next(self, within: float) -> tuple[float, CampaignServiceError]:
         return self._queue.get(timeout=within)
+
+    def rest(self) -> list[CampaignServiceError]:
+        """The errors not taken yet by next()."""
+        errors = []
+        while not self._queue.empty():
+            errors.append(self._queue.get_nowait()[1])
+        return errors
 
 
 class AsyncBeside:

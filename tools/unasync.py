@@ -27,10 +27,10 @@ TREES = [(PACKAGE / "_async", PACKAGE / "_sync")]
 # (source, generated) tests of the two clients, the twins of tests/client_twins.py.
 FILES = [
     (
-        ROOT / f"tests/client/test_watch_{name}_asyncio.py",
-        ROOT / f"tests/client/test_watch_{name}_blocking.py",
+        ROOT / f"tests/client/test_{name}_asyncio.py",
+        ROOT / f"tests/client/test_{name}_blocking.py",
     )
-    for name in ("caller_time", "paused_server")
+    for name in ("client_down_then_up", "watch_caller_time", "watch_paused_server")
 ]
 
 # Texts the asyncio code words its own way: the blocking twin keeps its own docstrings.
