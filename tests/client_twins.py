@@ -132,18 +132,17 @@ class AsyncReader:
         return self._task.done()
 
 
-class AsyncErrors:
-    """What a client's retry reports (give it report as on_error), each with when it came."""
+class _Errors:
+    """What a client's retry reports (give it report as on_error), each with when it came.
 
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[float, CampaignServiceError]] = asyncio.Queue()
+    asyncio's queue and the blocking one have put_nowait, empty and get_nowait alike.
+    """
+
+    _queue: Any
 
     def report(self, error: CampaignServiceError) -> None:
         self._queue.put_nowait((time.monotonic(), error))
 
-    async def next(self, within: float) -> tuple[float, CampaignServiceError]:
-        return await asyncio.wait_for(self._queue.get(), within)
-
     def rest(self) -> list[CampaignServiceError]:
         """The errors not taken yet by next()."""
         errors = []
@@ -152,24 +151,24 @@ class AsyncErrors:
         return errors
 
 
-class Errors:
-    """AsyncErrors' blocking twin: the retry reports from the thread that reads the watch."""
+class AsyncErrors(_Errors):
+    """The errors an asyncio client's retry reports, from the event loop."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[float, CampaignServiceError]] = asyncio.Queue()
+
+    async def next(self, within: float) -> tuple[float, CampaignServiceError]:
+        return await asyncio.wait_for(self._queue.get(), within)
+
+
+class Errors(_Errors):
+    """AsyncErrors' blocking twin: the retry reports from the thread that makes the call."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue[tuple[float, CampaignServiceError]] = queue.Queue()
 
-    def report(self, error: CampaignServiceError) -> None:
-        self._queue.put((time.monotonic(), error))
-
     def next(self, within: float) -> tuple[float, CampaignServiceError]:
         return self._queue.get(timeout=within)
-
-    def rest(self) -> list[CampaignServiceError]:
-        """The errors not taken yet by next()."""
-        errors = []
-        while not self._queue.empty():
-            errors.append(self._queue.get_nowait()[1])
-        return errors
 
 
 class AsyncBeside:
