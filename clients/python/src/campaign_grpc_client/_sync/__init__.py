@@ -4,7 +4,6 @@
 """The blocking client, its watch and its retry loop, generated from _async/.
 
 tools/unasync.py (make unasync) writes each module's blocking twin into _sync/; `make lint`
-checks that those are current. Where the two cannot be one text (grpc.aio's channel and its
-EOF, a watch's closed flag, its silence bound) the code goes through the twins of _backends
-and _silence.
+checks that those are current. Where the two cannot be one text (a watch's closed flag, how
+it bounds a read, grpc.aio's EOF) the asyncio code calls twins in _backends and _silence.
 """
