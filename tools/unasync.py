@@ -4,11 +4,11 @@
     python tools/unasync.py --check  # exit 1 with a diff where one is not current (make lint)
 
 The asyncio client (clients/python/src/campaign_grpc_client/_async) is the only one written
-by hand. Each of its modules becomes its blocking twin through the substitutions below,
-applied in order to the whole text; ruff then sorts the imports, drops the ones left unused
-(Awaitable, say) and formats the result as the rest of the code. Where the two clients
-cannot be one text, the asyncio code calls an AsyncX of _backends or _silence whose blocking
-twin X has the same methods.
+by hand, and so are the tests of both clients in FILES (on the twins of tests/client_twins.py).
+Each source becomes its blocking twin through the substitutions below, applied in order to the
+whole text; ruff then sorts the imports, drops the ones left unused (Awaitable, say) and formats
+the result as the rest of the code. Where the two clients cannot be one text, the asyncio code
+calls an AsyncX of _backends or _silence whose blocking twin X has the same methods.
 """
 
 from __future__ import annotations
@@ -101,8 +101,10 @@ def header(source: Path) -> str:
     )
 
 
-def unasync(text: str) -> str:
+def unasync(text: str, used: set[str] | None = None) -> str:
     for old, new in TEXTS:
+        if used is not None and old in text:
+            used.add(old)
         text = text.replace(old, new)
     for pattern, replacement in RULES:
         text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
@@ -122,8 +124,8 @@ def ruff(text: str, target: Path, *args: str) -> str:
     return done.stdout
 
 
-def generate(source: Path, target: Path) -> str:
-    text = header(source) + unasync(source.read_text())
+def generate(source: Path, target: Path, used: set[str] | None = None) -> str:
+    text = header(source) + unasync(source.read_text(), used)
     # Imports first (sorted, the unused dropped), then the layout.
     text = ruff(text, target, "check", "--fix", "--exit-zero", "--quiet", "--select", "I,F401")
     return ruff(text, target, "format", "--quiet")
@@ -150,8 +152,9 @@ def main() -> int:
         print(f"{orphan.relative_to(ROOT)}: its source is gone")
         if not check:
             orphan.unlink()
+    used: set[str] = set()
     for source, target in found:
-        text = generate(source, target)
+        text = generate(source, target, used)
         current = target.read_text() if target.exists() else ""
         if current == text:
             continue
@@ -169,6 +172,11 @@ def main() -> int:
             target.parent.mkdir(exist_ok=True)
             target.write_text(text)
             print(f"wrote {rel}")
+    # A text edited in the source would otherwise slip through in its asyncio wording.
+    for old, _ in TEXTS:
+        if old not in used:
+            print(f"tools/unasync.py: no source has {old!r} any more", file=sys.stderr)
+            return 1
     if check and stale:
         print(f"{stale} generated file(s) not current: run `make unasync`", file=sys.stderr)
         return 1
