@@ -19,7 +19,7 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint docs format bench bench-abuse bench-proxy bench-faults bench-leases clean contract-release \
+.PHONY: install proto run test lint docs format unasync bench bench-abuse bench-proxy bench-faults bench-leases clean contract-release \
 	dist dist-go dist-java dist-node dist-python go-client java-client service-config
 
 install: $(INSTALLED) $(GENERATED)
@@ -195,6 +195,7 @@ lint: install $(NODE_DEPS)
 	$(BIN)/mypy
 	$(BIN)/python -m campaign_grpc.service_config --check
 	$(BIN)/python tools/versions.py --check
+	$(BIN)/python tools/unasync.py --check
 	$(MKDOCS)
 
 # The documentation site (mkdocs.yml, docs/) into build/site, strictly: a broken link or a page
@@ -223,6 +224,11 @@ service-config: $(GENERATED)
 contract-release: $(NODE_DEPS)
 	npx --no-install buf lint
 	npx --no-install buf build --exclude-source-info -o $(CONTRACT)
+
+# The blocking Python client (campaign_grpc_client/_sync) is written from the asyncio one
+# (_async), never by hand: run this after changing _async; `make lint` checks it is current.
+unasync: install
+	$(BIN)/python tools/unasync.py
 
 format: install
 	$(BIN)/ruff format src clients/python/src tests bench tools

@@ -288,62 +288,6 @@ def test_a_stop_and_a_confirmation_whose_replies_were_lost_are_retried_safely(
         assert plain.get_campaign(customer, c.id) == stopped
 
 
-def test_a_call_made_while_the_server_is_down_succeeds_once_it_is_up(
-    settings: Settings, customer: str
-) -> None:
-    port = free_port()
-    failed = threading.Event()
-    errors: list[CampaignServiceError] = []
-
-    def on_error(error: CampaignServiceError) -> None:
-        errors.append(error)
-        failed.set()
-
-    server = ServerThread(settings)
-    result: list[Any] = []
-    with CampaignClient(f"127.0.0.1:{port}", retry=Retry(maximum=0.3, on_error=on_error)) as c:
-        caller = threading.Thread(
-            target=lambda: result.append(c.create_campaign(runnable_campaign(customer)))
-        )
-        try:
-            caller.start()
-            assert failed.wait(10), "the first attempt did not fail"
-            server.start(listen=f"127.0.0.1:{port}")
-            caller.join(15)
-            assert not caller.is_alive()
-        finally:
-            caller.join(15)
-            server.close()
-    (created,) = result
-    assert created.customer_id == customer
-    assert errors
-    assert all(isinstance(e, exceptions.Unavailable) for e in errors)
-
-
-async def test_the_asyncio_client_calls_and_retries_until_the_server_is_up(
-    start_server: Callable[..., Any], settings: Settings, customer: str
-) -> None:
-    port = free_port()
-    failed = asyncio.Event()
-    retry = Retry(maximum=0.3, on_error=lambda error: failed.set())
-    async with AsyncCampaignClient(f"127.0.0.1:{port}", retry=retry) as client:
-        creating = asyncio.create_task(client.create_campaign(runnable_campaign(customer)))
-        try:
-            await asyncio.wait_for(failed.wait(), 10)
-            await start_server(settings, listen=f"127.0.0.1:{port}")
-            created = await asyncio.wait_for(creating, 15)
-        finally:
-            creating.cancel()
-
-        assert await client.get_campaign(customer, created.id) == created
-        assert [c.id async for c in client.iter_campaigns(customer)] == [created.id]
-        running = await client.update_campaign_status(customer, created.id, C.STATUS_RUN)
-        assert running.status == C.STATUS_RUN
-        with pytest.raises(exceptions.NotFound) as raised:
-            await client.get_campaign(customer, new_id())
-        assert raised.value.reason == "CAMPAIGN_NOT_FOUND"
-
-
 # -- watch() ------------------------------------------------------------------------------
 
 

@@ -15,11 +15,13 @@ service_config() is the retry policy as a gRPC service config, for a plain chann
 """
 
 from . import exceptions
-from ._aio import AsyncCampaignClient
+from ._async.client import AsyncCampaignClient
+from ._async.watch import AsyncWatch
 from ._channel import TLS, service_config
 from ._retry import DEFAULT_RETRY, DEFAULT_TIMEOUT, WATCH_RETRY, Retry
-from ._sync import CampaignClient
-from ._watch import AsyncWatch, SnapshotReset, Watch, WatchItem
+from ._sync.client import CampaignClient
+from ._sync.watch import Watch
+from ._watch import SnapshotReset, WatchItem
 from .exceptions import CampaignServiceError, FieldViolation, PreconditionViolation
 from .v1.campaign_pb2 import (
     Action,

@@ -1,23 +1,21 @@
-"""Retries with jittered exponential backoff, within one deadline; sync and async twins."""
+"""Retries with jittered exponential backoff, within one deadline.
+
+The loops that use it are _async/retries.py and its generated blocking twin.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeAlias, TypeVar
+from typing import Literal, TypeAlias
 
-import grpc
-
-from .exceptions import CampaignServiceError, Unavailable, from_grpc_error
+from .exceptions import CampaignServiceError, Unavailable
 
 log = logging.getLogger("campaign_grpc_client")
-
-T = TypeVar("T")
 
 # Each call's deadline in seconds, retries included, unless the client or the call says other.
 DEFAULT_TIMEOUT = 10.0
@@ -73,7 +71,7 @@ def retryable(error: CampaignServiceError) -> bool:
     return isinstance(error, Unavailable)
 
 
-class _Attempts:
+class Attempts:
     """The bookkeeping shared by the sync and async loops."""
 
     def __init__(self, timeout: float | None, retry: Retry | None, safe: bool) -> None:
@@ -100,45 +98,3 @@ class _Attempts:
         if retry.on_error is not None:
             retry.on_error(error)
         return delay
-
-
-def call(
-    method: str,
-    invoke: Callable[[float | None], T],
-    *,
-    timeout: float | None,
-    retry: Retry | None,
-    safe: bool,
-) -> T:
-    """invoke(timeout) until it succeeds or fails for good; raises CampaignServiceError."""
-    attempts = _Attempts(timeout, retry, safe)
-    while True:
-        try:
-            return invoke(attempts.remaining())
-        except grpc.RpcError as exc:
-            error = from_grpc_error(exc)
-            delay = attempts.delay_after(error, method)
-            if delay is None:
-                raise error from exc
-        time.sleep(delay)
-
-
-async def call_async(
-    method: str,
-    invoke: Callable[[float | None], Awaitable[T]],
-    *,
-    timeout: float | None,
-    retry: Retry | None,
-    safe: bool,
-) -> T:
-    """The asyncio twin of call()."""
-    attempts = _Attempts(timeout, retry, safe)
-    while True:
-        try:
-            return await invoke(attempts.remaining())
-        except grpc.RpcError as exc:
-            error = from_grpc_error(exc)
-            delay = attempts.delay_after(error, method)
-            if delay is None:
-                raise error from exc
-        await asyncio.sleep(delay)

@@ -8,9 +8,12 @@ a few intervals without any message and resumes as after UNAVAILABLE.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
+
+import grpc
 
 # Intervals without a message after which the stream is dead, as the README tells subscribers.
 SILENT_INTERVALS = 3
@@ -47,6 +50,20 @@ class Watchdog:
                 self._thread.start()
             self._cond.notify()
 
+    def read(self, call: Any, bound: float | None) -> Any:
+        """call's next message, None at its end; TimeoutError once bound seconds passed first."""
+        self.arm(call, bound)
+        try:
+            return next(call)
+        except StopIteration:
+            return None
+        except grpc.RpcError as exc:
+            if self.cancelled(call):
+                raise TimeoutError(f"no message for {bound} s") from exc
+            raise
+        finally:
+            self.disarm()
+
     def disarm(self) -> None:
         with self._cond:
             self._call, self._deadline = None, None
@@ -79,3 +96,16 @@ class Watchdog:
                     self._call, self._deadline = None, None
                     return call
             return None
+
+
+class AsyncWatchdog:
+    """Watchdog's asyncio twin: asyncio.timeout bounds each read, so no thread is needed."""
+
+    async def read(self, call: Any, bound: float | None) -> Any:
+        """call's next message, None at its end; TimeoutError once bound seconds passed first."""
+        async with asyncio.timeout(bound):
+            message = await call.read()
+        return None if message is grpc.aio.EOF else message
+
+    def stop(self) -> None:
+        """Nothing to stop: each timeout ends with its read."""

@@ -31,7 +31,7 @@ import secrets
 import socket
 from typing import Protocol
 
-from ._aio import AsyncCampaignClient
+from ._async.client import AsyncCampaignClient
 from ._lease_holder import Held, LeaseHolder
 from ._watch import SnapshotReset
 from ._work_queue import WorkQueue

@@ -1,3 +1,6 @@
+# Generated from clients/python/src/campaign_grpc_client/_async/client.py
+# by tools/unasync.py (`make unasync`): do not edit. Edit the asyncio source and run
+# it again; `make lint` checks that this file is current.
 """CampaignClient: campaign.v1.CampaignService over a blocking grpc channel."""
 
 from __future__ import annotations
@@ -8,9 +11,9 @@ from typing import TypeVar
 
 import grpc
 
-from . import _requests as requests
-from ._channel import KEEPALIVE_OPTIONS, TLS, call_metadata, channel_credentials
-from ._retry import (
+from .. import _requests as requests
+from .._channel import KEEPALIVE_OPTIONS, TLS, Metadata, call_metadata, channel_credentials
+from .._retry import (
     CHANNEL_OPTIONS,
     DEFAULT,
     DEFAULT_RETRY,
@@ -18,12 +21,13 @@ from ._retry import (
     WATCH_RETRY,
     Default,
     Retry,
-    call,
 )
-from ._silence import SILENT_INTERVALS
-from ._watch import Resume, Watch
-from .v1 import campaign_pb2 as pb
-from .v1 import campaign_pb2_grpc as pb_grpc
+from .._silence import SILENT_INTERVALS
+from .._watch import Resume
+from ..v1 import campaign_pb2 as pb
+from ..v1 import campaign_pb2_grpc as pb_grpc
+from .retries import call
+from .watch import Watch
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -72,6 +76,16 @@ class CampaignClient:
         self.timeout = timeout
         self.retry = retry
         self.watch_retry = watch_retry
+
+    @property
+    def stub(self) -> pb_grpc.CampaignServiceStub:
+        """The generated stub on the client's channel, for what the client does not wrap."""
+        return self._stub
+
+    @property
+    def metadata(self) -> Metadata | None:
+        """What every call of the client sends (its bearer token)."""
+        return self._metadata
 
     def close(self) -> None:
         """Closes the channel if the client made it."""

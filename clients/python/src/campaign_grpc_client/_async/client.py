@@ -8,9 +8,9 @@ from typing import TypeVar
 
 import grpc
 
-from . import _requests as requests
-from ._channel import KEEPALIVE_OPTIONS, TLS, Metadata, call_metadata, channel_credentials
-from ._retry import (
+from .. import _requests as requests
+from .._channel import KEEPALIVE_OPTIONS, TLS, Metadata, call_metadata, channel_credentials
+from .._retry import (
     CHANNEL_OPTIONS,
     DEFAULT,
     DEFAULT_RETRY,
@@ -18,12 +18,13 @@ from ._retry import (
     WATCH_RETRY,
     Default,
     Retry,
-    call_async,
 )
-from ._silence import SILENT_INTERVALS
-from ._watch import AsyncWatch, Resume
-from .v1 import campaign_pb2 as pb
-from .v1 import campaign_pb2_grpc as pb_grpc
+from .._silence import SILENT_INTERVALS
+from .._watch import Resume
+from ..v1 import campaign_pb2 as pb
+from ..v1 import campaign_pb2_grpc as pb_grpc
+from .retries import call_async
+from .watch import AsyncWatch
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
