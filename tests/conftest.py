@@ -31,6 +31,20 @@ from campaign_grpc.storage.writer import Writer
 from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import Process, quick_settings
 
+E2E = Path(__file__).resolve().parent / "e2e"
+# The fixtures that start real servers: every fixture that gives a server (server, channel,
+# stub, ...) takes one of them.
+SERVER_FIXTURES = frozenset({"start_server", "spawn"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks e2e every test of tests/e2e, and every other one that starts a real server, so that
+    `-m "not e2e"` (make test-fast) keeps the tests that need no socket."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if item.path.is_relative_to(E2E) or SERVER_FIXTURES.intersection(fixtures):
+            item.add_marker(pytest.mark.e2e)
+
 
 class FakeClock:
     """Microseconds since the epoch that move only when a test says so."""

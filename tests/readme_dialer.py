@@ -1,6 +1,6 @@
 """The Python dialer of docs/dialer.md, as printed there (between the README markers),
-run as a process by tests/test_readme_dialer_e2e.py. Its telephony only writes what it starts and
-stops.
+run as a process by tests/e2e/test_readme_dialer_e2e.py. Its telephony only writes what it
+starts and stops.
 
     python tests/readme_dialer.py TARGET HOLDER LOG
 """

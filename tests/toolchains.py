@@ -128,7 +128,7 @@ def require_go(*commands: str) -> None:
 def go_build_env() -> dict[str, str]:
     """The environment that builds tests/go against the module's packages as the checkout has
     them, in GOPATH mode against the Go packages Debian installs: Debian ships no module
-    cache, and tests/go needs no module proxy (tests/test_go_module.py builds a consumer in
+    cache, and tests/go needs no module proxy (tests/e2e/test_go_module.py builds a consumer in
     module mode). Skips (fails in CI) without them."""
     require_go()
     gopath = BUILD / "gopath"

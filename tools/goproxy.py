@@ -1,5 +1,5 @@
 """A Go module proxy in a folder (GOPROXY=file://DIR): what `make dist-go` writes, and what the
-Go consumer test (tests/test_go_module.py) builds against, offline.
+Go consumer test (tests/e2e/test_go_module.py) builds against, offline.
 
 A proxy serves, for each module version, MODULE/@v/VERSION.info, .mod and .zip (the module
 zip format: every file under `module@version/`), and MODULE/@v/list

@@ -1,8 +1,8 @@
 package campaignclient_test
 
 // campaign.v1 from Go (grpc-go and the module clients/go) against real servers, as a
-// backend such as the dialer uses it. `make test` runs it (tests/test_go_client.py, which sets
-// up the GOPATH it builds in); alone: .venv/bin/python -m pytest tests/test_go_client.py
+// backend such as the dialer uses it. `make test` runs it (tests/e2e/test_go_client.py, which sets
+// up the GOPATH it builds in); alone: .venv/bin/python -m pytest tests/e2e/test_go_client.py
 
 import (
 	"context"

@@ -1,5 +1,5 @@
 // A program of another team that uses the module github.com/campaign-grpc/campaign-grpc/clients/go
-// as its users do: tests/test_go_module.py copies this folder, runs
+// as its users do: tests/e2e/test_go_module.py copies this folder, runs
 // `go get github.com/campaign-grpc/campaign-grpc/clients/go@vX.Y.Z` in it, builds and runs it.
 // No go.sum here: the test's module proxy is made from Debian's sources, whose hashes are not
 // those of the public checksum database.

@@ -1,5 +1,5 @@
 // Command consumer calls a campaign.v1 server with the module's packages and prints what it
-// saw as JSON, for tests/test_go_module.py to check:
+// saw as JSON, for tests/e2e/test_go_module.py to check:
 //
 //	consumer TARGET
 //

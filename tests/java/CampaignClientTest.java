@@ -1,6 +1,6 @@
 // campaign.v1 from Java (grpc-java and the campaign-grpc-client jar that `make dist-java`
 // builds) against real servers, as a backend such as the dialer uses it. `make test` compiles
-// and runs it (tests/test_java_client.py), with CAMPAIGN_GRPC_COMMAND naming the campaign-grpc
+// and runs it (tests/e2e/test_java_client.py), with CAMPAIGN_GRPC_COMMAND naming the campaign-grpc
 // command.
 
 import static org.junit.Assert.assertEquals;

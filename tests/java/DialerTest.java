@@ -1,7 +1,7 @@
 // The dialer kit (io.github.campaigngrpc.client.Dialer) against a real server with short
 // leases: dialers share the running campaigns without ever dialing one twice at once, replace a
 // dialer that went silent, and come through the races of a dialer's life.
-// tests/test_java_client.py runs it with CampaignClientTest.
+// tests/e2e/test_java_client.py runs it with CampaignClientTest.
 
 import static org.junit.Assert.assertEquals;
 import static org.junit.Assert.assertNotNull;

@@ -1,5 +1,5 @@
 // A program that uses the campaign-grpc-client jar as a Maven user gets it, with nothing of this
-// repository but the jar (tests/test_java_package.py compiles and runs it). It prints what it
+// repository but the jar (tests/e2e/test_java_package.py compiles and runs it). It prints what it
 // saw, a line a fact, for the test to check.
 //
 //   java Consumer ADDRESS TOKEN

@@ -1,6 +1,6 @@
 """Every ErrorInfo reason the server sends, with its status code, what it means and what to do.
 
-The reference documentation is made from this table, and tests/test_reference.py checks it
+The reference documentation is made from this table, and tests/release/test_reference.py checks it
 against the code: each reason an error of the server is raised with is here, under its code.
 """
 

@@ -1,5 +1,5 @@
 // Command dialerprocess is a dialer process of the Go kit for the fault harness
-// (tests/test_dialers_harness_e2e.py): it dials nothing and writes what it would do as JSON
+// (tests/e2e/test_dialers_harness_e2e.py): it dials nothing and writes what it would do as JSON
 // lines, with the wall clock's time in seconds, as the Python dialer processes do.
 //
 //	dialerprocess TARGET HOLDER LOG

@@ -19,7 +19,7 @@ from campaign_grpc_client.v1 import campaign_pb2_grpc
 from e2e_helpers import quick_settings
 from factories import runnable_campaign
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FILE = ROOT / "clients" / "service_config.json"
 SERVICE = "campaign.v1.CampaignService"
 

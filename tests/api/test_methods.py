@@ -20,7 +20,7 @@ from campaign_grpc_client.methods import METHODS, READS, WRITES, Method
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from campaign_grpc_client.v1 import options_pb2
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/campaign.v1.CampaignService/"
 
 # (read, retry safe as it is, retry safe when this request field is set), as the contract

@@ -89,6 +89,7 @@ def test_tls_files_must_come_in_pairs_and_be_readable_pem(tmp_path: Path) -> Non
             assert problem.startswith(start), (changes, found)
 
 
+@pytest.mark.e2e  # runs the command as processes
 def test_the_command_refuses_to_serve_beyond_loopback_unprotected(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'campaigns.db'}"
 

@@ -5,7 +5,7 @@ deploy/haproxy/haproxy.cfg in front; then, through the proxy, health, campaigns 
 read back, a watch that sees a change made through it, every replica serving some of the calls,
 and one replica stopped with SIGTERM while calls through the proxy go on answering.
 
-Needs podman, runc and mmdebstrap from Debian, as root (see tests/test_image.py), haproxy, and
+Needs podman, runc and mmdebstrap from Debian, as root (see tests/e2e/test_image.py), haproxy, and
 PostgreSQL (CAMPAIGN_GRPC_TEST_POSTGRES_URL, a superuser's URL). About 40 s once the image is
 built.
 """

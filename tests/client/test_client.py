@@ -39,6 +39,9 @@ W = pb.WatchStatusResponse
 Code = grpc.StatusCode
 QUICK = Retry(initial=0.05, maximum=0.3)
 
+# Every test here calls a real server (a thread's, a process's, or a socket that never answers).
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def threaded(settings: Settings) -> Iterator[ServerThread]:

@@ -28,7 +28,7 @@ from documents import DOCUMENTS
 from e2e_helpers import serving
 from toolchains import missing_commands, missing_paths, require
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SESSION = re.compile(r"^<!-- session -->\n```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 

@@ -3,7 +3,7 @@
 The Go test starts its servers itself (`campaign-grpc serve`, CAMPAIGN_GRPC_COMMAND), since it
 restarts and freezes them. It builds the module's packages as the checkout has them, in GOPATH
 mode against the Go packages Debian installs in /usr/share/gocode (toolchains.go_build_env);
-tests/test_go_module.py gets the module in module mode, as its users do.
+tests/e2e/test_go_module.py gets the module in module mode, as its users do.
 """
 
 from __future__ import annotations

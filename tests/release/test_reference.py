@@ -16,7 +16,7 @@ from campaign_grpc.domain import errors
 from campaign_grpc.domain.reasons import ERROR_REASONS
 from campaign_grpc.settings import Settings, env_name, shown
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "src" / "campaign_grpc"
 
 

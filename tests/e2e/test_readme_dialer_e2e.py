@@ -21,7 +21,7 @@ from documents import code_blocks
 from e2e_helpers import Process, eventually, free_port, wait_serving
 from factories import runnable_campaign
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "tests" / "readme_dialer.py"
 C = pb.Campaign
 

@@ -46,7 +46,7 @@ from certificates import Authority
 from e2e_helpers import Process, eventually, free_port, run, wait_serving
 from factories import new_id
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "deploy" / "kubernetes"
 VERSION = (ROOT / "VERSION").read_text().strip()
 # The oldest release the manifests need (the preStop sleep action is on by default from 1.30),

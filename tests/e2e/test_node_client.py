@@ -13,7 +13,7 @@ import pytest
 
 from e2e_helpers import Process, free_port, wait_serving
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from toolchains import BUILD, go_build_env, run
 
 C = pb.Campaign
 TTL = 2.0
-DIALER = Path(__file__).resolve().parent / "dialer_process.py"
+DIALER = Path(__file__).resolve().parents[1] / "dialer_process.py"
 # The dialers of the Go kit; the others are Python's. Go's grpc.Dial takes one address: each
 # is given the replica that stays up.
 GO_DIALERS = {"c", "d"}

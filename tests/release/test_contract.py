@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUF = ROOT / "node_modules" / ".bin" / "buf"
 CONTRACT = ROOT / "contract" / "campaign-v1.binpb"
 PROTO = Path("protos/campaign/v1/campaign.proto")

@@ -15,7 +15,7 @@ import pytest
 
 from documents import code_blocks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # The folders of each language's tested code, searched with their subfolders.
 SOURCES = {
     "go": [ROOT / "tests" / "go", ROOT / "clients" / "go" / "campaignclient"],
