@@ -23,7 +23,6 @@ from .rows import (
     MUTABLE_COLUMNS,
     STATE_COLUMNS,
     CampaignRow,
-    ListedRow,
     actions_to_json,
     decoded_size,
     row_key,
@@ -174,7 +173,7 @@ class CampaignTable(Transaction):
 
     # -- reads (any thread) -----------------------------------------------------------
 
-    def _shared(self, row: CampaignRow | ListedRow) -> Campaign:
+    def _shared(self, row: CampaignRow) -> Campaign:
         if self.db.in_transaction():
             # Read by the writer, the row may be one of its own writes, which can still roll
             # back: sharing it would serve that version to readers long after it vanished.

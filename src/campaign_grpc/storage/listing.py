@@ -18,7 +18,6 @@ from .rows import (
     STATE_VIEW_COLUMNS,
     CampaignRow,
     ListedKey,
-    ListedRow,
     StateRow,
     row_key,
     to_campaign,
@@ -51,7 +50,8 @@ class Listing(CampaignTable, EventLog):
         encoded: Any = C.actions_wire_body == C.body_revision if self._wire else pw.SQL("1 = 0")
         wire = pw.Case(None, [(encoded, C.actions_wire)], None)
         json_unless_encoded = pw.Case(None, [(encoded, "")], C.actions)
-        # As ListedRow reads them.
+        # A campaign's row (CampaignRow), its JSON text only where its actions have no
+        # encoding made for them, and that encoding (else None).
         columns: tuple[Any, ...] = (
             *(json_unless_encoded if n == "actions" else getattr(C, n) for n in CAMPAIGN_COLUMNS),
             wire,
@@ -108,8 +108,8 @@ class Listing(CampaignTable, EventLog):
             lambda: self._list_query(after is not None, *shape[1:], False),
         )
         for r in full.rows(f.customer_id, after, int(f.status), int(f.type), wanted):
-            row = ListedRow._make(r)
-            if not page.add(self._listed_row(row), row.seq):
+            row, actions = CampaignRow._make(r[:-1]), r[-1]
+            if not page.add(self._listed_row(row, actions), row.seq):
                 return page.campaigns, page.last_seq
         more = more or wanted < len(rest)
         return page.campaigns, page.last_seq if more else None
@@ -124,14 +124,14 @@ class Listing(CampaignTable, EventLog):
         data = None if self._wire is None else self._wire.cached(key)
         return None if data is None else EncodedCampaign(key[0], key[1], data)
 
-    def _listed_row(self, row: ListedRow) -> Campaign | EncodedCampaign:
+    def _listed_row(self, row: CampaignRow, actions: Any) -> Campaign | EncodedCampaign:
         """A row of a list page as the page sends it: the cached message, or one made of the
-        row's fields and its stored actions, or else the row decoded."""
+        row's fields and its stored actions (the encoding made for them, None where there is
+        none), or else the row decoded."""
         key = row_key(row)
         found = self._encoded_campaign(key)
         if found is not None:
             return found
-        actions = row.actions_wire
         if actions is None or self._wire is None:
             # Encoded for other actions, or not at all: the row's JSON text was read instead.
             return self._shared(row)

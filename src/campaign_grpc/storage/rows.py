@@ -55,37 +55,6 @@ class CampaignRow(NamedTuple):
     seq: int
 
 
-class ListedRow(NamedTuple):
-    """A campaign of a list page: its JSON text only where its actions have no encoding made
-    for them (then `actions_wire` is None), else "" and that encoding."""
-
-    customer_id: str
-    id: str
-    type: int
-    name: str
-    detail: str
-    status: int
-    service_level: int
-    end_handle: int
-    actions: str
-    outplan_id: str
-    outdial_id: str
-    queue_id: str
-    next_campaign_id: str
-    tm_create: int
-    tm_update: int | None
-    tm_delete: int | None
-    version: int
-    revision: int
-    stop_deadline: int | None
-    finishing: Any
-    stop_revision: int
-    body_revision: int
-    last_reason: int
-    seq: int
-    actions_wire: Any
-
-
 class ListedKey(NamedTuple):
     """What a list page reads first: enough to find each campaign in the caches. On
     PostgreSQL also the stored size of its actions (see Listing._list_query)."""
@@ -202,7 +171,7 @@ def actions_from_json(text: str) -> list[Action]:
     return [Action(a["id"], a["next_id"], a["type"], a["option"]) for a in json.loads(text)]
 
 
-def to_campaign(row: CampaignRow | ListedRow, actions: list[Action] | None = None) -> Campaign:
+def to_campaign(row: CampaignRow, actions: list[Action] | None = None) -> Campaign:
     return Campaign(
         customer_id=row.customer_id,
         id=row.id,
@@ -230,7 +199,7 @@ def to_campaign(row: CampaignRow | ListedRow, actions: list[Action] | None = Non
     )
 
 
-def row_key(row: CampaignRow | ListedRow | ListedKey) -> Key:
+def row_key(row: CampaignRow | ListedKey) -> Key:
     """A campaign row's cache key: its customer, id, version and the time of that version."""
     return (
         row.customer_id,
@@ -240,7 +209,7 @@ def row_key(row: CampaignRow | ListedRow | ListedKey) -> Key:
     )
 
 
-def decoded_size(row: CampaignRow | ListedRow) -> int:
+def decoded_size(row: CampaignRow) -> int:
     return _DECODED_BASE + _DECODED_PER_JSON_BYTE * len(row.actions)
 
 

@@ -52,6 +52,8 @@ class Transaction(StoreBase):
         self._marks: list[tuple[int, int]] = []
         self._set_revision = Prepared(self.db, M.update(value=param(0)).where(M.key == "revision"))
 
+    # -- the journal (see database.Journal) --------------------------------------------
+
     def journal_begin(self) -> None:
         """First in every write transaction (see database.Journal).
 
@@ -147,6 +149,28 @@ class Transaction(StoreBase):
             return True
         return False if outcome is pg_revisions.Outcome.NOT_COMMITTED else None
 
+    def journal_mark(self) -> int:
+        self._marks.append((len(self._journal), self._deferred.mark() if self._deferring else 0))
+        return len(self._marks) - 1
+
+    def journal_rollback(self, mark: int) -> None:
+        events, deferred = self._marks[mark]
+        del self._journal[events:]
+        if self._deferring:
+            self._deferred.rollback(deferred)
+        del self._marks[mark:]
+
+    def journal_take(self) -> list[Event]:
+        events, self._journal = self._journal, []
+        self._revision_at_begin, self._pending, self._commit_sent = None, None, False
+        self._read_in_transaction = []
+        self._deferred.clear()
+        self._deferring = False
+        self._marks = []
+        return events
+
+    # -- the transaction's writes, and what it read --------------------------------------
+
     def _write(self, statement: Prepared, *args: Any) -> None:
         """Runs a write now, or on PostgreSQL keeps it for the message that commits."""
         if self._deferring:
@@ -193,25 +217,3 @@ class Transaction(StoreBase):
             self._deferred.was_read((c.customer_id, c.id), c.version)
             self._read_in_transaction.append(c)
         return c
-
-    # -- the journal of the transaction in progress (writer thread) ------------------
-
-    def journal_mark(self) -> int:
-        self._marks.append((len(self._journal), self._deferred.mark() if self._deferring else 0))
-        return len(self._marks) - 1
-
-    def journal_rollback(self, mark: int) -> None:
-        events, deferred = self._marks[mark]
-        del self._journal[events:]
-        if self._deferring:
-            self._deferred.rollback(deferred)
-        del self._marks[mark:]
-
-    def journal_take(self) -> list[Event]:
-        events, self._journal = self._journal, []
-        self._revision_at_begin, self._pending, self._commit_sent = None, None, False
-        self._read_in_transaction = []
-        self._deferred.clear()
-        self._deferring = False
-        self._marks = []
-        return events
