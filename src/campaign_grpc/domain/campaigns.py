@@ -1,7 +1,9 @@
 """The campaign domain: every operation the service offers, each one transaction.
 
 Knows nothing of gRPC. Each write is a function run by the writer inside its transaction, so
-that a rule checked against the stored state still holds when the change commits.
+that a rule checked against the stored state still holds when the change commits. The reads
+are CampaignQueries' (campaign_queries.py), the rules about references between campaigns
+are in references.py.
 """
 
 from __future__ import annotations
@@ -9,35 +11,32 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from ..storage.read_lanes import Readers
-from ..storage.store import Store
-from ..storage.writer import Writer
-from . import lifecycle, page_token, validation
+from . import lifecycle, validation
+from .campaign_queries import CampaignQueries, not_found
 from .errors import (
     Aborted,
     AlreadyExists,
     CampaignError,
     FailedPrecondition,
-    NotFound,
     PreconditionViolation,
 )
 from .ids import new_id
+from .ports import CampaignStore, Transactions
+from .references import (
+    MAX_REFERRERS_SHOWN,
+    chain_target,
+    check_references,
+    referenced,
+)
 from .types import (
     ANONYMOUS,
     SERVICE,
     Action,
     Campaign,
-    CampaignState,
     EndHandle,
-    Event,
-    EventFilter,
-    EventPage,
-    ListFilter,
     NextCampaignResult,
     Origin,
-    Page,
     Reason,
     Status,
 )
@@ -61,162 +60,29 @@ def wall_clock_us() -> int:
     return time.time_ns() // 1000
 
 
-def _not_found(campaign_id: str) -> NotFound:
-    return NotFound(f"campaign {campaign_id} not found", metadata={"id": campaign_id})
-
-
 def _with_action_ids(actions: Sequence[Action]) -> list[Action]:
     return [a if a.id else Action(new_id(), a.next_id, a.type, a.option) for a in actions]
 
 
-def _reference_error(violations: list[PreconditionViolation]) -> FailedPrecondition:
-    return FailedPrecondition(
-        "; ".join(v.description for v in violations), violations, reason=violations[0].type
-    )
-
-
-# How many referring campaigns a refused delete names; the rest are counted.
-MAX_REFERRERS_SHOWN = 20
-
-
-def _referenced(campaign_id: str, referrers: list[str]) -> FailedPrecondition:
-    shown = referrers[:MAX_REFERRERS_SHOWN]
-    more = len(referrers) - len(shown)
-    return FailedPrecondition(
-        f"live campaigns name campaign {campaign_id} as their next campaign"
-        + (f" ({more} more not listed)" if more else "")
-        + "; change their next_campaign_id or delete them first",
-        [
-            PreconditionViolation(
-                "CAMPAIGN_REFERENCED", r, f"campaign {r} names it as its next_campaign_id"
-            )
-            for r in shown
-        ],
-        reason="CAMPAIGN_REFERENCED",
-    )
-
-
-@dataclass(slots=True, frozen=True)
-class _Chain:
-    """What starting a finished campaign's next campaign comes to."""
-
-    campaign: Campaign | None
-    result: NextCampaignResult
-    unmet: tuple[PreconditionViolation, ...] = ()
-
-    @property
-    def detail(self) -> str:
-        why = {
-            NextCampaignResult.STARTED: "started",
-            NextCampaignResult.ALREADY_RUNNING: "not started: it is already running",
-            NextCampaignResult.NOT_FOUND: "not started: it does not exist or is deleted",
-            NextCampaignResult.RUN_CONDITIONS_UNMET: "not started: "
-            + "; ".join(f"{v.subject}: {v.description}" for v in self.unmet),
-        }
-        return why[self.result]
-
-
-class Campaigns:
+class Campaigns(CampaignQueries):
     def __init__(
         self,
-        store: Store,
-        writer: Writer,
-        readers: Readers,
+        store: CampaignStore,
+        writer: Transactions,
+        readers: Transactions,
         *,
         stop_grace_s: float = 60.0,
         clock: Clock = wall_clock_us,
         fence: Fence = _no_leases,
     ) -> None:
-        self._store = store
+        super().__init__(store, readers)
         self._writer = writer
-        self._readers = readers
         self._stop_grace_us = int(stop_grace_s * 1_000_000)
         self._clock = clock
         self.fence = fence
 
     def now(self) -> int:
         return self._clock()
-
-    # -- reads -----------------------------------------------------------------------
-
-    async def get(self, customer_id: str, campaign_id: str) -> Campaign:
-        validation.validate_key(customer_id, campaign_id)
-        found = await self._readers.run(lambda: self._store.get(customer_id, campaign_id))
-        if found is None:
-            raise _not_found(campaign_id)
-        return found
-
-    async def list_page(self, f: ListFilter, page_size: int, token: str) -> Page:
-        limit = validation.validate_list(f.customer_id, page_size, f.status, f.type)
-        after = page_token.decode(token, f) if token else None
-        campaigns, last = await self._readers.run(lambda: self._store.list_page(f, after, limit))
-        return Page(campaigns, "" if last is None else page_token.encode(f, last))
-
-    async def list_events(
-        self, f: EventFilter, page_size: int, token: str, *, full: bool
-    ) -> EventPage:
-        """A page of events, newest first: what happened to one campaign or a customer's."""
-        limit = validation.validate_list_events(f.customer_id, f.campaign_id, page_size)
-        before = page_token.decode(token, f) if token else None
-        if f.campaign_id and not token:
-            await self.get(f.customer_id, f.campaign_id)
-        # A page is bounded in bytes too: a full-view event carries its whole campaign.
-        events, more = await self._readers.run(
-            lambda: self._store.events_page(before, f.customer_id, f.campaign_id, limit, full=full)
-        )
-        return EventPage(events, page_token.encode(f, events[-1].revision) if more else "")
-
-    async def snapshot_page(
-        self,
-        customer_id: str,
-        after: int,
-        upto: int,
-        limit: int,
-        *,
-        full: bool,
-        refusal: Callable[[], CampaignError | None] = lambda: None,
-    ) -> list[Campaign] | list[CampaignState]:
-        """refusal() is asked on the database thread, just before the read: a page read
-        minutes after it was asked for (behind thousands of others) may be refused then."""
-
-        def read() -> list[Campaign] | list[CampaignState]:
-            refused = refusal()
-            if refused is not None:
-                raise refused
-            return self._store.snapshot_page(customer_id, after, upto, limit, full=full)
-
-        return await self._readers.run(read)
-
-    async def snapshot_one(
-        self, customer_id: str, campaign_id: str, *, full: bool
-    ) -> tuple[Campaign | CampaignState | None, int]:
-        return await self._readers.run(
-            lambda: self._store.snapshot_one(customer_id, campaign_id, full=full)
-        )
-
-    async def events_after(
-        self, revision: int, customer_id: str, campaign_id: str, limit: int, *, full: bool = False
-    ) -> list[Event]:
-        return await self._readers.run(
-            lambda: self._store.events_after(revision, customer_id, campaign_id, limit, full=full)
-        )
-
-    async def full_history_from(self) -> int:
-        return await self._readers.run(self._store.full_history_from)
-
-    async def head_revision(self) -> int:
-        return await self._readers.run(self._store.head_revision)
-
-    async def compacted_revision(self) -> int:
-        return await self._readers.run(self._store.compacted_revision)
-
-    async def next_stop_deadline(self) -> int | None:
-        return await self._readers.run(self._store.next_stop_deadline)
-
-    async def probe_read(self) -> float:
-        """Fails when the service's reads would: each of its tables is read. Returns the
-        seconds the database took."""
-        return await self._readers.run(self._store.probe_read)
 
     # -- writes ----------------------------------------------------------------------
 
@@ -259,34 +125,20 @@ class Campaigns:
         # that one error lists both broken references.
         by_insert = store.insert_refuses_taken_outdial and not c.next_campaign_id
         if not by_insert:
-            self._check_references(c, {"next_campaign_id", "outdial_id"})
+            check_references(self._store, c, {"next_campaign_id", "outdial_id"})
         store.append_event(c, Status.UNSPECIFIED, Reason.CREATED, now, new_body=True, origin=origin)
         try:
             store.insert(c, request_id)
         except FailedPrecondition as refused:
             if by_insert and refused.reason == "OUTDIAL_IN_USE":
-                self._check_references(c, {"outdial_id"})
+                check_references(self._store, c, {"outdial_id"})
             raise
         return c
-
-    def _check_references(self, c: Campaign, fields: set[str]) -> Campaign | None:
-        """Raises for a broken reference among fields; returns the next campaign if any."""
-        store = self._store
-        next_campaign = store.get(c.customer_id, c.next_campaign_id) if c.next_campaign_id else None
-        violations: list[PreconditionViolation] = []
-        if "next_campaign_id" in fields:
-            violations += lifecycle.next_campaign_violations(c, next_campaign)
-        if "outdial_id" in fields and c.outdial_id and not c.deleted:
-            holder = store.outdial_holder(c.customer_id, c.outdial_id, c.id)
-            violations += lifecycle.outdial_violations(c, holder)
-        if violations:
-            raise _reference_error(violations)
-        return next_campaign
 
     def _load(self, customer_id: str, campaign_id: str, etag: str = "") -> Campaign:
         c = self._store.load(customer_id, campaign_id)
         if c is None:
-            raise _not_found(campaign_id)
+            raise not_found(campaign_id)
         if etag and etag != c.etag:
             raise Aborted(
                 "the campaign changed since the etag was read; read it again",
@@ -322,7 +174,7 @@ class Campaigns:
             setattr(c, name, value)
         if c == before:
             return c
-        next_campaign = self._check_references(c, paths)
+        next_campaign = check_references(self._store, c, paths)
         if c.status == Status.RUN:
             next_before = next_campaign
             if before.next_campaign_id != c.next_campaign_id:
@@ -361,7 +213,7 @@ class Campaigns:
         # A deleted campaign cannot be started: a chain that names it would break.
         referrers = self._store.referrers(customer_id, campaign_id, MAX_REFERRERS_SHOWN + 1)
         if referrers:
-            raise _referenced(campaign_id, referrers)
+            raise referenced(campaign_id, referrers)
         now = self._clock()
         c.tm_delete = now
         self._touch(c, now)
@@ -383,7 +235,7 @@ class Campaigns:
         c.tm_delete = None
         c.status = Status.STOP
         c.stop_deadline = None
-        self._check_references(c, {"outdial_id"})
+        check_references(self._store, c, {"outdial_id"})
         now = self._clock()
         self._touch(c, now)
         self._store.append_event(c, previous, Reason.UNDELETED, now, origin=origin)
@@ -438,7 +290,7 @@ class Campaigns:
         Every event makes a new version of the campaign (a new etag), so that a version
         always names one state, as the caches and the full view rely on.
         """
-        chain = self._chain_target(c) if t.start_next else None
+        chain = chain_target(self._store, c) if t.start_next else None
         previous = c.status
         begins_stop = t.to == Status.STOPPING and previous != Status.STOPPING
         c.status = t.to
@@ -482,23 +334,6 @@ class Campaigns:
                 nxt, before, Reason.CHAINED, now, chained_from=c.id, origin=SERVICE
             )
             self._store.save_state(nxt)
-
-    def _chain_target(self, c: Campaign) -> _Chain | None:
-        """The next campaign of a finished one, and whether it can start."""
-        if not c.next_campaign_id:
-            return None
-        nxt = self._store.load(c.customer_id, c.next_campaign_id)
-        if nxt is None or nxt.deleted:
-            return _Chain(None, NextCampaignResult.NOT_FOUND)
-        if nxt.status == Status.RUN:
-            return _Chain(nxt, NextCampaignResult.ALREADY_RUNNING)
-        after = (
-            self._store.get(nxt.customer_id, nxt.next_campaign_id) if nxt.next_campaign_id else None
-        )
-        unmet = lifecycle.run_violations(nxt, after)
-        if unmet:
-            return _Chain(nxt, NextCampaignResult.RUN_CONDITIONS_UNMET, tuple(unmet))
-        return _Chain(nxt, NextCampaignResult.STARTED)
 
     async def confirm_drained(
         self,

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..storage.leases import LeaseStore
-from ..storage.read_lanes import Readers
-from ..storage.store import Store
-from ..storage.writer import Writer
 from . import leases, validation
 from .campaigns import Clock
 from .errors import FailedPrecondition, PreconditionViolation
 from .leases import Grant, LeaseRow, SessionRow
+from .ports import LeaseStore, Transactions
 from .types import ANONYMOUS, SERVICE, Origin, Reason
 
 # How many campaigns without a holder one pass grants at most: the rest wait for the next.
@@ -52,16 +49,16 @@ class Joined:
 class Leasing:
     def __init__(
         self,
-        store: Store,
-        writer: Writer,
-        readers: Readers,
+        store: LeaseStore,
+        writer: Transactions,
+        readers: Transactions,
         *,
         clock: Clock,
         ttl_s: float = 10.0,
         release_grace_s: float = 60.0,
     ) -> None:
         self._store = store
-        self._leases = LeaseStore(store)
+        self._leases = store.leases
         self._writer = writer
         self._readers = readers
         self._clock = clock

@@ -15,7 +15,7 @@ import peewee as pw
 from ..domain.leases import LeaseRow, SessionRow
 from ..domain.types import Status
 from .prepared import Prepared, param
-from .store import Store
+from .transaction import Transaction
 
 _SESSION = ("holder", "customer_id", "capacity", "expire_at", "incarnation", "version")
 _LEASE = ("campaign_id", "customer_id", "holder", "token", "release_by", "version")
@@ -26,7 +26,7 @@ def _session(row: tuple[Any, ...]) -> SessionRow:
 
 
 class LeaseStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transaction) -> None:
         self._store = store
         db = store.db
         S, L, C = store.t.session, store.t.lease, store.t.campaign
