@@ -19,7 +19,7 @@ from campaign_grpc.api import reflection as documented_reflection
 from campaign_grpc_client.v1 import campaign_pb2, options_pb2
 
 SERVICE = campaign_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name
-OPTIONS = options_pb2.traits.containing_type.full_name
+OPTIONS = "google.protobuf.MethodOptions"  # what the traits option extends
 
 REQUESTS = [
     ServerReflectionRequest(list_services=""),
