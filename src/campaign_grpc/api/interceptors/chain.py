@@ -130,11 +130,14 @@ class Chain:
     async def request(self, requests: Any, context: Context, state: CallState) -> Any:
         """The call's one request, once every step has let it through; or the refusal,
         raised as an abort. state keeps the request (or what stands for it) and what the
-        call holds."""
+        call holds. requests goes unread: the request is read from the context, so that its
+        wait is bounded."""
         call = self.call
+        # 1. received, within its time
         received = await self._receiving.receive(context)
         if isinstance(received, CampaignError):
             await self._refuse(context, received)
+        # 2. its bytes admitted
         admission = self._admission
         if admission is not None:
             too_much = admission.take_bytes(len(received))
@@ -144,10 +147,12 @@ class Chain:
                     context, first_refusal(self._gates, call, None, context) or too_much
                 )
             state.held_bytes = len(received)
+        # 3. parsed, within the size limit; 4. the gates
         request = state.request = parse(self._deserialize, received, self._max_request_bytes)
         refusal = first_refusal(self._gates, call, request, context)
         if refusal is not None:
             await self._refuse(context, refusal)
+        # 5. the call admitted
         if admission is not None:
             admitted = admission.admit(call, request)
             if isinstance(admitted, CampaignError):
