@@ -48,7 +48,7 @@ class AuditLog:
     def record(self, call: Call, request: Any, response: Any, code: str, context: Context) -> None:
         if not audit_log.isEnabledFor(logging.INFO):
             return
-        # A request that did not parse names nothing (interceptors._Refused stands for it).
+        # A request that did not parse names nothing (interceptors.intake.Refused stands for it).
         parsed = hasattr(request, "DESCRIPTOR")
         customer, campaign = _named(request, response) if parsed else ("", "")
         principal = "unauthenticated" if code == "UNAUTHENTICATED" else principal_of(context)

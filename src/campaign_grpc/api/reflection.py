@@ -1,24 +1,32 @@
 """Server reflection under both grpc.reflection.v1 and v1alpha, with the contract's comments.
 
 grpcio-reflection serves only v1alpha. The v1 protocol is the same messages under another
-package, so the v1alpha servicer answers both, and a renamed copy of its descriptor makes
-the v1 service describable too.
+package, so one servicer answers both, and a renamed copy of its descriptor makes the v1
+service describable too.
 
 The descriptors the generated code registers carry no comments, so `grpcurl describe` would
 show none of the contract's documentation: our own files are served from the descriptor set
-that `make proto` writes with their source info beside this module instead.
+that `make proto` writes with their source info beside this module instead. The servicer is
+our own, on grpcio-reflection's messages and the descriptor pool's public lookups: its own
+servicer serves only what a descriptor copies out, which leaves the comments behind, and
+swapping them in would mean overriding its private methods.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha.reflection_pb2 import (
+    ServerReflectionRequest,
+    ServerReflectionResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,48 +68,120 @@ def documented_files(path: Path = DOCUMENTED) -> dict[str, bytes]:
     return {f.name: f.SerializeToString() for f in descriptors.file}
 
 
-# Its private methods, which this extends, are not in the published stubs.
-_Servicer: Any = reflection.aio.ReflectionServicer
+def _not_found(request: ServerReflectionRequest) -> ServerReflectionResponse:
+    code, message = grpc.StatusCode.NOT_FOUND.value
+    return ServerReflectionResponse(
+        error_response=reflection_pb2.ErrorResponse(error_code=code, error_message=message),
+        original_request=request,
+    )
 
 
-class DocumentedReflection(_Servicer):  # type: ignore[misc]
-    """The reflection servicer, with our files' descriptors swapped for documented ones."""
+def _with_imports(file: FileDescriptor, seen: dict[str, FileDescriptor]) -> list[FileDescriptor]:
+    """The file, then the files it imports, directly or not, each once, depth first (the
+    order grpcio-reflection's servicer lists them in)."""
+    seen[file.name] = file
+    for imported in file.dependencies:
+        if imported.name not in seen:
+            _with_imports(imported, seen)
+    return list(seen.values())
 
-    def __init__(self, service_names: Iterable[str], documented: dict[str, bytes]) -> None:
-        super().__init__(service_names)
+
+class DocumentedReflection:
+    """The reflection protocol over a descriptor pool, answered as grpcio-reflection's
+    servicer answers it, but with our files' descriptors served from the documented ones."""
+
+    def __init__(
+        self,
+        service_names: Iterable[str],
+        documented: Mapping[str, bytes],
+        pool: descriptor_pool.DescriptorPool | None = None,
+    ) -> None:
+        self._service_names = tuple(sorted(service_names))
         self._documented = documented
+        self._pool = descriptor_pool.Default() if pool is None else pool
 
-    def _documented_response(self, response: Any) -> Any:
-        files = response.file_descriptor_response.file_descriptor_proto
-        for i, serialized in enumerate(files):
-            name = descriptor_pb2.FileDescriptorProto.FromString(serialized).name
-            if name in self._documented:
-                files[i] = self._documented[name]
-        return response
+    async def ServerReflectionInfo(
+        self, requests: AsyncIterator[ServerReflectionRequest], context: Any
+    ) -> AsyncIterator[ServerReflectionResponse]:
+        async for request in requests:
+            yield self.answer(request)
 
-    def _file_by_filename(self, request: Any, filename: str) -> Any:
-        return self._documented_response(super()._file_by_filename(request, filename))
+    def answer(self, request: ServerReflectionRequest) -> ServerReflectionResponse:
+        asked = request.WhichOneof("message_request")
+        try:
+            if asked == "file_by_filename":
+                return self._files(request, self._pool.FindFileByName(request.file_by_filename))
+            if asked == "file_containing_symbol":
+                symbol = request.file_containing_symbol
+                return self._files(request, self._pool.FindFileContainingSymbol(symbol))
+            if asked == "file_containing_extension":
+                return self._files(request, self._extension_file(request))
+            if asked == "all_extension_numbers_of_type":
+                return self._extension_numbers(request)
+        except KeyError:
+            return _not_found(request)
+        if asked == "list_services":
+            services = [reflection_pb2.ServiceResponse(name=n) for n in self._service_names]
+            return ServerReflectionResponse(
+                list_services_response=reflection_pb2.ListServiceResponse(service=services),
+                original_request=request,
+            )
+        code, message = grpc.StatusCode.INVALID_ARGUMENT.value
+        return ServerReflectionResponse(
+            error_response=reflection_pb2.ErrorResponse(error_code=code, error_message=message),
+            original_request=request,
+        )
 
-    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
-        found = super()._file_containing_symbol(request, fully_qualified_name)
-        return self._documented_response(found)
+    def _serialized(self, file: FileDescriptor) -> bytes:
+        documented = self._documented.get(file.name)
+        if documented is not None:
+            return documented
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        return proto.SerializeToString()
 
-    def _file_containing_extension(
-        self, request: Any, containing_type: str, extension_number: int
-    ) -> Any:
-        found = super()._file_containing_extension(request, containing_type, extension_number)
-        return self._documented_response(found)
+    def _files(
+        self, request: ServerReflectionRequest, file: FileDescriptor
+    ) -> ServerReflectionResponse:
+        files = [self._serialized(f) for f in _with_imports(file, {})]
+        return ServerReflectionResponse(
+            file_descriptor_response=reflection_pb2.FileDescriptorResponse(
+                file_descriptor_proto=files
+            ),
+            original_request=request,
+        )
+
+    def _extension_file(self, request: ServerReflectionRequest) -> FileDescriptor:
+        asked = request.file_containing_extension
+        message = self._pool.FindMessageTypeByName(asked.containing_type)
+        extension = self._pool.FindExtensionByNumber(message, asked.extension_number)
+        return self._pool.FindFileContainingSymbol(extension.full_name)
+
+    def _extension_numbers(self, request: ServerReflectionRequest) -> ServerReflectionResponse:
+        message = self._pool.FindMessageTypeByName(request.all_extension_numbers_of_type)
+        numbers = sorted(e.number for e in self._pool.FindAllExtensions(message))
+        return ServerReflectionResponse(
+            all_extension_numbers_response=reflection_pb2.ExtensionNumberResponse(
+                base_type_name=message.full_name, extension_number=numbers
+            ),
+            original_request=request,
+        )
+
+
+def servicer(service_names: Iterable[str]) -> DocumentedReflection:
+    """The servicer of both protocols, listing them besides the services named."""
+    _register_v1_descriptor()
+    names = [*service_names, reflection.SERVICE_NAME, V1_SERVICE]
+    return DocumentedReflection(names, documented_files())
 
 
 def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
-    _register_v1_descriptor()
-    names = [*service_names, reflection.SERVICE_NAME, V1_SERVICE]
-    servicer = DocumentedReflection(names, documented_files())
+    documented = servicer(service_names)
     handlers = {}
     for name in (reflection.SERVICE_NAME, V1_SERVICE):
         handlers[name] = {
             "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
-                servicer.ServerReflectionInfo,
+                documented.ServerReflectionInfo,
                 request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
                 response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
             )
