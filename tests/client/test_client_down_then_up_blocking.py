@@ -14,6 +14,9 @@ from client_twins import Beside, Errors, Serving
 from e2e_helpers import free_port
 from factories import new_id, runnable_campaign
 
+# Each test serves on a real socket.
+pytestmark = pytest.mark.e2e
+
 C = pb.Campaign
 
 

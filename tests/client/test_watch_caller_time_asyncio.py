@@ -6,11 +6,16 @@ import asyncio
 import dataclasses
 import threading
 
+import pytest
+
 from campaign_grpc.settings import Settings
 from campaign_grpc_client import AsyncCampaignClient, CampaignServiceError, Retry
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from client_twins import AsyncPuller, AsyncServing
 from factories import runnable_campaign
+
+# Each test serves on a real socket.
+pytestmark = pytest.mark.e2e
 
 C = pb.Campaign
 W = pb.WatchStatusResponse

@@ -11,12 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from campaign_grpc.settings import Settings
 from campaign_grpc_client import AsyncCampaignClient, Retry, exceptions
 from campaign_grpc_client.v1 import campaign_pb2 as pb
 from client_twins import AsyncBeside, AsyncErrors, AsyncReader, AsyncServing, async_wait_serving
 from e2e_helpers import Process, free_port
 from factories import runnable_campaign
+
+# Each test serves on a real socket.
+pytestmark = pytest.mark.e2e
 
 C = pb.Campaign
 W = pb.WatchStatusResponse
