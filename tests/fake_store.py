@@ -27,6 +27,7 @@ from campaign_grpc.domain.types import (
     Origin,
     Reason,
     Status,
+    stamp_change,
 )
 
 T = TypeVar("T")
@@ -241,37 +242,23 @@ class FakeStore:
         new_body: bool = False,
         origin: Origin = ANONYMOUS,
     ) -> Event:
-        revision = len(self.events) + 1
-        c.revision = revision
-        c.last_reason = reason
-        if begins_stop:
-            c.stop_revision = revision
-        if new_body:
-            c.body_revision = revision
-        event = Event(
-            revision=revision,
-            customer_id=c.customer_id,
-            campaign_id=c.id,
-            status=c.status,
-            previous_status=previous_status,
-            deleted=c.deleted,
-            reason=reason,
-            tm_event=now,
+        event = stamp_change(
+            c,
+            len(self.events) + 1,
+            previous_status,
+            reason,
+            now,
             next_campaign_id=next_campaign_id,
             chained_from=chained_from,
             detail=detail,
-            version=c.version,
-            tm_update=c.tm_update,
-            tm_delete=c.tm_delete,
-            stop_revision=c.stop_revision,
-            body_revision=c.body_revision,
             next_campaign_result=next_campaign_result,
             unmet_run_conditions=unmet_run_conditions,
-            principal=origin.principal,
-            traceparent=origin.traceparent,
+            begins_stop=begins_stop,
+            new_body=new_body,
+            origin=origin,
         )
-        self.events.append(event)
-        return dataclasses.replace(event, campaign=c)
+        self.events.append(dataclasses.replace(event, campaign=None))
+        return event
 
 
 class FakeTransactions:

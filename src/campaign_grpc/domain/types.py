@@ -196,6 +196,57 @@ class Event:
     campaign: Campaign | None = field(default=None, compare=False, repr=False)
 
 
+def stamp_change(
+    c: Campaign,
+    revision: int,
+    previous_status: Status,
+    reason: Reason,
+    now: int,
+    *,
+    next_campaign_id: str = "",
+    chained_from: str = "",
+    detail: str = "",
+    next_campaign_result: NextCampaignResult = NextCampaignResult.UNSPECIFIED,
+    unmet_run_conditions: tuple[str, ...] = (),
+    begins_stop: bool = False,
+    new_body: bool = False,
+    origin: Origin = ANONYMOUS,
+) -> Event:
+    """The event that logs c's change at revision, c carried with it. c takes the revision
+    and the reason, and with begins_stop its stop_revision, with new_body its body_revision,
+    becomes this revision: a stop or a body is known by the revision of the change that made
+    it."""
+    c.revision = revision
+    c.last_reason = reason
+    if begins_stop:
+        c.stop_revision = revision
+    if new_body:
+        c.body_revision = revision
+    return Event(
+        revision=revision,
+        customer_id=c.customer_id,
+        campaign_id=c.id,
+        status=c.status,
+        previous_status=previous_status,
+        deleted=c.deleted,
+        reason=reason,
+        tm_event=now,
+        next_campaign_id=next_campaign_id,
+        chained_from=chained_from,
+        detail=detail,
+        version=c.version,
+        tm_update=c.tm_update,
+        tm_delete=c.tm_delete,
+        stop_revision=c.stop_revision,
+        body_revision=c.body_revision,
+        next_campaign_result=next_campaign_result,
+        unmet_run_conditions=unmet_run_conditions,
+        principal=origin.principal,
+        traceparent=origin.traceparent,
+        campaign=c,
+    )
+
+
 @dataclass(slots=True, frozen=True)
 class ListFilter:
     customer_id: str

@@ -16,6 +16,7 @@ from ..domain.types import (
     Origin,
     Reason,
     Status,
+    stamp_change,
 )
 from .identity import Fingerprint, LogState
 from .pages import ENTRY_OVERHEAD, PAGE_RESERVE, event_size
@@ -182,40 +183,23 @@ class EventLog(Transaction):
         new_body: bool = False,
         origin: Origin = ANONYMOUS,
     ) -> Event:
-        """Takes the next revision and logs the campaign's new state; sets c.revision and
-        c.last_reason, and with begins_stop c.stop_revision, with new_body c.body_revision,
-        to this revision (a stop or a body is known by the revision of the change that made
-        it)."""
+        """Takes the next revision and logs the campaign's new state (see
+        types.stamp_change)."""
         assert self._revision_at_begin is not None, "events are written after journal_begin"
-        revision = self._revision_at_begin + len(self._journal) + 1
-        c.revision = revision
-        c.last_reason = reason
-        if begins_stop:
-            c.stop_revision = revision
-        if new_body:
-            c.body_revision = revision
-        event = Event(
-            revision=revision,
-            customer_id=c.customer_id,
-            campaign_id=c.id,
-            status=c.status,
-            previous_status=previous_status,
-            deleted=c.deleted,
-            reason=reason,
-            tm_event=now,
+        event = stamp_change(
+            c,
+            self._revision_at_begin + len(self._journal) + 1,
+            previous_status,
+            reason,
+            now,
             next_campaign_id=next_campaign_id,
             chained_from=chained_from,
             detail=detail,
-            version=c.version,
-            tm_update=c.tm_update,
-            tm_delete=c.tm_delete,
-            stop_revision=c.stop_revision,
-            body_revision=c.body_revision,
             next_campaign_result=next_campaign_result,
             unmet_run_conditions=unmet_run_conditions,
-            principal=origin.principal,
-            traceparent=origin.traceparent,
-            campaign=c,
+            begins_stop=begins_stop,
+            new_body=new_body,
+            origin=origin,
         )
         self._log(event)
         return event
