@@ -97,7 +97,9 @@ class DocumentedReflection:
         pool: descriptor_pool.DescriptorPool | None = None,
     ) -> None:
         self._service_names = tuple(sorted(service_names))
-        self._documented = documented
+        # Each file's bytes, made once: our own files as documented, the others as the pool
+        # has them (a file in a pool never changes).
+        self._serialized_files = dict(documented)
         self._pool = descriptor_pool.Default() if pool is None else pool
 
     async def ServerReflectionInfo(
@@ -133,12 +135,12 @@ class DocumentedReflection:
         )
 
     def _serialized(self, file: FileDescriptor) -> bytes:
-        documented = self._documented.get(file.name)
-        if documented is not None:
-            return documented
-        proto = descriptor_pb2.FileDescriptorProto()
-        file.CopyToProto(proto)
-        return proto.SerializeToString()
+        serialized = self._serialized_files.get(file.name)
+        if serialized is None:
+            proto = descriptor_pb2.FileDescriptorProto()
+            file.CopyToProto(proto)
+            serialized = self._serialized_files[file.name] = proto.SerializeToString()
+        return serialized
 
     def _files(
         self, request: ServerReflectionRequest, file: FileDescriptor
